@@ -1,0 +1,414 @@
+package cqrs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"runtime/debug"
+
+	"github.com/typedcqrs/dispatch/internal/registry"
+)
+
+// Bus is what the generic entry points take: a [*CommandBus] or a
+// [*QueryBus]. The two carry different kinds of message but work alike.
+// Only this package implements Bus.
+type Bus interface {
+	// Kind is KindCommand or KindQuery.
+	Kind() Kind
+	// Registered returns the names of the registered message types, sorted.
+	Registered() []string
+	// Metrics returns a snapshot of the metrics of each registered message
+	// type, sorted by name, or nil when the bus has no metrics.
+	Metrics() []MessageMetrics
+
+	core() *bus
+}
+
+// CommandBus dispatches commands, messages that change state, each to the
+// one handler registered for its type.
+//
+// A CommandBus is safe for concurrent use: handlers may be registered while
+// other goroutines dispatch. The zero value is a bus with no options, ready
+// to use. A CommandBus must not be copied after first use.
+type CommandBus struct{ bus }
+
+// NewCommandBus returns an empty command bus configured by opts.
+func NewCommandBus(opts ...Option) *CommandBus {
+	b := &CommandBus{}
+	b.configure(opts)
+	return b
+}
+
+// Kind returns KindCommand.
+func (b *CommandBus) Kind() Kind { return KindCommand }
+
+// Registered returns the names of the registered command types, sorted.
+func (b *CommandBus) Registered() []string { return b.core().registered() }
+
+// Metrics returns a snapshot of the metrics of each registered command
+// type, sorted by name, or nil when the bus was made without [WithMetrics].
+func (b *CommandBus) Metrics() []MessageMetrics { return b.core().metrics() }
+
+// ExecuteCommand dispatches cmd, whose dynamic type selects the handler, and
+// returns the handler's result boxed in an interface (nil when the handler
+// failed). It is for callers that only have an any, such as routers and
+// transports; callers that know the result type should prefer
+// [ExecuteTyped] or [Dispatch].
+func (b *CommandBus) ExecuteCommand(ctx context.Context, cmd any) (any, error) {
+	return execute(ctx, b, cmd)
+}
+
+func (b *CommandBus) core() *bus {
+	if b == nil {
+		return nil
+	}
+	return &b.bus
+}
+
+// QueryBus dispatches queries, messages that read state, each to the one
+// handler registered for its type.
+//
+// A QueryBus is safe for concurrent use: handlers may be registered while
+// other goroutines dispatch. The zero value is a bus with no options, ready
+// to use. A QueryBus must not be copied after first use.
+type QueryBus struct{ bus }
+
+// NewQueryBus returns an empty query bus configured by opts.
+func NewQueryBus(opts ...Option) *QueryBus {
+	b := &QueryBus{}
+	b.configure(opts)
+	return b
+}
+
+// Kind returns KindQuery.
+func (b *QueryBus) Kind() Kind { return KindQuery }
+
+// Registered returns the names of the registered query types, sorted.
+func (b *QueryBus) Registered() []string { return b.core().registered() }
+
+// Metrics returns a snapshot of the metrics of each registered query type,
+// sorted by name, or nil when the bus was made without [WithMetrics].
+func (b *QueryBus) Metrics() []MessageMetrics { return b.core().metrics() }
+
+// Execute dispatches q, whose dynamic type selects the handler, and returns
+// the handler's result boxed in an interface (nil when the handler failed).
+// It is for callers that only have an any, such as routers and transports;
+// callers that know the result type should prefer [ExecuteTyped] or
+// [Dispatch].
+func (b *QueryBus) Execute(ctx context.Context, q any) (any, error) {
+	return execute(ctx, b, q)
+}
+
+func (b *QueryBus) core() *bus {
+	if b == nil {
+		return nil
+	}
+	return &b.bus
+}
+
+// bus is the machinery both kinds of bus share.
+type bus struct {
+	cfg    config
+	routes registry.Registry[*entry]
+}
+
+func (c *bus) configure(opts []Option) {
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&c.cfg)
+		}
+	}
+}
+
+func (c *bus) logger() *slog.Logger {
+	if c.cfg.logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.cfg.logger
+}
+
+func (c *bus) registered() []string {
+	if c == nil {
+		return nil
+	}
+	return c.routes.Names()
+}
+
+func (c *bus) metrics() []MessageMetrics {
+	if c == nil {
+		return nil
+	}
+	var out []MessageMetrics
+	for _, e := range c.routes.Entries() {
+		if e.Value.stats != nil {
+			out = append(out, e.Value.stats.snapshot(e.Value.info))
+		}
+	}
+	return out
+}
+
+// entry is what the registry holds for one message type: the typed route,
+// type-erased three ways for the three kinds of entry point.
+type entry struct {
+	info  *info
+	stats *stats // nil when metrics are off
+
+	typed   any                                     // *route[C, R], for Dispatch
+	exec    any                                     // func(context.Context, any) (R, error), for ExecuteTyped
+	untyped func(context.Context, any) (any, error) // for ExecuteCommand and Execute
+}
+
+// route is the dispatch path of one message type, built by Register.
+type route[C, R any] struct {
+	info    *info
+	handler Handler[C, R] // decorated by every middleware and interceptor
+	nils    nilKind
+	stats   *stats
+	log     *slog.Logger
+}
+
+// dispatch runs the message through the route: it checks the message and
+// the context, calls the decorated handler, recovers a panic into a
+// [*PanicError], and records the outcome when metrics are on.
+func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
+	if r.stats != nil {
+		start := now()
+		defer func() { r.stats.record(now()-start, err != nil) }()
+	}
+	if ctx == nil {
+		return res, fmt.Errorf("%w: dispatching %s", ErrNilContext, r.info)
+	}
+	if r.nils != neverNil && isNil(r.nils, msg) {
+		return res, fmt.Errorf("%w: %s", ErrNilMessage, r.info)
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			var zero R
+			res, err = zero, r.panicked(ctx, v)
+		}
+	}()
+	return r.handler.Handle(ctx, msg)
+}
+
+func (r *route[C, R]) panicked(ctx context.Context, v any) error {
+	pe := &PanicError{Message: r.info.String(), Value: v, Stack: debug.Stack()}
+	r.log.LogAttrs(ctx, slog.LevelError, "cqrs: handler panicked",
+		slog.String("kind", r.info.kind.String()),
+		slog.String("message", r.info.name),
+		slog.Any("panic", v),
+		slog.String("stack", string(pe.Stack)))
+	return pe
+}
+
+// Register registers h as the handler of messages of type C on bus b,
+// decorated by mws (the first listed outermost) inside the bus's
+// interceptors. Every decorator is applied here, once; dispatches call the
+// finished chain.
+//
+// A bus has one handler per message type. C and *C are different types: a
+// handler registered for *C is found by dispatching a *C, never a C.
+// Registering a second handler for C fails with an error wrapping
+// [ErrHandlerExists] and changes nothing. C must not be an interface type
+// ([ErrInvalidMessageType]). A nil h or middleware, or a middleware that
+// returns nil, fails with [ErrNilHandler]; a panic while building the chain
+// is returned as a [*PanicError].
+//
+// The message's name, used in errors, logs and metrics, is its Go type as
+// printed by %T, such as "orders.PlaceOrder", unless the type declares one:
+// on a command bus with a method CommandName() string, on a query bus with
+// QueryName() string (on C or on *C). Two types on one bus cannot share a
+// name ([ErrHandlerExists]).
+//
+// Register is safe to call while other goroutines dispatch on b.
+func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
+	c := coreOf(b)
+	if c == nil {
+		return fmt.Errorf("%w: registering a handler", ErrNilBus)
+	}
+	t := reflect.TypeFor[C]()
+	kind := b.Kind()
+	if t.Kind() == reflect.Interface {
+		return fmt.Errorf("%w: %s %s is an interface type; register a concrete type", ErrInvalidMessageType, kind, t)
+	}
+	in := &info{kind: kind, name: nameOf(t, kind), msgType: t, resType: reflect.TypeFor[R]()}
+	if isNilValue(h) {
+		return fmt.Errorf("%w: registering %s", ErrNilHandler, in)
+	}
+	handler, err := decorate(in, h, mws, c.cfg.interceptors)
+	if err != nil {
+		return err
+	}
+
+	r := &route[C, R]{info: in, handler: handler, nils: nilKindOf(t), log: c.logger()}
+	if c.cfg.metrics {
+		r.stats = newStats()
+	}
+	exec := func(ctx context.Context, msg any) (R, error) {
+		c, ok := msg.(C) // always true: the entry was found by msg's type
+		if !ok {
+			var zero R
+			return zero, fmt.Errorf("cqrs: %s given a %T", in, msg)
+		}
+		return r.dispatch(ctx, c)
+	}
+	untyped := func(ctx context.Context, msg any) (any, error) {
+		res, err := exec(ctx, msg)
+		if err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
+	e := &entry{info: in, stats: r.stats, typed: r, exec: exec, untyped: untyped}
+	if err := c.routes.Add(t, in.name, e); err != nil {
+		if errors.Is(err, registry.ErrNameExists) {
+			return fmt.Errorf("%w: %s: another type has that name", ErrHandlerExists, in)
+		}
+		return fmt.Errorf("%w: %s (%s)", ErrHandlerExists, in, t)
+	}
+	r.log.LogAttrs(context.Background(), slog.LevelDebug, "cqrs: handler registered",
+		slog.String("kind", kind.String()),
+		slog.String("message", in.name),
+		slog.String("type", t.String()),
+		slog.String("result", in.resType.String()))
+	return nil
+}
+
+// decorate applies the middleware and then the bus's interceptors to h.
+func decorate[C, R any](in *info, h Handler[C, R], mws []Middleware[C, R], ics []Interceptor) (out Handler[C, R], err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			out, err = nil, &PanicError{Message: in.String(), Value: v, Stack: debug.Stack()}
+		}
+	}()
+	out = h
+	for i := len(mws) - 1; i >= 0; i-- {
+		if mws[i] == nil {
+			return nil, fmt.Errorf("%w: registering %s: middleware %d is nil", ErrNilHandler, in, i)
+		}
+		if out = mws[i](out); isNilValue(out) {
+			return nil, fmt.Errorf("%w: registering %s: middleware %d returned nil", ErrNilHandler, in, i)
+		}
+	}
+	if len(ics) == 0 {
+		return out, nil
+	}
+	return intercept(in, ics, out)
+}
+
+// Dispatch sends msg to the handler registered on b for type C and returns
+// its result. It is the fully static entry point: the message and result
+// types are checked at compile time, the handler is found by C without
+// boxing msg, and with no middleware a dispatch does not allocate.
+//
+// Write the result type; C is inferred from msg:
+//
+//	view, err := cqrs.Dispatch[UserView](ctx, queries, GetUser{ID: 7})
+//
+// When C is an interface type, Dispatch looks up msg's dynamic type, as
+// [ExecuteTyped] does.
+//
+// Errors: [ErrHandlerNotFound] when C has no handler; [ErrResultType] when
+// C's handler returns a type that is not assignable to R (the handler is not
+// called); [ErrNilMessage] for a nil pointer msg; ctx.Err() unchanged when
+// ctx is already done (the handler is not called); a [*PanicError] when the
+// handler panicked; otherwise the handler's own error, unchanged.
+func Dispatch[R, C any](ctx context.Context, b Bus, msg C) (R, error) {
+	t := reflect.TypeFor[C]()
+	e := find(b, t)
+	if e == nil {
+		if t.Kind() == reflect.Interface && coreOf(b) != nil {
+			// No handler is ever registered for an interface type: look
+			// up msg's dynamic type instead.
+			return ExecuteTyped[R](ctx, b, msg)
+		}
+		var zero R
+		return zero, missing(b, t)
+	}
+	if r, ok := e.typed.(*route[C, R]); ok {
+		return r.dispatch(ctx, msg)
+	}
+	return convert[R](ctx, e, msg)
+}
+
+// ExecuteTyped sends msg to the handler registered on b for msg's dynamic
+// type and returns its result as a T. It is the entry point for messages
+// held in an interface, with a typed result:
+//
+//	view, err := cqrs.ExecuteTyped[UserView](ctx, queries, msg)
+//
+// The only allocation is the caller's boxing of msg. The errors are those
+// of [Dispatch]; a nil msg, or a nil pointer inside it, is [ErrNilMessage].
+func ExecuteTyped[T any](ctx context.Context, b Bus, msg any) (T, error) {
+	t := reflect.TypeOf(msg)
+	e := find(b, t)
+	if e == nil {
+		var zero T
+		return zero, missing(b, t)
+	}
+	if exec, ok := e.exec.(func(context.Context, any) (T, error)); ok {
+		return exec(ctx, msg)
+	}
+	return convert[T](ctx, e, msg)
+}
+
+// execute is ExecuteCommand and Execute.
+func execute(ctx context.Context, b Bus, msg any) (any, error) {
+	t := reflect.TypeOf(msg)
+	e := find(b, t)
+	if e == nil {
+		return nil, missing(b, t)
+	}
+	return e.untyped(ctx, msg)
+}
+
+// convert is the slow path of a dispatch whose requested result type T is
+// not the handler's own: it succeeds when the handler's result type is
+// assignable to T (T is an interface it implements) and fails with
+// ErrResultType, before calling the handler, when it is not.
+func convert[T any](ctx context.Context, e *entry, msg any) (T, error) {
+	var zero T
+	want := reflect.TypeFor[T]()
+	if !e.info.resType.AssignableTo(want) {
+		return zero, fmt.Errorf("%w: %s returns %s, not %s", ErrResultType, e.info, e.info.resType, want)
+	}
+	res, err := e.untyped(ctx, msg)
+	if v, ok := res.(T); ok {
+		return v, err
+	}
+	return zero, err
+}
+
+// find returns the entry for t on b, or nil. It is the whole lookup of a
+// dispatch: one atomic load and one map access by a one-word key.
+func find(b Bus, t reflect.Type) *entry {
+	c := coreOf(b)
+	if c == nil {
+		return nil
+	}
+	e, _ := c.routes.Lookup(registry.KeyOf(t))
+	return e
+}
+
+func coreOf(b Bus) *bus {
+	if b == nil {
+		return nil
+	}
+	return b.core()
+}
+
+// missing explains why find found nothing for t on b.
+func missing(b Bus, t reflect.Type) error {
+	switch {
+	case coreOf(b) == nil:
+		return fmt.Errorf("%w: dispatching a message", ErrNilBus)
+	case t == nil:
+		return fmt.Errorf("%w: nil interface sent as a %s", ErrNilMessage, b.Kind())
+	default:
+		return fmt.Errorf("%w for %s %s", ErrHandlerNotFound, b.Kind(), t)
+	}
+}

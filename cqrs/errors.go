@@ -1,0 +1,75 @@
+package cqrs
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors returned by the buses. Each is wrapped with the message's kind and
+// name, so compare with [errors.Is], never with ==.
+var (
+	// ErrHandlerNotFound: no handler is registered for the message's type.
+	// The error text names the type.
+	ErrHandlerNotFound = errors.New("cqrs: handler not found")
+
+	// ErrHandlerExists: a handler is already registered for the message's
+	// type, or another type on the same bus already uses the message's name.
+	ErrHandlerExists = errors.New("cqrs: handler already registered")
+
+	// ErrResultType: the handler registered for the message returns a type
+	// that cannot be assigned to the result type asked for. The handler is
+	// not called. The error text names both types.
+	ErrResultType = errors.New("cqrs: wrong result type")
+
+	// ErrNilMessage: the message is a nil interface or a nil pointer (also
+	// inside an interface). The handler is not called.
+	ErrNilMessage = errors.New("cqrs: nil message")
+
+	// ErrHandlerPanic: a handler or middleware panicked. The bus recovered
+	// it; use [errors.As] with a [*PanicError] for the value and the stack.
+	ErrHandlerPanic = errors.New("cqrs: handler panicked")
+
+	// ErrNilHandler: a nil handler, middleware or interceptor was given to
+	// [Register] or to a bus option, or a middleware returned nil.
+	ErrNilHandler = errors.New("cqrs: nil handler")
+
+	// ErrInvalidMessageType: [Register] was asked to register an interface
+	// type as a message type. Dispatch looks handlers up by the message's
+	// dynamic type, which is never an interface, so such a handler could
+	// never be reached.
+	ErrInvalidMessageType = errors.New("cqrs: invalid message type")
+
+	// ErrNilBus: a nil [Bus] was given.
+	ErrNilBus = errors.New("cqrs: nil bus")
+
+	// ErrNilContext: a nil [context.Context] was given to a dispatch.
+	ErrNilContext = errors.New("cqrs: nil context")
+)
+
+// PanicError is the error a dispatch returns when a handler or a middleware
+// panicked. It wraps [ErrHandlerPanic] and, when the panic value is itself an
+// error, that error too, so both match with [errors.Is].
+type PanicError struct {
+	// Message names the message whose handler panicked, such as
+	// "command orders.PlaceOrder".
+	Message string
+	// Value is the value passed to panic.
+	Value any
+	// Stack is the panicking goroutine's stack, as formatted by
+	// [runtime/debug.Stack].
+	Stack []byte
+}
+
+// Error reports the message and the panic value; the stack is left out.
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("%v: %s: %v", ErrHandlerPanic, e.Message, e.Value)
+}
+
+// Unwrap returns [ErrHandlerPanic] and, when the panic value is an error, that
+// error.
+func (e *PanicError) Unwrap() []error {
+	if err, ok := e.Value.(error); ok {
+		return []error{ErrHandlerPanic, err}
+	}
+	return []error{ErrHandlerPanic}
+}

@@ -1,0 +1,93 @@
+package cqrs
+
+import "reflect"
+
+// nameOf returns the name of message type t on a bus of the given kind: the
+// name the type declares with CommandName or QueryName, or else its Go type.
+func nameOf(t reflect.Type, kind Kind) string {
+	// Try a usable value of every type whose method set may hold the
+	// method: a non-nil pointer for a pointer type, else the value and a
+	// pointer to it.
+	var candidates []reflect.Value
+	if t.Kind() == reflect.Pointer {
+		candidates = []reflect.Value{reflect.New(t.Elem())}
+	} else {
+		candidates = []reflect.Value{reflect.Zero(t), reflect.New(t)}
+	}
+	for _, v := range candidates {
+		if name := declaredName(v.Interface(), kind); name != "" {
+			return name
+		}
+	}
+	return t.String()
+}
+
+// declaredName calls v's CommandName or QueryName method, if it has the one
+// for kind. A method that panics on a zero value declares nothing.
+func declaredName(v any, kind Kind) (name string) {
+	defer func() {
+		if recover() != nil {
+			name = ""
+		}
+	}()
+	switch kind {
+	case KindCommand:
+		if n, ok := v.(interface{ CommandName() string }); ok {
+			return n.CommandName()
+		}
+	case KindQuery:
+		if n, ok := v.(interface{ QueryName() string }); ok {
+			return n.QueryName()
+		}
+	}
+	return ""
+}
+
+// nilKind says how to tell whether a message of some type is nil.
+type nilKind uint8
+
+const (
+	neverNil     nilKind = iota // structs, numbers, strings, arrays…
+	nilByCompare                // pointers, channels: compare with the zero value
+	nilByReflect                // maps, slices, funcs: not comparable
+)
+
+func nilKindOf(t reflect.Type) nilKind {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.Chan, reflect.UnsafePointer:
+		return nilByCompare
+	case reflect.Map, reflect.Slice, reflect.Func:
+		return nilByReflect
+	default:
+		return neverNil
+	}
+}
+
+// isNil reports whether msg is nil. It does not allocate for the kinds that
+// nilByCompare covers: they are a single pointer.
+func isNil[C any](k nilKind, msg C) bool {
+	switch k {
+	case nilByCompare:
+		var zero C
+		return any(msg) == any(zero)
+	case nilByReflect:
+		return reflect.ValueOf(msg).IsNil()
+	default:
+		return false
+	}
+}
+
+// isNilValue reports whether v is a nil interface or holds a nil pointer,
+// func, map, slice, channel or interface.
+func isNilValue(v any) bool {
+	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.Interface, reflect.UnsafePointer:
+		return rv.IsNil()
+	default:
+		return false
+	}
+}

@@ -1,0 +1,46 @@
+package cqrs
+
+import "log/slog"
+
+// Option configures a bus made by [NewCommandBus] or [NewQueryBus].
+type Option interface {
+	apply(*config)
+}
+
+// config is what the options set; its zero value is the default bus.
+type config struct {
+	interceptors []Interceptor
+	metrics      bool
+	logger       *slog.Logger
+}
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithInterceptors adds bus-wide middleware: every handler registered on the
+// bus afterwards runs inside these interceptors, the first listed outermost,
+// and outside the handler's own [Middleware]. A nil interceptor makes
+// [Register] fail.
+//
+// Repeated WithInterceptors options append.
+func WithInterceptors(ics ...Interceptor) Option {
+	return optionFunc(func(c *config) { c.interceptors = append(c.interceptors, ics...) })
+}
+
+// WithMetrics turns on the bus's own metrics: per message type, the count of
+// calls and errors and the latency distribution, read with the bus's
+// Metrics method. Metrics are off by default and then cost nothing; on, they
+// cost two clock readings and a few uncontended atomic additions per
+// dispatch, and no allocation.
+func WithMetrics() Option {
+	return optionFunc(func(c *config) { c.metrics = true })
+}
+
+// WithLogger sets the logger the bus reports to: handler panics at
+// [slog.LevelError] with their stack, and registrations at
+// [slog.LevelDebug]. The default discards everything; a nil logger restores
+// that default.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) { c.logger = l })
+}
