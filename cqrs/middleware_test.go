@@ -1,0 +1,245 @@
+package cqrs_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+)
+
+// trace records the order in which layers run.
+type trace struct{ steps []string }
+
+func (tr *trace) middleware(name string) cqrs.Middleware[GetUser, UserView] {
+	return func(next cqrs.Handler[GetUser, UserView]) cqrs.Handler[GetUser, UserView] {
+		return cqrs.HandlerFunc[GetUser, UserView](func(ctx context.Context, q GetUser) (UserView, error) {
+			tr.steps = append(tr.steps, name+" in")
+			v, err := next.Handle(ctx, q)
+			tr.steps = append(tr.steps, name+" out")
+			return v, err
+		})
+	}
+}
+
+func (tr *trace) interceptor(name string) cqrs.Interceptor {
+	return func(next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			tr.steps = append(tr.steps, name+" in")
+			err := next(ctx, c)
+			tr.steps = append(tr.steps, name+" out")
+			return err
+		}
+	}
+}
+
+func TestMiddlewareOrder(t *testing.T) {
+	t.Parallel()
+	tr := &trace{}
+	queries := cqrs.NewQueryBus(
+		cqrs.WithInterceptors(tr.interceptor("bus1"), tr.interceptor("bus2")),
+		cqrs.WithInterceptors(tr.interceptor("bus3")),
+	)
+	handler := cqrs.HandlerFunc[GetUser, UserView](func(ctx context.Context, q GetUser) (UserView, error) {
+		tr.steps = append(tr.steps, "handler")
+		return getUser(ctx, q)
+	})
+	require.NoError(t, cqrs.Register(queries, handler, tr.middleware("m1"), tr.middleware("m2")))
+	assert.Empty(t, tr.steps, "building the chain runs nothing")
+
+	view, err := cqrs.Dispatch[UserView](context.Background(), queries, GetUser{ID: 5})
+	require.NoError(t, err)
+	assert.Equal(t, 5, view.ID, "the result travels back through every layer")
+	assert.Equal(t, []string{
+		"bus1 in", "bus2 in", "bus3 in", "m1 in", "m2 in", "handler",
+		"m2 out", "m1 out", "bus3 out", "bus2 out", "bus1 out",
+	}, tr.steps)
+}
+
+func TestCallDescribesTheDispatch(t *testing.T) {
+	t.Parallel()
+	var seen []string
+	record := func(next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			assert.Zero(t, c.Result(), "no result before the handler ran")
+			err := next(ctx, c)
+			seen = append(seen, c.Kind().String(), c.Name(), c.MessageType().String(), c.ResultType().String())
+			assert.Equal(t, reflect.TypeOf(c.Message()), c.MessageType())
+			if err == nil {
+				assert.Equal(t, reflect.TypeOf(c.Result()), c.ResultType())
+			}
+			return err
+		}
+	}
+	commands, queries := newBuses(t, cqrs.WithInterceptors(record))
+	ctx := context.Background()
+
+	_, err := cqrs.Dispatch[UserCreated](ctx, commands, CreateUser{Name: "ann"})
+	require.NoError(t, err)
+	view, err := cqrs.ExecuteTyped[UserView](ctx, queries, GetUser{ID: 3})
+	require.NoError(t, err)
+	assert.Equal(t, 3, view.ID)
+	assert.Equal(t, []string{
+		"command", "cqrs_test.CreateUser", "cqrs_test.CreateUser", "cqrs_test.UserCreated",
+		"query", "cqrs_test.GetUser", "cqrs_test.GetUser", "cqrs_test.UserView",
+	}, seen)
+}
+
+func TestInterceptorSeesAndReplacesErrors(t *testing.T) {
+	t.Parallel()
+	errWrapped := errors.New("wrapped")
+	var saw error
+	wrap := func(next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			saw = next(ctx, c)
+			if saw != nil {
+				return errors.Join(errWrapped, saw)
+			}
+			return nil
+		}
+	}
+	commands, _ := newBuses(t, cqrs.WithInterceptors(wrap))
+	_, err := cqrs.Dispatch[UserCreated](context.Background(), commands, CreateUser{})
+	assert.Same(t, errEmptyName, saw)
+	require.ErrorIs(t, err, errWrapped)
+	require.ErrorIs(t, err, errEmptyName)
+}
+
+func TestInterceptorCanShortCircuit(t *testing.T) {
+	t.Parallel()
+	denied := errors.New("denied")
+	calls := 0
+	deny := func(next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			if c.Message().(CreateUser).Name == "mallory" {
+				return denied
+			}
+			return next(ctx, c)
+		}
+	}
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(deny))
+	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, UserCreated](func(ctx context.Context, c CreateUser) (UserCreated, error) {
+		calls++
+		return createUser(ctx, c)
+	})))
+	ctx := context.Background()
+
+	res, err := cqrs.Dispatch[UserCreated](ctx, commands, CreateUser{Name: "mallory"})
+	assert.Same(t, denied, err)
+	assert.Zero(t, res)
+	res, err = cqrs.Dispatch[UserCreated](ctx, commands, CreateUser{Name: "alice"})
+	require.NoError(t, err)
+	assert.Equal(t, 5, res.ID)
+	assert.Equal(t, 1, calls)
+}
+
+func TestInterceptorPanicIsRecovered(t *testing.T) {
+	t.Parallel()
+	explode := func(cqrs.Invoker) cqrs.Invoker {
+		return func(context.Context, cqrs.Call) error { panic("interceptor exploded") }
+	}
+	commands, _ := newBuses(t, cqrs.WithInterceptors(explode))
+	_, err := cqrs.Dispatch[UserCreated](context.Background(), commands, CreateUser{Name: "x"})
+	require.ErrorIs(t, err, cqrs.ErrHandlerPanic)
+	assert.Contains(t, err.Error(), "interceptor exploded")
+}
+
+func TestInterceptorMustPassItsOwnCall(t *testing.T) {
+	t.Parallel()
+	// An interceptor that hands the inner chain a Call from another
+	// dispatch gets an error, not a wrong message.
+	var stolen cqrs.Call
+	steal := func(next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			if c.MessageType() == reflect.TypeFor[GetUser]() {
+				stolen = c
+				return next(ctx, c)
+			}
+			return next(ctx, stolen)
+		}
+	}
+	bus := cqrs.NewQueryBus(cqrs.WithInterceptors(steal))
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[GetUser, UserView](getUser)))
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[CreateUser, UserCreated](createUser)))
+	ctx := context.Background()
+
+	_, err := cqrs.Dispatch[UserView](ctx, bus, GetUser{ID: 1})
+	require.NoError(t, err)
+	_, err = cqrs.Dispatch[UserCreated](ctx, bus, CreateUser{Name: "x"})
+	require.Error(t, err)
+	assert.True(t, strings.HasPrefix(err.Error(), "cqrs: query cqrs_test.CreateUser: an interceptor passed on a Call"), err.Error())
+}
+
+func TestNilInterceptor(t *testing.T) {
+	t.Parallel()
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(nil))
+	err := cqrs.Register(queries, cqrs.HandlerFunc[GetUser, UserView](getUser))
+	require.ErrorIs(t, err, cqrs.ErrNilHandler)
+	assert.Contains(t, err.Error(), "interceptor 0 is nil")
+
+	returnsNil := func(cqrs.Invoker) cqrs.Invoker { return nil }
+	queries = cqrs.NewQueryBus(cqrs.WithInterceptors(returnsNil))
+	err = cqrs.Register(queries, cqrs.HandlerFunc[GetUser, UserView](getUser))
+	require.ErrorIs(t, err, cqrs.ErrNilHandler)
+	assert.Contains(t, err.Error(), "interceptor 0 returned a nil Invoker")
+	assert.Empty(t, queries.Registered())
+}
+
+func passThrough(next cqrs.Invoker) cqrs.Invoker {
+	return func(ctx context.Context, c cqrs.Call) error { return next(ctx, c) }
+}
+
+func typedPassThrough(next cqrs.Handler[GetUser, UserView]) cqrs.Handler[GetUser, UserView] {
+	return cqrs.HandlerFunc[GetUser, UserView](func(ctx context.Context, q GetUser) (UserView, error) {
+		return next.Handle(ctx, q)
+	})
+}
+
+// TestAllocations pins the allocation budget of each dispatch path.
+func TestAllocations(t *testing.T) {
+	ctx := context.Background()
+	q := GetUser{ID: 1 << 20}
+	var boxed any = q
+	// viewOnly allocates nothing itself, so what is counted is the bus's.
+	viewOnly := cqrs.HandlerFunc[GetUser, UserView](func(_ context.Context, q GetUser) (UserView, error) {
+		return UserView{ID: q.ID}, nil
+	})
+	plain := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.Register(plain, viewOnly))
+	typed := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.Register(typed, viewOnly, typedPassThrough, typedPassThrough, typedPassThrough))
+	metered := cqrs.NewQueryBus(cqrs.WithMetrics())
+	require.NoError(t, cqrs.Register(metered, viewOnly))
+	one := cqrs.NewQueryBus(cqrs.WithInterceptors(passThrough))
+	require.NoError(t, cqrs.Register(one, viewOnly))
+	five := cqrs.NewQueryBus(cqrs.WithInterceptors(passThrough, passThrough, passThrough, passThrough, passThrough))
+	require.NoError(t, cqrs.Register(five, viewOnly))
+
+	tests := []struct {
+		name string
+		want float64
+		run  func() (UserView, error)
+	}{
+		{"Dispatch", 0, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, plain, q) }},
+		{"Dispatch with typed middleware", 0, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, typed, q) }},
+		{"Dispatch with metrics", 0, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, metered, q) }},
+		{"ExecuteTyped of a boxed message", 0, func() (UserView, error) { return cqrs.ExecuteTyped[UserView](ctx, plain, boxed) }},
+		{"one interceptor", 1, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, one, q) }},
+		{"five interceptors", 1, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, five, q) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			allocs := testing.AllocsPerRun(200, func() {
+				if v, err := tc.run(); err != nil || v.ID != q.ID {
+					t.Fatalf("got %v, %v", v, err)
+				}
+			})
+			assert.Equal(t, tc.want, allocs)
+		})
+	}
+}
