@@ -1,0 +1,74 @@
+package cqrs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+)
+
+func ExampleMiddleware() {
+	// A typed middleware sees the message as it is: here it upper-cases
+	// an order's ID before the handler stores it.
+	normalise := func(next cqrs.Handler[PlaceOrder, cqrs.NoResult]) cqrs.Handler[PlaceOrder, cqrs.NoResult] {
+		return cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](func(ctx context.Context, c PlaceOrder) (cqrs.NoResult, error) {
+			c.ID = strings.ToUpper(c.ID)
+			return next.Handle(ctx, c)
+		})
+	}
+	commands := cqrs.NewCommandBus()
+	if err := cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](placeOrder), normalise); err != nil {
+		panic(err)
+	}
+	_, err := cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, PlaceOrder{ID: "o-lower", Items: 1})
+	fmt.Println(err, orders["O-LOWER"].Items)
+	// Output:
+	// <nil> 1
+}
+
+func ExampleWithInterceptors() {
+	// An interceptor sees every dispatch on the bus, whatever its types.
+	audit := func(next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			err := next(ctx, c)
+			fmt.Printf("%s %s -> %v, %v\n", c.Kind(), c.Name(), c.Result(), err)
+			return err
+		}
+	}
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(audit))
+	if err := cqrs.Register(queries, cqrs.HandlerFunc[GetOrder, Order](getOrder)); err != nil {
+		panic(err)
+	}
+	orders["o-5"] = Order{ID: "o-5", Items: 5}
+	_, _ = cqrs.Dispatch[Order](context.Background(), queries, GetOrder{ID: "o-5"})
+	// Output:
+	// query cqrs_test.GetOrder -> {o-5 5}, <nil>
+}
+
+func ExampleInterceptor_authorization() {
+	// Interceptors can refuse a dispatch before it reaches the handler.
+	errForbidden := errors.New("forbidden")
+	type role struct{}
+	authorize := func(next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			if c.Kind() == cqrs.KindCommand && ctx.Value(role{}) != "admin" {
+				return fmt.Errorf("%s: %w", c.Name(), errForbidden)
+			}
+			return next(ctx, c)
+		}
+	}
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(authorize))
+	if err := cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](placeOrder)); err != nil {
+		panic(err)
+	}
+	_, err := cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, PlaceOrder{ID: "o-6", Items: 1})
+	fmt.Println(err)
+	admin := context.WithValue(context.Background(), role{}, "admin")
+	_, err = cqrs.Dispatch[cqrs.NoResult](admin, commands, PlaceOrder{ID: "o-6", Items: 1})
+	fmt.Println(err)
+	// Output:
+	// cqrs_test.PlaceOrder: forbidden
+	// <nil>
+}
