@@ -104,7 +104,7 @@ func newQueryBus(tb testing.TB, opts ...cqrs.Option) *cqrs.QueryBus {
 	return bus
 }
 
-func passThrough(next cqrs.Invoker) cqrs.Invoker {
+func passThrough(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	return func(ctx context.Context, c cqrs.Call) error { return next(ctx, c) }
 }
 

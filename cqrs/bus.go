@@ -143,7 +143,7 @@ func (c *bus) metrics() []MessageMetrics {
 	var out []MessageMetrics
 	for _, e := range c.routes.Entries() {
 		if e.Value.stats != nil {
-			out = append(out, e.Value.stats.snapshot(e.Value.info))
+			out = append(out, e.Value.stats.snapshot(e.Value.spec))
 		}
 	}
 	return out
@@ -152,7 +152,7 @@ func (c *bus) metrics() []MessageMetrics {
 // entry is what the registry holds for one message type: the typed route,
 // type-erased three ways for the three kinds of entry point.
 type entry struct {
-	info  *info
+	spec  *Spec
 	stats *stats // nil when metrics are off
 
 	typed   any                                     // *route[C, R], for Dispatch
@@ -162,7 +162,7 @@ type entry struct {
 
 // route is the dispatch path of one message type, built by Register.
 type route[C, R any] struct {
-	info    *info
+	spec    *Spec
 	handler Handler[C, R] // decorated by every middleware and interceptor
 	nils    nilKind
 	stats   *stats
@@ -178,10 +178,10 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 		defer func() { r.stats.record(now()-start, err != nil) }()
 	}
 	if ctx == nil {
-		return res, fmt.Errorf("%w: dispatching %s", ErrNilContext, r.info)
+		return res, fmt.Errorf("%w: dispatching %s", ErrNilContext, r.spec)
 	}
 	if r.nils != neverNil && isNil(r.nils, msg) {
-		return res, fmt.Errorf("%w: %s", ErrNilMessage, r.info)
+		return res, fmt.Errorf("%w: %s", ErrNilMessage, r.spec)
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -196,10 +196,10 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 }
 
 func (r *route[C, R]) panicked(ctx context.Context, v any) error {
-	pe := &PanicError{Message: r.info.String(), Value: v, Stack: debug.Stack()}
+	pe := &PanicError{Message: r.spec.String(), Value: v, Stack: debug.Stack()}
 	r.log.LogAttrs(ctx, slog.LevelError, "cqrs: handler panicked",
-		slog.String("kind", r.info.kind.String()),
-		slog.String("message", r.info.name),
+		slog.String("kind", r.spec.Kind.String()),
+		slog.String("message", r.spec.Name),
 		slog.Any("panic", v),
 		slog.String("stack", string(pe.Stack)))
 	return pe
@@ -231,11 +231,10 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 		return fmt.Errorf("%w: registering a handler", ErrNilBus)
 	}
 	t := reflect.TypeFor[C]()
-	kind := b.Kind()
 	if t.Kind() == reflect.Interface {
-		return fmt.Errorf("%w: %s %s is an interface type; register a concrete type", ErrInvalidMessageType, kind, t)
+		return fmt.Errorf("%w: %s %s is an interface type; register a concrete type", ErrInvalidMessageType, b.Kind(), t)
 	}
-	in := &info{kind: kind, name: nameOf(t, kind), msgType: t, resType: reflect.TypeFor[R]()}
+	in := specOf[C, R](b.Kind())
 	if isNilValue(h) {
 		return fmt.Errorf("%w: registering %s", ErrNilHandler, in)
 	}
@@ -244,7 +243,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 		return err
 	}
 
-	r := &route[C, R]{info: in, handler: handler, nils: nilKindOf(t), log: c.logger()}
+	r := &route[C, R]{spec: in, handler: handler, nils: nilKindOf(t), log: c.logger()}
 	if c.cfg.metrics {
 		r.stats = newStats()
 	}
@@ -263,25 +262,29 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 		}
 		return res, nil
 	}
-	e := &entry{info: in, stats: r.stats, typed: r, exec: exec, untyped: untyped}
-	if err := c.routes.Add(t, in.name, e); err != nil {
+	e := &entry{spec: in, stats: r.stats, typed: r, exec: exec, untyped: untyped}
+	if err := c.routes.Add(t, in.Name, e); err != nil {
 		if errors.Is(err, registry.ErrNameExists) {
 			return fmt.Errorf("%w: %s: another type has that name", ErrHandlerExists, in)
 		}
 		return fmt.Errorf("%w: %s (%s)", ErrHandlerExists, in, t)
 	}
 	r.log.LogAttrs(context.Background(), slog.LevelDebug, "cqrs: handler registered",
-		slog.String("kind", kind.String()),
-		slog.String("message", in.name),
+		slog.String("kind", in.Kind.String()),
+		slog.String("message", in.Name),
 		slog.String("type", t.String()),
-		slog.String("result", in.resType.String()))
+		slog.String("result", in.ResultType.String()))
 	return nil
 }
 
 // decorate applies the middleware and then the bus's interceptors to h.
-func decorate[C, R any](in *info, h Handler[C, R], mws []Middleware[C, R], ics []Interceptor) (out Handler[C, R], err error) {
+func decorate[C, R any](in *Spec, h Handler[C, R], mws []Middleware[C, R], ics []Interceptor) (out Handler[C, R], err error) {
 	defer func() {
-		if v := recover(); v != nil {
+		switch v := recover().(type) {
+		case nil:
+		case buildError:
+			out, err = nil, v.err
+		default:
 			out, err = nil, &PanicError{Message: in.String(), Value: v, Stack: debug.Stack()}
 		}
 	}()
@@ -373,8 +376,8 @@ func execute(ctx context.Context, b Bus, msg any) (any, error) {
 func convert[T any](ctx context.Context, e *entry, msg any) (T, error) {
 	var zero T
 	want := reflect.TypeFor[T]()
-	if !e.info.resType.AssignableTo(want) {
-		return zero, fmt.Errorf("%w: %s returns %s, not %s", ErrResultType, e.info, e.info.resType, want)
+	if !e.spec.ResultType.AssignableTo(want) {
+		return zero, fmt.Errorf("%w: %s returns %s, not %s", ErrResultType, e.spec, e.spec.ResultType, want)
 	}
 	res, err := e.untyped(ctx, msg)
 	if v, ok := res.(T); ok {

@@ -40,13 +40,15 @@
 //
 //   - [Middleware][C, R] decorates one handler and sees its typed message
 //     and result. It is given to [Register] and costs no allocation.
-//   - [Interceptor] decorates every handler of a bus, given with
-//     [WithInterceptors]. It sees each dispatch as a [Call] and may box the
-//     message or result if it needs them. A dispatch through any number of
-//     interceptors allocates once.
+//   - [Interceptor] is not generic, so one value serves every message type.
+//     It is given to a whole bus with [WithInterceptors], or to one
+//     registration with [Intercept]. It is set up once per message type
+//     with that type's [Spec], and sees each dispatch as a [Call] that
+//     boxes the message or result only if asked. A dispatch through any
+//     number of interceptors allocates once.
 //
-// Interceptors run outside a handler's own middleware; in each list, the
-// first one given runs outermost.
+// A bus's interceptors run outside a handler's own middleware; in each
+// list, the first one given runs outermost.
 //
 // # Errors
 //

@@ -30,10 +30,10 @@ func ExampleMiddleware() {
 
 func ExampleWithInterceptors() {
 	// An interceptor sees every dispatch on the bus, whatever its types.
-	audit := func(next cqrs.Invoker) cqrs.Invoker {
+	audit := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			err := next(ctx, c)
-			fmt.Printf("%s %s -> %v, %v\n", c.Kind(), c.Name(), c.Result(), err)
+			fmt.Printf("%s %s -> %v, %v\n", c.Spec().Kind, c.Spec().Name, c.Result(), err)
 			return err
 		}
 	}
@@ -51,10 +51,10 @@ func ExampleInterceptor_authorization() {
 	// Interceptors can refuse a dispatch before it reaches the handler.
 	errForbidden := errors.New("forbidden")
 	type role struct{}
-	authorize := func(next cqrs.Invoker) cqrs.Invoker {
+	authorize := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
-			if c.Kind() == cqrs.KindCommand && ctx.Value(role{}) != "admin" {
-				return fmt.Errorf("%s: %w", c.Name(), errForbidden)
+			if c.Spec().Kind == cqrs.KindCommand && ctx.Value(role{}) != "admin" {
+				return fmt.Errorf("%s: %w", c.Spec().Name, errForbidden)
 			}
 			return next(ctx, c)
 		}
@@ -71,4 +71,30 @@ func ExampleInterceptor_authorization() {
 	// Output:
 	// cqrs_test.PlaceOrder: forbidden
 	// <nil>
+}
+
+func ExampleIntercept() {
+	// An interceptor for one handler only: it is set up once, with the
+	// message type's Spec, when the handler is registered.
+	count := func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		fmt.Println("set up for", spec)
+		calls := 0
+		return func(ctx context.Context, c cqrs.Call) error {
+			calls++
+			fmt.Println(spec.Name, "call", calls)
+			return next(ctx, c)
+		}
+	}
+	commands := cqrs.NewCommandBus()
+	if err := cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](placeOrder),
+		cqrs.Intercept[PlaceOrder, cqrs.NoResult](commands, count)); err != nil {
+		panic(err)
+	}
+	for range 2 {
+		_, _ = cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, PlaceOrder{ID: "o-8", Items: 1})
+	}
+	// Output:
+	// set up for command cqrs_test.PlaceOrder
+	// cqrs_test.PlaceOrder call 1
+	// cqrs_test.PlaceOrder call 2
 }

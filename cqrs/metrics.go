@@ -157,8 +157,8 @@ func raise(v *atomic.Int64, x int64) {
 
 // snapshot sums the shards. Dispatches that run meanwhile may be counted in
 // some fields and not yet in others.
-func (s *stats) snapshot(in *info) MessageMetrics {
-	m := MessageMetrics{Kind: in.kind, Name: in.name}
+func (s *stats) snapshot(spec *Spec) MessageMetrics {
+	m := MessageMetrics{Kind: spec.Kind, Name: spec.Name}
 	var hist [nBuckets]uint64
 	var sum uint64
 	lo, hi := int64(math.MaxInt64), int64(0)

@@ -28,7 +28,7 @@ func (tr *trace) middleware(name string) cqrs.Middleware[GetUser, UserView] {
 }
 
 func (tr *trace) interceptor(name string) cqrs.Interceptor {
-	return func(next cqrs.Invoker) cqrs.Invoker {
+	return func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			tr.steps = append(tr.steps, name+" in")
 			err := next(ctx, c)
@@ -64,14 +64,14 @@ func TestMiddlewareOrder(t *testing.T) {
 func TestCallDescribesTheDispatch(t *testing.T) {
 	t.Parallel()
 	var seen []string
-	record := func(next cqrs.Invoker) cqrs.Invoker {
+	record := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			assert.Zero(t, c.Result(), "no result before the handler ran")
 			err := next(ctx, c)
-			seen = append(seen, c.Kind().String(), c.Name(), c.MessageType().String(), c.ResultType().String())
-			assert.Equal(t, reflect.TypeOf(c.Message()), c.MessageType())
+			seen = append(seen, c.Spec().Kind.String(), c.Spec().Name, c.Spec().MessageType.String(), c.Spec().ResultType.String())
+			assert.Equal(t, reflect.TypeOf(c.Message()), c.Spec().MessageType)
 			if err == nil {
-				assert.Equal(t, reflect.TypeOf(c.Result()), c.ResultType())
+				assert.Equal(t, reflect.TypeOf(c.Result()), c.Spec().ResultType)
 			}
 			return err
 		}
@@ -94,7 +94,7 @@ func TestInterceptorSeesAndReplacesErrors(t *testing.T) {
 	t.Parallel()
 	errWrapped := errors.New("wrapped")
 	var saw error
-	wrap := func(next cqrs.Invoker) cqrs.Invoker {
+	wrap := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			saw = next(ctx, c)
 			if saw != nil {
@@ -114,7 +114,7 @@ func TestInterceptorCanShortCircuit(t *testing.T) {
 	t.Parallel()
 	denied := errors.New("denied")
 	calls := 0
-	deny := func(next cqrs.Invoker) cqrs.Invoker {
+	deny := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			if c.Message().(CreateUser).Name == "mallory" {
 				return denied
@@ -140,7 +140,7 @@ func TestInterceptorCanShortCircuit(t *testing.T) {
 
 func TestInterceptorPanicIsRecovered(t *testing.T) {
 	t.Parallel()
-	explode := func(cqrs.Invoker) cqrs.Invoker {
+	explode := func(cqrs.Spec, cqrs.Invoker) cqrs.Invoker {
 		return func(context.Context, cqrs.Call) error { panic("interceptor exploded") }
 	}
 	commands, _ := newBuses(t, cqrs.WithInterceptors(explode))
@@ -154,9 +154,9 @@ func TestInterceptorMustPassItsOwnCall(t *testing.T) {
 	// An interceptor that hands the inner chain a Call from another
 	// dispatch gets an error, not a wrong message.
 	var stolen cqrs.Call
-	steal := func(next cqrs.Invoker) cqrs.Invoker {
+	steal := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
-			if c.MessageType() == reflect.TypeFor[GetUser]() {
+			if c.Spec().MessageType == reflect.TypeFor[GetUser]() {
 				stolen = c
 				return next(ctx, c)
 			}
@@ -182,7 +182,7 @@ func TestNilInterceptor(t *testing.T) {
 	require.ErrorIs(t, err, cqrs.ErrNilHandler)
 	assert.Contains(t, err.Error(), "interceptor 0 is nil")
 
-	returnsNil := func(cqrs.Invoker) cqrs.Invoker { return nil }
+	returnsNil := func(cqrs.Spec, cqrs.Invoker) cqrs.Invoker { return nil }
 	queries = cqrs.NewQueryBus(cqrs.WithInterceptors(returnsNil))
 	err = cqrs.Register(queries, cqrs.HandlerFunc[GetUser, UserView](getUser))
 	require.ErrorIs(t, err, cqrs.ErrNilHandler)
@@ -190,7 +190,7 @@ func TestNilInterceptor(t *testing.T) {
 	assert.Empty(t, queries.Registered())
 }
 
-func passThrough(next cqrs.Invoker) cqrs.Invoker {
+func passThrough(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	return func(ctx context.Context, c cqrs.Call) error { return next(ctx, c) }
 }
 
@@ -242,4 +242,76 @@ func TestAllocations(t *testing.T) {
 			assert.Equal(t, tc.want, allocs)
 		})
 	}
+}
+
+func TestInterceptorGetsSpecOncePerType(t *testing.T) {
+	t.Parallel()
+	var specs []cqrs.Spec
+	record := func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		specs = append(specs, spec)
+		return next
+	}
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(record))
+	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, UserCreated](createUser)))
+	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[Renamed, cqrs.NoResult](noop[Renamed])))
+	for range 3 {
+		_, err := cqrs.Dispatch[UserCreated](context.Background(), commands, CreateUser{Name: "x"})
+		require.NoError(t, err)
+	}
+	assert.Equal(t, []cqrs.Spec{
+		{Kind: cqrs.KindCommand, Name: "cqrs_test.CreateUser", MessageType: reflect.TypeFor[CreateUser](), ResultType: reflect.TypeFor[UserCreated]()},
+		{Kind: cqrs.KindCommand, Name: "users.rename", MessageType: reflect.TypeFor[Renamed](), ResultType: reflect.TypeFor[cqrs.NoResult]()},
+	}, specs, "one call per registration, none per dispatch")
+	assert.Equal(t, "command users.rename", specs[1].String())
+}
+
+func TestInterceptPerRegistration(t *testing.T) {
+	t.Parallel()
+	tr := &trace{}
+	var spec cqrs.Spec
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(tr.interceptor("bus")))
+	handler := cqrs.HandlerFunc[GetUser, UserView](func(ctx context.Context, q GetUser) (UserView, error) {
+		tr.steps = append(tr.steps, "handler")
+		return getUser(ctx, q)
+	})
+	capture := func(s cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		spec = s
+		return next
+	}
+	require.NoError(t, cqrs.Register(queries, handler,
+		tr.middleware("m1"),
+		cqrs.Intercept[GetUser, UserView](queries, tr.interceptor("i1"), tr.interceptor("i2"), capture),
+		tr.middleware("m2")))
+
+	// Another type on the same bus has only the bus-wide interceptor.
+	require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[CreateUser, UserCreated](createUser)))
+
+	view, err := cqrs.Dispatch[UserView](context.Background(), queries, GetUser{ID: 2})
+	require.NoError(t, err)
+	assert.Equal(t, 2, view.ID)
+	assert.Equal(t, []string{
+		"bus in", "m1 in", "i1 in", "i2 in", "m2 in", "handler",
+		"m2 out", "i2 out", "i1 out", "m1 out", "bus out",
+	}, tr.steps)
+	assert.Equal(t, "query cqrs_test.GetUser", spec.String())
+
+	tr.steps = nil
+	_, err = cqrs.Dispatch[UserCreated](context.Background(), queries, CreateUser{Name: "a"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"bus in", "bus out"}, tr.steps)
+}
+
+func TestInterceptRejectsNil(t *testing.T) {
+	t.Parallel()
+	queries := cqrs.NewQueryBus()
+	err := cqrs.Register(queries, cqrs.HandlerFunc[GetUser, UserView](getUser),
+		cqrs.Intercept[GetUser, UserView](queries, passThrough, nil))
+	require.ErrorIs(t, err, cqrs.ErrNilHandler)
+	assert.NotErrorIs(t, err, cqrs.ErrHandlerPanic, "a wiring mistake is not reported as a panic")
+	assert.Contains(t, err.Error(), "interceptor 1 is nil")
+	assert.Empty(t, queries.Registered())
+
+	// Outside Register, the middleware can only panic.
+	mw := cqrs.Intercept[GetUser, UserView](nil, nil)
+	assert.Panics(t, func() { mw(cqrs.HandlerFunc[GetUser, UserView](getUser)) })
 }
