@@ -104,9 +104,9 @@ func newQueryBus(tb testing.TB, opts ...cqrs.Option) *cqrs.QueryBus {
 	return bus
 }
 
-func passThrough(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+var passThrough = cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	return func(ctx context.Context, c cqrs.Call) error { return next(ctx, c) }
-}
+})
 
 func typedPassThrough(next cqrs.Handler[GetUser, User]) cqrs.Handler[GetUser, User] {
 	return cqrs.HandlerFunc[GetUser, User](func(ctx context.Context, q GetUser) (User, error) {

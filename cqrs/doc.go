@@ -45,7 +45,8 @@
 //     registration with [Intercept]. It is set up once per message type
 //     with that type's [Spec], and sees each dispatch as a [Call] that
 //     boxes the message or result only if asked. A dispatch through any
-//     number of interceptors allocates once.
+//     number of interceptors allocates once, and not at all when every
+//     interceptor reports itself disabled (see [Interceptor]).
 //
 // A bus's interceptors run outside a handler's own middleware; in each
 // list, the first one given runs outermost.

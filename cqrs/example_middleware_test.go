@@ -30,13 +30,13 @@ func ExampleMiddleware() {
 
 func ExampleWithInterceptors() {
 	// An interceptor sees every dispatch on the bus, whatever its types.
-	audit := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	audit := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			err := next(ctx, c)
 			fmt.Printf("%s %s -> %v, %v\n", c.Spec().Kind, c.Spec().Name, c.Result(), err)
 			return err
 		}
-	}
+	})
 	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(audit))
 	if err := cqrs.Register(queries, cqrs.HandlerFunc[GetOrder, Order](getOrder)); err != nil {
 		panic(err)
@@ -51,14 +51,14 @@ func ExampleInterceptor_authorization() {
 	// Interceptors can refuse a dispatch before it reaches the handler.
 	errForbidden := errors.New("forbidden")
 	type role struct{}
-	authorize := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	authorize := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			if c.Spec().Kind == cqrs.KindCommand && ctx.Value(role{}) != "admin" {
 				return fmt.Errorf("%s: %w", c.Spec().Name, errForbidden)
 			}
 			return next(ctx, c)
 		}
-	}
+	})
 	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(authorize))
 	if err := cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](placeOrder)); err != nil {
 		panic(err)
@@ -76,7 +76,7 @@ func ExampleInterceptor_authorization() {
 func ExampleIntercept() {
 	// An interceptor for one handler only: it is set up once, with the
 	// message type's Spec, when the handler is registered.
-	count := func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	count := cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		fmt.Println("set up for", spec)
 		calls := 0
 		return func(ctx context.Context, c cqrs.Call) error {
@@ -84,7 +84,7 @@ func ExampleIntercept() {
 			fmt.Println(spec.Name, "call", calls)
 			return next(ctx, c)
 		}
-	}
+	})
 	commands := cqrs.NewCommandBus()
 	if err := cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](placeOrder),
 		cqrs.Intercept[PlaceOrder, cqrs.NoResult](commands, count)); err != nil {

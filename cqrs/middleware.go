@@ -16,19 +16,42 @@ import (
 type Middleware[C, R any] func(next Handler[C, R]) Handler[C, R]
 
 // Interceptor is middleware for a whole bus, given with [WithInterceptors],
-// or for one handler, given to [Register] through [Intercept]. It cannot be
-// generic over every message type, so it sees each dispatch as a [Call]:
-// the message's [Spec], and the message and result boxed only if it asks
-// for them.
+// or for one handler, given to [Register] through [Intercept]. It is not
+// generic, so one value serves every message type: it sees each dispatch
+// as a [Call], which has the message's [Spec] and boxes the message or the
+// result only if asked.
 //
 // Like [Middleware], an interceptor is applied once per message type, when
-// the handler is registered: it is called with the type's Spec, so it can
-// set up what it keeps per message type (a circuit breaker, a rate limiter,
-// precomputed log attributes) there, and the [Invoker] it returns is what
-// dispatches of that type call. All the interceptors of one dispatch share
-// one Call, which costs one allocation per dispatch however many
-// interceptors there are.
-type Interceptor func(spec Spec, next Invoker) Invoker
+// the handler is registered: Intercept is called with the type's Spec, so
+// it can set up what it keeps per message type (a circuit breaker, a rate
+// limiter, precomputed log attributes) there, and the [Invoker] it returns
+// is what dispatches of that type call. All the interceptors of one
+// dispatch share one Call, which costs one allocation per dispatch however
+// many interceptors there are.
+//
+// An Interceptor may also have the method
+//
+//	Enabled(ctx context.Context) bool
+//
+// When every interceptor of a chain has it and all report false for a
+// dispatch, the bus skips the chain, and its allocation, and calls the
+// inner handler directly. When any reports true the whole chain runs, so
+// an interceptor must still check its own condition when invoked. A logger
+// whose level is off is the case this serves.
+type Interceptor interface {
+	Intercept(spec Spec, next Invoker) Invoker
+}
+
+// InterceptorFunc adapts a function to the [Interceptor] interface.
+type InterceptorFunc func(spec Spec, next Invoker) Invoker
+
+// Intercept calls f(spec, next).
+func (f InterceptorFunc) Intercept(spec Spec, next Invoker) Invoker { return f(spec, next) }
+
+// gate is the optional method of an Interceptor.
+type gate interface {
+	Enabled(ctx context.Context) bool
+}
 
 // Invoker runs the rest of a dispatch: the inner interceptors, the typed
 // middleware and the handler. It returns the handler's error; the result is
@@ -118,12 +141,26 @@ type buildError struct{ err error }
 type intercepted[C, R any] struct {
 	spec   *Spec
 	invoke Invoker
+	next   Handler[C, R]
+	gates  []gate // every interceptor's gate, or nil if one has none
 }
 
 func (h *intercepted[C, R]) Handle(ctx context.Context, msg C) (R, error) {
+	if h.gates != nil && !anyEnabled(ctx, h.gates) {
+		return h.next.Handle(ctx, msg)
+	}
 	c := &call[C, R]{spec: h.spec, msg: msg}
 	err := h.invoke(ctx, c)
 	return c.res, err
+}
+
+func anyEnabled(ctx context.Context, gates []gate) bool {
+	for _, g := range gates {
+		if g.Enabled(ctx) {
+			return true
+		}
+	}
+	return false
 }
 
 // intercept builds, once, the chain of interceptors ics around next. The
@@ -138,13 +175,19 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R]) (Han
 		cc.res = res
 		return err
 	})
+	gates := make([]gate, 0, len(ics))
 	for i := len(ics) - 1; i >= 0; i-- {
-		if ics[i] == nil {
+		if isNilValue(ics[i]) {
 			return nil, fmt.Errorf("%w: %s: interceptor %d is nil", ErrNilHandler, spec, i)
 		}
-		if inv = ics[i](*spec, inv); inv == nil {
+		if inv = ics[i].Intercept(*spec, inv); inv == nil {
 			return nil, fmt.Errorf("%w: %s: interceptor %d returned a nil Invoker", ErrNilHandler, spec, i)
 		}
+		if g, ok := ics[i].(gate); ok && gates != nil {
+			gates = append(gates, g)
+		} else {
+			gates = nil
+		}
 	}
-	return &intercepted[C, R]{spec: spec, invoke: inv}, nil
+	return &intercepted[C, R]{spec: spec, invoke: inv, next: next, gates: gates}, nil
 }

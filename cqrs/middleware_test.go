@@ -28,14 +28,14 @@ func (tr *trace) middleware(name string) cqrs.Middleware[GetUser, UserView] {
 }
 
 func (tr *trace) interceptor(name string) cqrs.Interceptor {
-	return func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	return cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			tr.steps = append(tr.steps, name+" in")
 			err := next(ctx, c)
 			tr.steps = append(tr.steps, name+" out")
 			return err
 		}
-	}
+	})
 }
 
 func TestMiddlewareOrder(t *testing.T) {
@@ -64,7 +64,7 @@ func TestMiddlewareOrder(t *testing.T) {
 func TestCallDescribesTheDispatch(t *testing.T) {
 	t.Parallel()
 	var seen []string
-	record := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	record := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			assert.Zero(t, c.Result(), "no result before the handler ran")
 			err := next(ctx, c)
@@ -75,7 +75,7 @@ func TestCallDescribesTheDispatch(t *testing.T) {
 			}
 			return err
 		}
-	}
+	})
 	commands, queries := newBuses(t, cqrs.WithInterceptors(record))
 	ctx := context.Background()
 
@@ -94,7 +94,7 @@ func TestInterceptorSeesAndReplacesErrors(t *testing.T) {
 	t.Parallel()
 	errWrapped := errors.New("wrapped")
 	var saw error
-	wrap := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	wrap := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			saw = next(ctx, c)
 			if saw != nil {
@@ -102,7 +102,7 @@ func TestInterceptorSeesAndReplacesErrors(t *testing.T) {
 			}
 			return nil
 		}
-	}
+	})
 	commands, _ := newBuses(t, cqrs.WithInterceptors(wrap))
 	_, err := cqrs.Dispatch[UserCreated](context.Background(), commands, CreateUser{})
 	assert.Same(t, errEmptyName, saw)
@@ -114,14 +114,14 @@ func TestInterceptorCanShortCircuit(t *testing.T) {
 	t.Parallel()
 	denied := errors.New("denied")
 	calls := 0
-	deny := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	deny := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			if c.Message().(CreateUser).Name == "mallory" {
 				return denied
 			}
 			return next(ctx, c)
 		}
-	}
+	})
 	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(deny))
 	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, UserCreated](func(ctx context.Context, c CreateUser) (UserCreated, error) {
 		calls++
@@ -140,9 +140,9 @@ func TestInterceptorCanShortCircuit(t *testing.T) {
 
 func TestInterceptorPanicIsRecovered(t *testing.T) {
 	t.Parallel()
-	explode := func(cqrs.Spec, cqrs.Invoker) cqrs.Invoker {
+	explode := cqrs.InterceptorFunc(func(cqrs.Spec, cqrs.Invoker) cqrs.Invoker {
 		return func(context.Context, cqrs.Call) error { panic("interceptor exploded") }
-	}
+	})
 	commands, _ := newBuses(t, cqrs.WithInterceptors(explode))
 	_, err := cqrs.Dispatch[UserCreated](context.Background(), commands, CreateUser{Name: "x"})
 	require.ErrorIs(t, err, cqrs.ErrHandlerPanic)
@@ -154,7 +154,7 @@ func TestInterceptorMustPassItsOwnCall(t *testing.T) {
 	// An interceptor that hands the inner chain a Call from another
 	// dispatch gets an error, not a wrong message.
 	var stolen cqrs.Call
-	steal := func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	steal := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		return func(ctx context.Context, c cqrs.Call) error {
 			if c.Spec().MessageType == reflect.TypeFor[GetUser]() {
 				stolen = c
@@ -162,7 +162,7 @@ func TestInterceptorMustPassItsOwnCall(t *testing.T) {
 			}
 			return next(ctx, stolen)
 		}
-	}
+	})
 	bus := cqrs.NewQueryBus(cqrs.WithInterceptors(steal))
 	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[GetUser, UserView](getUser)))
 	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[CreateUser, UserCreated](createUser)))
@@ -182,7 +182,7 @@ func TestNilInterceptor(t *testing.T) {
 	require.ErrorIs(t, err, cqrs.ErrNilHandler)
 	assert.Contains(t, err.Error(), "interceptor 0 is nil")
 
-	returnsNil := func(cqrs.Spec, cqrs.Invoker) cqrs.Invoker { return nil }
+	returnsNil := cqrs.InterceptorFunc(func(cqrs.Spec, cqrs.Invoker) cqrs.Invoker { return nil })
 	queries = cqrs.NewQueryBus(cqrs.WithInterceptors(returnsNil))
 	err = cqrs.Register(queries, cqrs.HandlerFunc[GetUser, UserView](getUser))
 	require.ErrorIs(t, err, cqrs.ErrNilHandler)
@@ -190,9 +190,9 @@ func TestNilInterceptor(t *testing.T) {
 	assert.Empty(t, queries.Registered())
 }
 
-func passThrough(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+var passThrough = cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	return func(ctx context.Context, c cqrs.Call) error { return next(ctx, c) }
-}
+})
 
 func typedPassThrough(next cqrs.Handler[GetUser, UserView]) cqrs.Handler[GetUser, UserView] {
 	return cqrs.HandlerFunc[GetUser, UserView](func(ctx context.Context, q GetUser) (UserView, error) {
@@ -247,10 +247,10 @@ func TestAllocations(t *testing.T) {
 func TestInterceptorGetsSpecOncePerType(t *testing.T) {
 	t.Parallel()
 	var specs []cqrs.Spec
-	record := func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	record := cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		specs = append(specs, spec)
 		return next
-	}
+	})
 	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(record))
 	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, UserCreated](createUser)))
 	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[Renamed, cqrs.NoResult](noop[Renamed])))
@@ -274,10 +274,10 @@ func TestInterceptPerRegistration(t *testing.T) {
 		tr.steps = append(tr.steps, "handler")
 		return getUser(ctx, q)
 	})
-	capture := func(s cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	capture := cqrs.InterceptorFunc(func(s cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		spec = s
 		return next
-	}
+	})
 	require.NoError(t, cqrs.Register(queries, handler,
 		tr.middleware("m1"),
 		cqrs.Intercept[GetUser, UserView](queries, tr.interceptor("i1"), tr.interceptor("i2"), capture),
@@ -314,4 +314,56 @@ func TestInterceptRejectsNil(t *testing.T) {
 	// Outside Register, the middleware can only panic.
 	mw := cqrs.Intercept[GetUser, UserView](nil, nil)
 	assert.Panics(t, func() { mw(cqrs.HandlerFunc[GetUser, UserView](getUser)) })
+}
+
+// switchable is an interceptor with an Enabled method, like a logger whose
+// level can be turned off.
+type switchable struct {
+	on    bool
+	calls int
+}
+
+func (s *switchable) Enabled(context.Context) bool { return s.on }
+
+func (s *switchable) Intercept(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	return func(ctx context.Context, c cqrs.Call) error {
+		if s.on {
+			s.calls++
+		}
+		return next(ctx, c)
+	}
+}
+
+func TestEnabledSkipsTheChain(t *testing.T) {
+	off, on := &switchable{}, &switchable{on: true}
+	viewOnly := cqrs.HandlerFunc[GetUser, UserView](func(_ context.Context, q GetUser) (UserView, error) {
+		return UserView{ID: q.ID}, nil
+	})
+	ctx := context.Background()
+	dispatchAllocs := func(b cqrs.Bus) float64 {
+		return testing.AllocsPerRun(100, func() {
+			if v, err := cqrs.Dispatch[UserView](ctx, b, GetUser{ID: 3}); err != nil || v.ID != 3 {
+				t.Fatalf("got %v, %v", v, err)
+			}
+		})
+	}
+
+	allOff := cqrs.NewQueryBus(cqrs.WithInterceptors(off, off))
+	require.NoError(t, cqrs.Register(allOff, viewOnly))
+	assert.Zero(t, dispatchAllocs(allOff), "every interceptor is off: no chain, no allocation")
+
+	oneOn := cqrs.NewQueryBus(cqrs.WithInterceptors(off, on))
+	require.NoError(t, cqrs.Register(oneOn, viewOnly))
+	assert.Equal(t, 1.0, dispatchAllocs(oneOn))
+	assert.Positive(t, on.calls, "one is on: the chain runs")
+
+	ungated := cqrs.NewQueryBus(cqrs.WithInterceptors(off, passThrough))
+	require.NoError(t, cqrs.Register(ungated, viewOnly))
+	assert.Equal(t, 1.0, dispatchAllocs(ungated), "an interceptor without Enabled always runs")
+
+	// Turning the switch on takes effect on the next dispatch.
+	off.on = true
+	_, err := cqrs.Dispatch[UserView](ctx, allOff, GetUser{ID: 1})
+	require.NoError(t, err)
+	assert.Equal(t, 2, off.calls)
 }
