@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 
 	"github.com/typedcqrs/dispatch/internal/registry"
+	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
 // Bus is what the generic entry points take: a [*CommandBus] or a
@@ -143,7 +144,7 @@ func (c *bus) metrics() []MessageMetrics {
 	var out []MessageMetrics
 	for _, e := range c.routes.Entries() {
 		if e.Value.stats != nil {
-			out = append(out, e.Value.stats.snapshot(e.Value.spec))
+			out = append(out, metricsOf(e.Value.spec, e.Value.stats))
 		}
 	}
 	return out
@@ -153,7 +154,7 @@ func (c *bus) metrics() []MessageMetrics {
 // type-erased three ways for the three kinds of entry point.
 type entry struct {
 	spec  *Spec
-	stats *stats // nil when metrics are off
+	stats *stats.Stats // nil when metrics are off
 
 	typed   any                                     // *route[C, R], for Dispatch
 	exec    any                                     // func(context.Context, any) (R, error), for ExecuteTyped
@@ -165,7 +166,7 @@ type route[C, R any] struct {
 	spec    *Spec
 	handler Handler[C, R] // decorated by every middleware and interceptor
 	nils    nilKind
-	stats   *stats
+	stats   *stats.Stats
 	log     *slog.Logger
 }
 
@@ -174,8 +175,8 @@ type route[C, R any] struct {
 // [*PanicError], and records the outcome when metrics are on.
 func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 	if r.stats != nil {
-		start := now()
-		defer func() { r.stats.record(now()-start, err != nil) }()
+		start := stats.Now()
+		defer func() { r.stats.Record(stats.Now()-start, err != nil) }()
 	}
 	if ctx == nil {
 		return res, fmt.Errorf("%w: dispatching %s", ErrNilContext, r.spec)
@@ -245,7 +246,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 
 	r := &route[C, R]{spec: in, handler: handler, nils: nilKindOf(t), log: c.logger()}
 	if c.cfg.metrics {
-		r.stats = newStats()
+		r.stats = stats.New()
 	}
 	exec := func(ctx context.Context, msg any) (R, error) {
 		c, ok := msg.(C) // always true: the entry was found by msg's type
