@@ -46,6 +46,30 @@ var (
 	ErrNilContext = errors.New("cqrs: nil context")
 )
 
+// Errors returned by the decorators of package middleware. Each is wrapped
+// with the message's kind and name, and with the error of the library that
+// detected it where there is one, so both match with [errors.Is].
+var (
+	// ErrCommandValidation: the message failed validation; the handler was
+	// not called. The validation middleware's error also carries the
+	// failing fields.
+	ErrCommandValidation = errors.New("cqrs: validation failed")
+
+	// ErrExecutionTimeout: the dispatch did not finish within the timeout
+	// the timeout middleware set. The error also matches
+	// [context.DeadlineExceeded].
+	ErrExecutionTimeout = errors.New("cqrs: execution timed out")
+
+	// ErrCircuitOpen: the message type's circuit breaker is open, or
+	// half-open with all its probes in flight; the handler was not called.
+	ErrCircuitOpen = errors.New("cqrs: circuit open")
+
+	// ErrRateLimited: the message type's rate limit allowed no dispatch
+	// now, or not before the context's deadline; the handler was not
+	// called.
+	ErrRateLimited = errors.New("cqrs: rate limited")
+)
+
 // PanicError is the error a dispatch returns when a handler or a middleware
 // panicked. It wraps [ErrHandlerPanic] and, when the panic value is itself an
 // error, that error too, so both match with [errors.Is].

@@ -73,6 +73,17 @@ type Spec struct {
 // String returns the kind and name, such as "command orders.PlaceOrder".
 func (s Spec) String() string { return s.Kind.String() + " " + s.Name }
 
+// SpecFor returns the [Spec] that [Register] gives message type C with
+// result R on bus b: what typed middleware needs to name what it decorates.
+// A nil b gives a Spec whose Kind is zero.
+func SpecFor[C, R any](b Bus) Spec {
+	var kind Kind
+	if b != nil {
+		kind = b.Kind()
+	}
+	return *specOf[C, R](kind)
+}
+
 // specOf returns the Spec of message type C with result R on a bus of the
 // given kind.
 func specOf[C, R any](kind Kind) *Spec {
@@ -118,13 +129,9 @@ func (c *call[C, R]) sealed()      {}
 // an error wrapping [ErrNilHandler]; the middleware panics with that error
 // if it is used outside Register.
 func Intercept[C, R any](b Bus, ics ...Interceptor) Middleware[C, R] {
-	var kind Kind
-	if b != nil {
-		kind = b.Kind()
-	}
-	spec := specOf[C, R](kind)
+	spec := SpecFor[C, R](b)
 	return func(next Handler[C, R]) Handler[C, R] {
-		h, err := intercept(spec, ics, next)
+		h, err := intercept(&spec, ics, next)
 		if err != nil {
 			panic(buildError{err})
 		}

@@ -1,0 +1,160 @@
+package middleware
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+)
+
+// CacheConfig configures a [Cache].
+type CacheConfig struct {
+	// TTL is how long a result stays cached after it was computed. It
+	// must be positive.
+	TTL time.Duration `yaml:"ttl" json:"ttl"`
+	// MaxEntries bounds the results kept; past it the cache evicts the
+	// entries least likely to be asked for again. Zero means 10,000.
+	MaxEntries int `yaml:"max_entries" json:"max_entries"`
+}
+
+const defaultMaxEntries = 10_000
+
+func (c CacheConfig) validate() error {
+	switch {
+	case c.TTL <= 0:
+		return fmt.Errorf("middleware: cache: ttl must be positive, not %v", c.TTL)
+	case c.MaxEntries < 0:
+		return fmt.Errorf("middleware: cache: max_entries must not be negative, not %d", c.MaxEntries)
+	}
+	return nil
+}
+
+// Keyer is a query that names its own cache key: two queries with the same
+// key must ask for the same result.
+type Keyer interface {
+	CacheKey() string
+}
+
+// Cache caches the results of one query type C, for TTL and up to a bound
+// on the entries, with github.com/maypok86/otter/v2. Give its
+// [Cache.Middleware] to [cqrs.Register] for C's handler.
+//
+// Only successful results are cached; errors never are. A hit costs no
+// allocation. Concurrent misses for the same query run the handler once
+// and share its result, so an expired popular entry causes no stampede.
+// Invalidate and InvalidateAll drop entries, typically from the handler of
+// a command that changed what the query reads.
+//
+// A Cache is safe for concurrent use. It runs a goroutine that expires
+// entries; Close stops it.
+type Cache[C, R any] struct {
+	store store[C, R]
+}
+
+// store is a cache keyed one way or another.
+type store[C, R any] interface {
+	get(q C) (R, bool)
+	load(ctx context.Context, q C, next cqrs.Handler[C, R]) (R, error)
+	invalidate(q C)
+	invalidateAll()
+	close()
+}
+
+// NewCache returns a cache of query type C keyed by the whole query value:
+// two queries that differ in any field never share an entry. C's value
+// must say all there is to the query, so it may not hold pointers,
+// interfaces, channels or maps, which compare by identity or not at all;
+// such a type gets an error, and should implement [Keyer] and use
+// [NewKeyedCache].
+func NewCache[C comparable, R any](cfg CacheConfig) (*Cache[C, R], error) {
+	if err := keyable(reflect.TypeFor[C](), reflect.TypeFor[C]()); err != nil {
+		return nil, err
+	}
+	return newCache[C, C, R](cfg, func(q C) C { return q })
+}
+
+// NewKeyedCache returns a cache of query type C keyed by C's CacheKey.
+func NewKeyedCache[C Keyer, R any](cfg CacheConfig) (*Cache[C, R], error) {
+	return newCache[string, C, R](cfg, C.CacheKey)
+}
+
+func newCache[K comparable, C, R any](cfg CacheConfig, key func(C) K) (*Cache[C, R], error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxEntries == 0 {
+		cfg.MaxEntries = defaultMaxEntries
+	}
+	c, err := otter.New(&otter.Options[K, R]{
+		MaximumSize:      cfg.MaxEntries,
+		ExpiryCalculator: otter.ExpiryWriting[K, R](cfg.TTL),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("middleware: cache: %w", err)
+	}
+	return &Cache[C, R]{store: &keyed[K, C, R]{cache: c, key: key}}, nil
+}
+
+// Middleware returns the typed middleware that serves C's queries from the
+// cache.
+func (c *Cache[C, R]) Middleware() cqrs.Middleware[C, R] {
+	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
+		return cqrs.HandlerFunc[C, R](func(ctx context.Context, q C) (R, error) {
+			if res, ok := c.store.get(q); ok {
+				return res, nil
+			}
+			return c.store.load(ctx, q, next)
+		})
+	}
+}
+
+// Invalidate drops the cached result of q, if any.
+func (c *Cache[C, R]) Invalidate(q C) { c.store.invalidate(q) }
+
+// InvalidateAll drops every cached result.
+func (c *Cache[C, R]) InvalidateAll() { c.store.invalidateAll() }
+
+// Close stops the cache's expiry goroutine. The cache still answers
+// afterwards, expiring entries as it is used.
+func (c *Cache[C, R]) Close() { c.store.close() }
+
+// keyed is a store whose entries are keyed by key(q).
+type keyed[K comparable, C, R any] struct {
+	cache *otter.Cache[K, R]
+	key   func(C) K
+}
+
+func (k *keyed[K, C, R]) get(q C) (R, bool) { return k.cache.GetIfPresent(k.key(q)) }
+
+func (k *keyed[K, C, R]) load(ctx context.Context, q C, next cqrs.Handler[C, R]) (R, error) {
+	return k.cache.Get(ctx, k.key(q), otter.LoaderFunc[K, R](func(ctx context.Context, _ K) (R, error) {
+		return next.Handle(ctx, q)
+	}))
+}
+
+func (k *keyed[K, C, R]) invalidate(q C) { k.cache.Invalidate(k.key(q)) }
+func (k *keyed[K, C, R]) invalidateAll() { k.cache.InvalidateAll() }
+func (k *keyed[K, C, R]) close()         { k.cache.StopAllGoroutines() }
+
+// keyable returns an error if values of t, a part of query type q, may
+// compare equal while asking for different results, or differ while asking
+// for the same.
+func keyable(t, q reflect.Type) error {
+	switch t.Kind() {
+	case reflect.Pointer, reflect.UnsafePointer, reflect.Interface, reflect.Chan, reflect.Map, reflect.Slice, reflect.Func:
+		return fmt.Errorf("middleware: cache: %s holds a %s (%s), which cannot stand for its query's value: implement CacheKey() string and use NewKeyedCache", q, t.Kind(), t)
+	case reflect.Array:
+		return keyable(t.Elem(), q)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if err := keyable(t.Field(i).Type, q); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package middleware
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/internal/stats"
+)
+
+// LoggingConfig configures [Logging] and [LoggingFor]. The zero value logs
+// nothing: it has no logger.
+type LoggingConfig struct {
+	// Logger receives one record per dispatch. Nil discards everything.
+	Logger *slog.Logger `yaml:"-" json:"-"`
+	// Level is the level of successful dispatches; the zero value is
+	// [slog.LevelInfo]. Failed dispatches are logged at [slog.LevelError].
+	Level slog.Level `yaml:"level" json:"level"`
+}
+
+// The record's message and attribute keys.
+const (
+	logMessage    = "cqrs dispatch"
+	keyKind       = "kind"
+	keyMessage    = "message"
+	keyDuration   = "duration"
+	keyOutcome    = "outcome"
+	keyError      = "error"
+	outcomeOK     = "ok"
+	outcomeFailed = "error"
+)
+
+// logging is the logic that Logging and LoggingFor share.
+type logging struct {
+	logger *slog.Logger
+	level  slog.Level
+}
+
+func newLogging(cfg LoggingConfig) *logging {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &logging{logger: logger, level: cfg.Level}
+}
+
+// Enabled reports whether a dispatch with ctx may be logged. It lets the
+// bus skip the interceptor chain when nothing would be.
+func (l *logging) Enabled(ctx context.Context) bool {
+	return l.logger.Enabled(ctx, l.level) || l.logger.Enabled(ctx, slog.LevelError)
+}
+
+// start returns the time a dispatch starts, and false when nothing about
+// it can be logged.
+func (l *logging) start(ctx context.Context) (time.Duration, bool) {
+	if !l.Enabled(ctx) {
+		return 0, false
+	}
+	return stats.Now(), true
+}
+
+// finish logs a dispatch that began at start.
+func (l *logging) finish(ctx context.Context, spec *cqrs.Spec, start time.Duration, err error) {
+	if err == nil {
+		l.logger.LogAttrs(ctx, l.level, logMessage,
+			slog.String(keyKind, spec.Kind.String()),
+			slog.String(keyMessage, spec.Name),
+			slog.Duration(keyDuration, stats.Now()-start),
+			slog.String(keyOutcome, outcomeOK))
+		return
+	}
+	l.logger.LogAttrs(ctx, slog.LevelError, logMessage,
+		slog.String(keyKind, spec.Kind.String()),
+		slog.String(keyMessage, spec.Name),
+		slog.Duration(keyDuration, stats.Now()-start),
+		slog.String(keyOutcome, outcomeFailed),
+		slog.Any(keyError, err))
+}
+
+// Intercept makes logging a [cqrs.Interceptor].
+func (l *logging) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	return func(ctx context.Context, c cqrs.Call) error {
+		start, on := l.start(ctx)
+		err := next(ctx, c)
+		if on {
+			l.finish(ctx, &spec, start, err)
+		}
+		return err
+	}
+}
+
+// Logging returns an interceptor that logs every dispatch: its kind,
+// message name, duration and outcome, and the error of a failed one. It
+// logs with the ...Context methods of [slog], so a handler that adds trace
+// ids to the context finds them in the record.
+//
+// When the logger's level is above both cfg.Level and [slog.LevelError]
+// for a dispatch, logging costs one level check and builds nothing; if it
+// is the bus's only interceptor, or all of them are off likewise, the bus
+// skips the chain and its allocation too (see [cqrs.Interceptor]). For a
+// single handler with no allocation at all, use [LoggingFor].
+func Logging(cfg LoggingConfig) cqrs.Interceptor {
+	return newLogging(cfg)
+}
+
+// LoggingFor is [Logging] as typed middleware for the handler of C on bus
+// b, for use with [cqrs.Register]. It never allocates unless it logs.
+func LoggingFor[C, R any](b cqrs.Bus, cfg LoggingConfig) cqrs.Middleware[C, R] {
+	l := newLogging(cfg)
+	spec := cqrs.SpecFor[C, R](b)
+	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
+		return cqrs.HandlerFunc[C, R](func(ctx context.Context, msg C) (R, error) {
+			start, on := l.start(ctx)
+			res, err := next.Handle(ctx, msg)
+			if on {
+				l.finish(ctx, &spec, start, err)
+			}
+			return res, err
+		})
+	}
+}

@@ -1,0 +1,47 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+)
+
+// Timeout returns an interceptor that gives each dispatch at most d: the
+// context passed on carries that deadline (or the caller's, if sooner).
+//
+// When the deadline passes and the handler returns an error, the dispatch
+// fails with an error that wraps both [cqrs.ErrExecutionTimeout] and
+// [context.DeadlineExceeded]. A caller's own earlier deadline is not
+// reported as a timeout of this middleware.
+//
+// The handler runs on the caller's goroutine, so no goroutine outlives the
+// call and a panic reaches the bus's recovery as any other does. The price
+// is the contract: a handler must honour ctx. One that ignores it runs to
+// completion, and if it then succeeds its result is returned. A d of zero
+// or less turns the middleware off.
+func Timeout(d time.Duration) cqrs.Interceptor {
+	return cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		if d <= 0 {
+			return next
+		}
+		return func(ctx context.Context, c cqrs.Call) error {
+			tctx, cancel := context.WithTimeoutCause(ctx, d, errTimeoutCause)
+			defer cancel()
+			err := next(tctx, c)
+			if err == nil || context.Cause(tctx) != errTimeoutCause {
+				return err
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("%w: %s after %v: %w", cqrs.ErrExecutionTimeout, spec, d, err)
+			}
+			return fmt.Errorf("%w: %s after %v: %w: %w", cqrs.ErrExecutionTimeout, spec, d, context.DeadlineExceeded, err)
+		}
+	})
+}
+
+// errTimeoutCause marks the deadlines Timeout sets, to tell them from the
+// caller's.
+var errTimeoutCause = errors.New("middleware: timeout")
