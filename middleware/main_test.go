@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 // Job is the command most tests send: its handler does what Do says.
 type Job struct {
 	ID int
-	Do string // "", "fail", "panic", "block", "validate"
+	Do string // "", "fail", "panic", "block", "validate", "canceled"
 }
 
 // Done is Job's result.
@@ -48,6 +48,8 @@ func (j *jobs) handle(ctx context.Context, job Job) (Done, error) {
 		}
 	case "validate":
 		return Done{}, cqrs.ErrCommandValidation
+	case "canceled":
+		return Done{}, context.Canceled
 	}
 	return Done{ID: job.ID}, nil
 }

@@ -1,0 +1,153 @@
+package middleware_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
+)
+
+// Other is a second command type, to show breakers are per type.
+type Other struct{}
+
+func breakerBus(t *testing.T, st gobreaker.Settings) (*cqrs.CommandBus, *jobs, *middleware.Breaker) {
+	t.Helper()
+	br := middleware.NewBreaker(st)
+	bus, j := jobBus(t, br)
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Other, cqrs.NoResult](func(context.Context, Other) (cqrs.NoResult, error) {
+		return cqrs.NoResult{}, nil
+	})))
+	return bus, j, br
+}
+
+func tripAfter(n uint32) func(gobreaker.Counts) bool {
+	return func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= n }
+}
+
+func TestBreakerOpensAndRecovers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var changes []string
+		bus, j, br := breakerBus(t, gobreaker.Settings{
+			ReadyToTrip: tripAfter(3),
+			Timeout:     10 * time.Second,
+			OnStateChange: func(name string, from, to gobreaker.State) {
+				changes = append(changes, name+": "+from.String()+" -> "+to.String())
+			},
+		})
+		jobSpec := cqrs.SpecFor[Job, Done](bus)
+
+		for range 3 {
+			_, err := run(bus, Job{Do: "fail"})
+			require.ErrorIs(t, err, errJob)
+		}
+		state, ok := br.State(jobSpec)
+		require.True(t, ok)
+		assert.Equal(t, gobreaker.StateOpen, state)
+
+		// Open: fail fast, the handler is not called.
+		_, err := run(bus, Job{})
+		require.ErrorIs(t, err, cqrs.ErrCircuitOpen)
+		require.ErrorIs(t, err, gobreaker.ErrOpenState)
+		assert.Contains(t, err.Error(), "command middleware_test.Job")
+		assert.Equal(t, int64(3), j.calls.Load())
+
+		// Another type's breaker is untouched.
+		_, err = cqrs.Dispatch[cqrs.NoResult](context.Background(), bus, Other{})
+		require.NoError(t, err)
+		assert.Equal(t, map[string]gobreaker.State{
+			"command middleware_test.Job":   gobreaker.StateOpen,
+			"command middleware_test.Other": gobreaker.StateClosed,
+		}, br.States())
+
+		// After the open timeout, one probe goes through and closes it.
+		time.Sleep(10*time.Second + time.Millisecond)
+		state, _ = br.State(jobSpec)
+		assert.Equal(t, gobreaker.StateHalfOpen, state)
+		done, err := run(bus, Job{ID: 5})
+		require.NoError(t, err)
+		assert.Equal(t, 5, done.ID)
+		state, _ = br.State(jobSpec)
+		assert.Equal(t, gobreaker.StateClosed, state)
+		assert.Equal(t, []string{
+			"middleware_test.Job: closed -> open",
+			"middleware_test.Job: open -> half-open",
+			"middleware_test.Job: half-open -> closed",
+		}, changes)
+	})
+}
+
+func TestBreakerLimitsHalfOpenProbes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus, j, _ := breakerBus(t, gobreaker.Settings{ReadyToTrip: tripAfter(1), Timeout: time.Second, MaxRequests: 1})
+		_, err := run(bus, Job{Do: "fail"})
+		require.ErrorIs(t, err, errJob)
+		time.Sleep(time.Second + time.Millisecond)
+
+		// The one allowed probe blocks in the handler...
+		probe := make(chan error)
+		go func() {
+			_, err := run(bus, Job{Do: "block"})
+			probe <- err
+		}()
+		synctest.Wait()
+		// ...so a second call while half-open is refused.
+		_, err = run(bus, Job{})
+		require.ErrorIs(t, err, cqrs.ErrCircuitOpen)
+		require.ErrorIs(t, err, gobreaker.ErrTooManyRequests)
+
+		close(j.release)
+		require.NoError(t, <-probe)
+		_, err = run(bus, Job{})
+		require.NoError(t, err, "the probe succeeded, so the breaker closed")
+	})
+}
+
+func TestBreakerIgnoresCallerErrors(t *testing.T) {
+	t.Parallel()
+	bus, _, br := breakerBus(t, gobreaker.Settings{ReadyToTrip: tripAfter(2)})
+	for range 5 {
+		_, err := run(bus, Job{Do: "validate"})
+		require.ErrorIs(t, err, cqrs.ErrCommandValidation)
+		_, err = run(bus, Job{Do: "canceled"})
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	state, _ := br.State(cqrs.SpecFor[Job, Done](bus))
+	assert.Equal(t, gobreaker.StateClosed, state)
+
+	// Two real failures do trip it.
+	for range 2 {
+		_, _ = run(bus, Job{Do: "fail"})
+	}
+	state, _ = br.State(cqrs.SpecFor[Job, Done](bus))
+	assert.Equal(t, gobreaker.StateOpen, state)
+}
+
+func TestBreakerDoesNotSerialiseCalls(t *testing.T) {
+	t.Parallel()
+	// Both calls must be inside the handler at once for either to finish.
+	var inside sync.WaitGroup
+	inside.Add(2)
+	bus2 := cqrs.NewCommandBus(cqrs.WithInterceptors(middleware.NewBreaker(gobreaker.Settings{})))
+	require.NoError(t, cqrs.Register(bus2, cqrs.HandlerFunc[Job, Done](func(_ context.Context, job Job) (Done, error) {
+		inside.Done()
+		inside.Wait()
+		return Done{ID: job.ID}, nil
+	})))
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() {
+			done, err := run(bus2, Job{ID: i})
+			assert.NoError(t, err)
+			assert.Equal(t, i, done.ID)
+		})
+	}
+	wg.Wait()
+}

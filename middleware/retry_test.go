@@ -1,0 +1,141 @@
+package middleware_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
+)
+
+// flaky fails its first n calls with err, then succeeds, recording when
+// each call came.
+type flaky struct {
+	n     int
+	err   error
+	calls []time.Time
+}
+
+func (f *flaky) handle(_ context.Context, j Job) (Done, error) {
+	f.calls = append(f.calls, time.Now())
+	if len(f.calls) <= f.n {
+		return Done{}, f.err
+	}
+	return Done{ID: j.ID}, nil
+}
+
+func flakyBus(t *testing.T, f *flaky, cfg middleware.RetryConfig) *cqrs.CommandBus {
+	t.Helper()
+	bus := cqrs.NewCommandBus(cqrs.WithInterceptors(middleware.Retry(cfg)))
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Job, Done](f.handle)))
+	return bus
+}
+
+// gaps returns the waits between calls.
+func gaps(calls []time.Time) []time.Duration {
+	var out []time.Duration
+	for i := 1; i < len(calls); i++ {
+		out = append(out, calls[i].Sub(calls[i-1]))
+	}
+	return out
+}
+
+func TestRetryBacksOffExponentially(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flaky{n: 3, err: errJob}
+		bus := flakyBus(t, f, middleware.RetryConfig{MaxAttempts: 5, BaseDelay: 100 * time.Millisecond, MaxDelay: 300 * time.Millisecond, Jitter: -1})
+		done, err := run(bus, Job{ID: 8})
+		require.NoError(t, err)
+		assert.Equal(t, 8, done.ID)
+		assert.Equal(t, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond}, gaps(f.calls),
+			"doubling from the base delay, capped at the max")
+	})
+}
+
+func TestRetryJitter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flaky{n: 1, err: errJob}
+		bus := flakyBus(t, f, middleware.RetryConfig{BaseDelay: time.Second, Jitter: 0.5})
+		_, err := run(bus, Job{})
+		require.NoError(t, err)
+		wait := gaps(f.calls)[0]
+		assert.GreaterOrEqual(t, wait, 500*time.Millisecond)
+		assert.LessOrEqual(t, wait, 1500*time.Millisecond)
+	})
+}
+
+func TestRetryGivesUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flaky{n: 10, err: errJob}
+		bus := flakyBus(t, f, middleware.RetryConfig{MaxAttempts: 3})
+		_, err := run(bus, Job{})
+		require.ErrorIs(t, err, errJob)
+		assert.Len(t, f.calls, 3)
+	})
+}
+
+func TestRetryOnlyRetryableErrors(t *testing.T) {
+	for _, err := range []error{
+		cqrs.ErrCommandValidation, cqrs.ErrHandlerNotFound, cqrs.ErrCircuitOpen, cqrs.ErrRateLimited,
+		context.Canceled, &cqrs.PanicError{Value: "boom"},
+	} {
+		t.Run(err.Error(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := &flaky{n: 1, err: err}
+				bus := flakyBus(t, f, middleware.RetryConfig{})
+				_, got := run(bus, Job{})
+				require.ErrorIs(t, got, err)
+				assert.Len(t, f.calls, 1, "not retried")
+				assert.False(t, middleware.IsRetryable(err))
+			})
+		})
+	}
+	assert.True(t, middleware.IsRetryable(errJob))
+	assert.True(t, middleware.IsRetryable(cqrs.ErrExecutionTimeout))
+	assert.False(t, middleware.IsRetryable(nil))
+}
+
+func TestRetryCustomPredicate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		errBusy := errors.New("busy")
+		f := &flaky{n: 2, err: errJob}
+		bus := flakyBus(t, f, middleware.RetryConfig{Retryable: func(err error) bool { return errors.Is(err, errBusy) }})
+		_, err := run(bus, Job{})
+		require.ErrorIs(t, err, errJob)
+		assert.Len(t, f.calls, 1)
+	})
+}
+
+func TestRetryStopsWhenTheContextEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flaky{n: 10, err: errJob}
+		bus := flakyBus(t, f, middleware.RetryConfig{MaxAttempts: 10, BaseDelay: time.Minute, Jitter: -1})
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			time.Sleep(time.Second)
+			cancel()
+		}()
+		start := time.Now()
+		_, err := runCtx(ctx, bus, Job{})
+		require.ErrorIs(t, err, context.Canceled)
+		require.ErrorIs(t, err, errJob, "the last attempt's error is kept")
+		assert.Equal(t, time.Second, time.Since(start), "the wait ended with the context")
+		assert.Len(t, f.calls, 1)
+	})
+}
+
+func TestRetryOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &flaky{n: 1, err: errJob}
+		bus := flakyBus(t, f, middleware.RetryConfig{MaxAttempts: 1})
+		_, err := run(bus, Job{})
+		require.ErrorIs(t, err, errJob)
+		assert.Len(t, f.calls, 1)
+	})
+}
