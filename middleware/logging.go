@@ -35,6 +35,7 @@ const (
 type logging struct {
 	logger *slog.Logger
 	level  slog.Level
+	max    slog.Level // the higher of level and LevelError
 }
 
 func newLogging(cfg LoggingConfig) *logging {
@@ -42,13 +43,15 @@ func newLogging(cfg LoggingConfig) *logging {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &logging{logger: logger, level: cfg.Level}
+	return &logging{logger: logger, level: cfg.Level, max: max(cfg.Level, slog.LevelError)}
 }
 
 // Enabled reports whether a dispatch with ctx may be logged. It lets the
-// bus skip the interceptor chain when nothing would be.
+// bus skip the interceptor chain when nothing would be. Like slog's own
+// handlers, it takes a logger's levels to be a threshold: what is enabled
+// at one level is enabled at every higher one.
 func (l *logging) Enabled(ctx context.Context) bool {
-	return l.logger.Enabled(ctx, l.level) || l.logger.Enabled(ctx, slog.LevelError)
+	return l.logger.Enabled(ctx, l.max)
 }
 
 // start returns the time a dispatch starts, and false when nothing about
