@@ -114,11 +114,12 @@ func LoggingFor[C, R any](b cqrs.Bus, cfg LoggingConfig) cqrs.Middleware[C, R] {
 	spec := cqrs.SpecFor[C, R](b)
 	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
 		return cqrs.HandlerFunc[C, R](func(ctx context.Context, msg C) (R, error) {
-			start, on := l.start(ctx)
-			res, err := next.Handle(ctx, msg)
-			if on {
-				l.finish(ctx, &spec, start, err)
+			if !l.Enabled(ctx) {
+				return next.Handle(ctx, msg)
 			}
+			start := stats.Now()
+			res, err := next.Handle(ctx, msg)
+			l.finish(ctx, &spec, start, err)
 			return res, err
 		})
 	}
