@@ -1,0 +1,67 @@
+// Package middleware provides the decorators a production service puts
+// around its command and query handlers: logging, validation, timeouts,
+// circuit breaking, rate limiting, retries, panic recovery, metrics and,
+// for queries, caching.
+//
+// Each decorator but the cache is a [cqrs.Interceptor]: one value serves
+// every message type, and is set up once per type when a handler is
+// registered, so a dispatch pays only for what it uses. Give it to a whole
+// bus with [cqrs.WithInterceptors], or to one handler with
+// [cqrs.Intercept]:
+//
+//	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(
+//		middleware.Logging(middleware.LoggingConfig{Logger: logger}),
+//		middleware.Validation(middleware.ValidationConfig{}),
+//		middleware.Timeout(2*time.Second),
+//	))
+//	err := cqrs.Register(commands, charge,
+//		cqrs.Intercept[Charge, Receipt](commands, middleware.NewBreaker(gobreaker.Settings{})))
+//
+// The [Cache] is typed by its query, keyed by the query's value or its
+// CacheKey, and is given to [cqrs.Register] as [cqrs.Middleware].
+//
+// # The standard stack
+//
+// [Config] describes the whole stack, loadable from YAML or JSON with
+// [LoadConfig], and [Config.Build] assembles it in the recommended order,
+// outermost first:
+//
+//	metrics, logging, validation, rate limit, timeout, retry, breaker
+//
+// The outer layers see what the inner ones do: metrics and logging record
+// a message refused by validation, the rate limit or the breaker; a
+// message that fails validation spends no rate-limit token and never
+// reaches the breaker; the timeout bounds all retries together; and an
+// open breaker, which is not retryable, ends the retries. [Config.Build]
+// explains each choice.
+//
+// # Errors
+//
+// Refusals wrap the sentinels of package cqrs, and the error of the
+// library that found them where there is one: [cqrs.ErrCommandValidation]
+// (with a [*ValidationError] listing the fields), [cqrs.ErrExecutionTimeout]
+// (with [context.DeadlineExceeded]), [cqrs.ErrCircuitOpen] (with
+// gobreaker's) and [cqrs.ErrRateLimited]. [IsCallerError] and
+// [IsRetryable] classify errors for the breaker and for retries.
+//
+// # Writing your own
+//
+// A decorator of your own is an [cqrs.InterceptorFunc], or a type with an
+// Intercept method. This one lets only admins send commands:
+//
+//	authorize := cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+//		if spec.Kind != cqrs.KindCommand {
+//			return next // queries are open to all: no cost at all for them
+//		}
+//		return func(ctx context.Context, c cqrs.Call) error {
+//			if !IsAdmin(ctx) {
+//				return fmt.Errorf("%s: %w", spec.Name, ErrForbidden)
+//			}
+//			return next(ctx, c)
+//		}
+//	})
+//
+// Decisions that depend only on the message type belong in the outer
+// function, which runs once per type; the inner one runs on every
+// dispatch.
+package middleware
