@@ -61,8 +61,7 @@ type Cache[C, R any] struct {
 
 // store is a cache keyed one way or another.
 type store[C, R any] interface {
-	get(q C) (R, bool)
-	load(ctx context.Context, q C, next cqrs.Handler[C, R]) (R, error)
+	wrap(next cqrs.Handler[C, R]) cqrs.Handler[C, R]
 	invalidate(q C)
 	invalidateAll()
 	close()
@@ -112,14 +111,7 @@ func newCache[K comparable, C, R any](cfg CacheConfig, key func(C) K) (*Cache[C,
 // Middleware returns the typed middleware that serves C's queries from the
 // cache.
 func (c *Cache[C, R]) Middleware() cqrs.Middleware[C, R] {
-	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
-		return cqrs.HandlerFunc[C, R](func(ctx context.Context, q C) (R, error) {
-			if res, ok := c.store.get(q); ok {
-				return res, nil
-			}
-			return c.store.load(ctx, q, next)
-		})
-	}
+	return c.store.wrap
 }
 
 // Invalidate drops the cached result of q, if any.
@@ -139,11 +131,23 @@ type keyed[K comparable, C, R any] struct {
 	key   func(C) K
 }
 
-func (k *keyed[K, C, R]) get(q C) (R, bool) { return k.cache.GetIfPresent(k.key(q)) }
+func (k *keyed[K, C, R]) wrap(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
+	return &cachedHandler[K, C, R]{keyed: k, next: next}
+}
 
-func (k *keyed[K, C, R]) load(ctx context.Context, q C, next cqrs.Handler[C, R]) (R, error) {
-	return k.cache.Get(ctx, k.key(q), otter.LoaderFunc[K, R](func(ctx context.Context, _ K) (R, error) {
-		return next.Handle(ctx, q)
+// cachedHandler serves a query from the cache, and from next on a miss.
+type cachedHandler[K comparable, C, R any] struct {
+	*keyed[K, C, R]
+	next cqrs.Handler[C, R]
+}
+
+func (h *cachedHandler[K, C, R]) Handle(ctx context.Context, q C) (R, error) {
+	key := h.key(q)
+	if res, ok := h.cache.GetIfPresent(key); ok {
+		return res, nil
+	}
+	return h.cache.Get(ctx, key, otter.LoaderFunc[K, R](func(ctx context.Context, _ K) (R, error) {
+		return h.next.Handle(ctx, q)
 	}))
 }
 

@@ -113,14 +113,24 @@ func LoggingFor[C, R any](b cqrs.Bus, cfg LoggingConfig) cqrs.Middleware[C, R] {
 	l := newLogging(cfg)
 	spec := cqrs.SpecFor[C, R](b)
 	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
-		return cqrs.HandlerFunc[C, R](func(ctx context.Context, msg C) (R, error) {
-			if !l.Enabled(ctx) {
-				return next.Handle(ctx, msg)
-			}
-			start := stats.Now()
-			res, err := next.Handle(ctx, msg)
-			l.finish(ctx, &spec, start, err)
-			return res, err
-		})
+		return &loggedHandler[C, R]{logging: l, spec: spec, next: next}
 	}
+}
+
+// loggedHandler is LoggingFor's handler: a type of its own rather than a
+// HandlerFunc, which would cost a second call per dispatch.
+type loggedHandler[C, R any] struct {
+	*logging
+	spec cqrs.Spec
+	next cqrs.Handler[C, R]
+}
+
+func (h *loggedHandler[C, R]) Handle(ctx context.Context, msg C) (R, error) {
+	if !h.Enabled(ctx) {
+		return h.next.Handle(ctx, msg)
+	}
+	start := stats.Now()
+	res, err := h.next.Handle(ctx, msg)
+	h.finish(ctx, &h.spec, start, err)
+	return res, err
 }
