@@ -331,7 +331,7 @@ func Dispatch[R, C any](ctx context.Context, b Bus, msg C) (R, error) {
 			return ExecuteTyped[R](ctx, b, msg)
 		}
 		var zero R
-		return zero, missing(b, t)
+		return zero, missing(b, t, msg)
 	}
 	if r, ok := e.typed.(*route[C, R]); ok {
 		return r.dispatch(ctx, msg)
@@ -352,7 +352,7 @@ func ExecuteTyped[T any](ctx context.Context, b Bus, msg any) (T, error) {
 	e := find(b, t)
 	if e == nil {
 		var zero T
-		return zero, missing(b, t)
+		return zero, missing(b, t, msg)
 	}
 	if exec, ok := e.exec.(func(context.Context, any) (T, error)); ok {
 		return exec(ctx, msg)
@@ -365,7 +365,7 @@ func execute(ctx context.Context, b Bus, msg any) (any, error) {
 	t := reflect.TypeOf(msg)
 	e := find(b, t)
 	if e == nil {
-		return nil, missing(b, t)
+		return nil, missing(b, t, msg)
 	}
 	return e.untyped(ctx, msg)
 }
@@ -405,13 +405,16 @@ func coreOf(b Bus) *bus {
 	return b.core()
 }
 
-// missing explains why find found nothing for t on b.
-func missing(b Bus, t reflect.Type) error {
+// missing explains why find found nothing for msg, of type t, on b. A nil
+// message is reported as such, whether or not its type has a handler.
+func missing(b Bus, t reflect.Type, msg any) error {
 	switch {
 	case coreOf(b) == nil:
 		return fmt.Errorf("%w: dispatching a message", ErrNilBus)
 	case t == nil:
 		return fmt.Errorf("%w: nil interface sent as a %s", ErrNilMessage, b.Kind())
+	case isNilValue(msg):
+		return fmt.Errorf("%w: %s %s", ErrNilMessage, b.Kind(), t)
 	default:
 		return fmt.Errorf("%w for %s %s", ErrHandlerNotFound, b.Kind(), t)
 	}

@@ -296,6 +296,9 @@ func TestNilMessages(t *testing.T) {
 		"ExecuteCommand nil pointer":   func() error { _, err := commands.ExecuteCommand(ctx, nilCmd); return err },
 		"ExecuteCommand nil interface": func() error { _, err := commands.ExecuteCommand(ctx, nil); return err },
 		"Dispatch nil interface":       func() error { _, err := cqrs.Dispatch[cqrs.NoResult, any](ctx, commands, nil); return err },
+		// A nil message is reported as such even when its type has no handler.
+		"Dispatch unregistered nil":     func() error { _, err := cqrs.Dispatch[int](ctx, commands, (*GetUser)(nil)); return err },
+		"ExecuteTyped unregistered nil": func() error { _, err := cqrs.ExecuteTyped[int](ctx, commands, (*GetUser)(nil)); return err },
 	} {
 		err := dispatch()
 		require.ErrorIs(t, err, cqrs.ErrNilMessage, name)
