@@ -12,9 +12,16 @@ import (
 // validation, has no handler, is nil or asks for the wrong result type, a
 // dispatch that was rate limited, or a context the caller cancelled.
 //
+// A handler marks its own errors of that kind, such as "no such order",
+// with [Permanent].
+//
 // Such errors say nothing about the handler's health, so by default they
 // neither trip a circuit breaker ([NewBreaker]) nor are retried ([Retry]).
 func IsCallerError(err error) bool {
+	var p *permanentError
+	if errors.As(err, &p) {
+		return true
+	}
 	for _, target := range callerErrors {
 		if errors.Is(err, target) {
 			return true
@@ -28,3 +35,20 @@ var callerErrors = []error{
 	cqrs.ErrInvalidMessageType, cqrs.ErrNilBus, cqrs.ErrNilContext, cqrs.ErrRateLimited,
 	context.Canceled,
 }
+
+// Permanent marks err, a handler's error, as the request's fault rather
+// than a failure of the handler or what it depends on: "no such order",
+// "duplicate key". [Retry] does not retry it and a [Breaker] does not count
+// it. The error returned wraps err, which [errors.Is] and [errors.As] still
+// find, and has its message. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err}
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }

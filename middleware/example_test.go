@@ -290,3 +290,20 @@ func ExampleIsRetryable() {
 	// true
 	// false true
 }
+
+func ExamplePermanent() {
+	errNoOrder := errors.New("no such order")
+	attempts := 0
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(middleware.Retry(middleware.RetryConfig{})))
+	cancel := cqrs.HandlerFunc[Signup, cqrs.NoResult](func(context.Context, Signup) (cqrs.NoResult, error) {
+		attempts++
+		return cqrs.NoResult{}, middleware.Permanent(errNoOrder) // retrying cannot help
+	})
+	if err := cqrs.Register(commands, cancel); err != nil {
+		panic(err)
+	}
+	_, err := cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, Signup{})
+	fmt.Println(err, errors.Is(err, errNoOrder), attempts)
+	// Output:
+	// no such order true 1
+}

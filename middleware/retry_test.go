@@ -139,3 +139,17 @@ func TestRetryOff(t *testing.T) {
 		assert.Len(t, f.calls, 1)
 	})
 }
+
+func TestPermanentErrorsAreNotRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		errMissing := errors.New("no such order")
+		f := &flaky{n: 5, err: middleware.Permanent(errMissing)}
+		bus := flakyBus(t, f, middleware.RetryConfig{})
+		_, err := run(bus, Job{})
+		require.ErrorIs(t, err, errMissing, "the handler's error is still found")
+		assert.Equal(t, "no such order", err.Error())
+		assert.Len(t, f.calls, 1)
+		assert.True(t, middleware.IsCallerError(err))
+		assert.NoError(t, middleware.Permanent(nil))
+	})
+}

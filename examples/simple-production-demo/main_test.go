@@ -1,0 +1,41 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestRun(t *testing.T) {
+	var out, logs bytes.Buffer
+	require.NoError(t, run(&out, &logs))
+
+	// One JSON record per dispatch, each with the service's attributes.
+	var outcomes []string
+	for line := range strings.Lines(logs.String()) {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
+		assert.Equal(t, "orders", rec["service"])
+		assert.Equal(t, "cqrs dispatch", rec["msg"])
+		outcomes = append(outcomes, rec["message"].(string)+" "+rec["outcome"].(string))
+	}
+	assert.Equal(t, []string{
+		"main.PlaceOrder ok", "main.PlaceOrder ok", "main.PlaceOrder error", "main.PlaceOrder error",
+		"main.GetOrder ok", "main.GetOrder ok", "main.GetOrder error",
+	}, outcomes)
+	assert.Contains(t, logs.String(), `"error":"cqrs: validation failed: command main.PlaceOrder: PlaceOrder.Customer fails \"email\", PlaceOrder.Items fails \"min\" (1)"`)
+
+	report := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, report, 3)
+	assert.Regexp(t, `^command main.PlaceOrder\s+4\s+2\s`, report[1])
+	assert.Regexp(t, `^query\s+main.GetOrder\s+3\s+1\s`, report[2])
+}
