@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestTour(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, tour(context.Background(), &out, &Users{}))
+	assert.Equal(t, "Ada ada@example.com <nil>\n1 <nil>\ntrue\ntrue\n", out.String())
+}
+
+func TestProduction(t *testing.T) {
+	commands, queries, err := production("../production-demo/config.yaml", slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	assert.NotNil(t, commands)
+	assert.NotNil(t, queries)
+	_, _, err = production("missing.yaml", nil)
+	require.Error(t, err)
+}
+
+// regions returns the regions of this package's source marked
+// "readme:begin" and "readme:end", each with its indentation removed.
+func regions(t *testing.T) []string {
+	src, err := os.ReadFile("main.go")
+	require.NoError(t, err)
+	re := regexp.MustCompile(`(?s)// readme:begin \w+\n(.*?)\n\s*// readme:end`)
+	var out []string
+	for _, m := range re.FindAllStringSubmatch(string(src), -1) {
+		out = append(out, dedent(m[1]))
+	}
+	require.NotEmpty(t, out)
+	return out
+}
+
+// dedent removes the indentation every non-blank line shares, and
+// trailing blank lines.
+func dedent(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	prefix := ""
+	for i, l := range lines {
+		if strings.TrimSpace(l) == "" {
+			continue
+		}
+		indent := l[:len(l)-len(strings.TrimLeft(l, "\t"))]
+		if i == 0 || len(indent) < len(prefix) || prefix == "" {
+			prefix = indent
+		}
+	}
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, prefix)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestReadmeBlocksAreTested fails when a Go block of the README is not a
+// region of main.go, so that no README code can drift from code that
+// compiles and runs.
+func TestReadmeBlocksAreTested(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	blocks := regexp.MustCompile("(?s)```go\n(.*?)\n```").FindAllStringSubmatch(string(readme), -1)
+	require.NotEmpty(t, blocks, "the README has Go blocks")
+	tested := regions(t)
+	for _, b := range blocks {
+		assert.Contains(t, tested, dedent(b[1]), "README block not found in examples/readme/main.go:\n%s", b[1])
+	}
+}
