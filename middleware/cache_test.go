@@ -72,17 +72,27 @@ func find(t *testing.T, bus cqrs.Bus, q FindUser) Profile {
 
 func TestCacheHitsAndKeys(t *testing.T) {
 	d := &directory{}
-	bus, _ := cachedBus(t, d, middleware.CacheConfig{TTL: time.Minute})
+	bus, cache := cachedBus(t, d, middleware.CacheConfig{TTL: time.Minute, CountHits: true})
 
 	first := find(t, bus, FindUser{ID: 1, Tenant: "a"})
 	assert.Equal(t, first, find(t, bus, FindUser{ID: 1, Tenant: "a"}), "the second is a hit")
 	assert.Equal(t, int64(1), d.calls.Load())
+	assert.Equal(t, middleware.CacheStats{Hits: 1, Misses: 1}, cache.Stats())
 
 	// Queries that differ in any field never share an entry.
 	other := find(t, bus, FindUser{ID: 1, Tenant: "b"})
 	assert.Equal(t, "b", other.Tenant)
 	find(t, bus, FindUser{ID: 2, Tenant: "a"})
 	assert.Equal(t, int64(3), d.calls.Load())
+	assert.Equal(t, middleware.CacheStats{Hits: 1, Misses: 3}, cache.Stats())
+}
+
+func TestCacheCountsNoHitsUnlessAsked(t *testing.T) {
+	d := &directory{}
+	bus, cache := cachedBus(t, d, middleware.CacheConfig{TTL: time.Minute})
+	find(t, bus, FindUser{ID: 1})
+	find(t, bus, FindUser{ID: 1})
+	assert.Equal(t, middleware.CacheStats{Hits: 0, Misses: 1}, cache.Stats())
 }
 
 func TestCacheHitDoesNotAllocate(t *testing.T) {
@@ -148,6 +158,7 @@ func TestCacheRunsConcurrentMissesOnce(t *testing.T) {
 		close(d.release)
 		wg.Wait()
 		assert.Equal(t, int64(1), d.calls.Load(), "one handler call for twenty concurrent misses")
+		assert.Equal(t, uint64(1), cache.Stats().Misses)
 		for _, r := range results {
 			assert.Equal(t, Profile{ID: 7, Version: 1}, r)
 		}

@@ -2,6 +2,7 @@ package stats
 
 import (
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -87,4 +88,19 @@ func TestNowInBubble(t *testing.T) {
 func TestRecordDoesNotAllocate(t *testing.T) {
 	s := New()
 	assert.Zero(t, testing.AllocsPerRun(1000, func() { s.Record(time.Millisecond, false) }))
+}
+
+func TestCounterIsExactUnderConcurrency(t *testing.T) {
+	c := NewCounter()
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for range 1000 {
+				c.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	assert.Equal(t, uint64(32000), c.Load())
+	assert.Zero(t, testing.AllocsPerRun(100, func() { c.Add(2) }))
 }
