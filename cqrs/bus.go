@@ -23,6 +23,9 @@ type Bus interface {
 	// Metrics returns a snapshot of the metrics of each registered message
 	// type, sorted by name, or nil when the bus has no metrics.
 	Metrics() []MessageMetrics
+	// Specs describes the registered message types, sorted by name: what
+	// a transport needs to receive them.
+	Specs() []Spec
 
 	core() *bus
 }
@@ -51,6 +54,9 @@ func (b *CommandBus) Registered() []string { return b.core().registered() }
 // Metrics returns a snapshot of the metrics of each registered command
 // type, sorted by name, or nil when the bus was made without [WithMetrics].
 func (b *CommandBus) Metrics() []MessageMetrics { return b.core().metrics() }
+
+// Specs describes the registered command types, sorted by name.
+func (b *CommandBus) Specs() []Spec { return b.core().specs() }
 
 // ExecuteCommand dispatches cmd, whose dynamic type selects the handler, and
 // returns the handler's result boxed in an interface (nil when the handler
@@ -92,6 +98,9 @@ func (b *QueryBus) Registered() []string { return b.core().registered() }
 // Metrics returns a snapshot of the metrics of each registered query type,
 // sorted by name, or nil when the bus was made without [WithMetrics].
 func (b *QueryBus) Metrics() []MessageMetrics { return b.core().metrics() }
+
+// Specs describes the registered query types, sorted by name.
+func (b *QueryBus) Specs() []Spec { return b.core().specs() }
 
 // Execute dispatches q, whose dynamic type selects the handler, and returns
 // the handler's result boxed in an interface (nil when the handler failed).
@@ -135,6 +144,18 @@ func (c *bus) registered() []string {
 		return nil
 	}
 	return c.routes.Names()
+}
+
+func (c *bus) specs() []Spec {
+	if c == nil {
+		return nil
+	}
+	entries := c.routes.Entries()
+	out := make([]Spec, len(entries))
+	for i, e := range entries {
+		out[i] = *e.Value.spec
+	}
+	return out
 }
 
 func (c *bus) metrics() []MessageMetrics {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -479,6 +480,19 @@ func TestRegisterLogsAtDebug(t *testing.T) {
 	quiet := cqrs.NewQueryBus(cqrs.WithLogger(nil))
 	require.NoError(t, cqrs.Register(quiet, cqrs.HandlerFunc[GetUser, UserView](getUser)))
 	assert.Equal(t, []string{"cqrs_test.GetUser"}, quiet.Registered())
+}
+
+func TestSpecs(t *testing.T) {
+	t.Parallel()
+	commands, queries := newBuses(t)
+	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[Renamed, cqrs.NoResult](noop[Renamed])))
+	assert.Equal(t, []cqrs.Spec{
+		{Kind: cqrs.KindCommand, Name: "cqrs_test.CreateUser", MessageType: reflect.TypeFor[CreateUser](), ResultType: reflect.TypeFor[UserCreated]()},
+		{Kind: cqrs.KindCommand, Name: "users.rename", MessageType: reflect.TypeFor[Renamed](), ResultType: reflect.TypeFor[cqrs.NoResult]()},
+	}, commands.Specs())
+	assert.Len(t, queries.Specs(), 1)
+	var nilBus *cqrs.QueryBus
+	assert.Nil(t, nilBus.Specs())
 }
 
 func TestKindString(t *testing.T) {

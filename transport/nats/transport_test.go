@@ -1,0 +1,421 @@
+package nats_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
+	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
+)
+
+// PlaceOrder and GetOrder are the messages the tests send.
+type PlaceOrder struct {
+	ID    int    `json:"id"`
+	Item  string `json:"item" validate:"required"`
+	Email string `json:"email" validate:"omitempty,email"`
+	Do    string `json:"do,omitempty"`
+}
+
+type GetOrder struct{ ID int }
+
+type Order struct {
+	ID     int
+	Item   string
+	Server string
+}
+
+// serving builds a command bus and a query bus with handlers that record
+// which server handled what, and serves them on nc.
+type serving struct {
+	name     string
+	handled  sync.Map // order id -> server name
+	started  chan struct{}
+	release  chan struct{}
+	servers  []*cqrsnats.Server
+	deadline atomic.Value // time.Time the last handler's context carried
+	traceID  atomic.Value // trace.TraceID the last handler saw
+}
+
+func serve(t *testing.T, nc *natsgo.Conn, name string, opts ...cqrsnats.Option) *serving {
+	t.Helper()
+	s := &serving{name: name, started: make(chan struct{}, 100), release: make(chan struct{})}
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(middleware.Validation(middleware.ValidationConfig{})))
+	queries := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, Order](func(ctx context.Context, c PlaceOrder) (Order, error) {
+		if d, ok := ctx.Deadline(); ok {
+			s.deadline.Store(d)
+		}
+		s.traceID.Store(trace.SpanContextFromContext(ctx).TraceID())
+		if _, dup := s.handled.LoadOrStore(c.ID, name); dup {
+			t.Errorf("order %d handled twice", c.ID)
+		}
+		switch c.Do {
+		case "block":
+			s.started <- struct{}{}
+			select {
+			case <-s.release:
+			case <-ctx.Done():
+				return Order{}, ctx.Err()
+			}
+		case "fail":
+			return Order{}, errors.New("warehouse on fire")
+		case "not_found":
+			return Order{}, fmt.Errorf("inner bus: %w", cqrs.ErrHandlerNotFound)
+		case "open":
+			return Order{}, fmt.Errorf("payments: %w", cqrs.ErrCircuitOpen)
+		case "limited":
+			return Order{}, fmt.Errorf("payments: %w", cqrs.ErrRateLimited)
+		case "timeout":
+			return Order{}, fmt.Errorf("%w: %w", cqrs.ErrExecutionTimeout, context.DeadlineExceeded)
+		case "panic":
+			panic("handler exploded")
+		case "big":
+			return Order{ID: c.ID, Item: strings.Repeat("x", 2048)}, nil
+		}
+		return Order{ID: c.ID, Item: c.Item, Server: name}, nil
+	})))
+	require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[GetOrder, Order](func(_ context.Context, q GetOrder) (Order, error) {
+		return Order{ID: q.ID, Server: name}, nil
+	})))
+	for _, bus := range []cqrs.Bus{commands, queries} {
+		srv, err := cqrsnats.Serve(nc, bus, opts...)
+		require.NoError(t, err)
+		s.servers = append(s.servers, srv)
+		t.Cleanup(func() { assert.NoError(t, srv.Stop()) })
+	}
+	return s
+}
+
+// calling returns local buses whose PlaceOrder and GetOrder go over nc.
+func calling(t *testing.T, nc *natsgo.Conn, opts ...cqrsnats.Option) (*cqrs.CommandBus, *cqrs.QueryBus) {
+	t.Helper()
+	client := cqrsnats.NewClient(nc, opts...)
+	commands, queries := cqrs.NewCommandBus(), cqrs.NewQueryBus()
+	require.NoError(t, cqrsnats.Forward[PlaceOrder, Order](commands, client))
+	require.NoError(t, cqrsnats.Forward[GetOrder, Order](queries, client))
+	return commands, queries
+}
+
+func TestRoundTrip(t *testing.T) {
+	ns := startServer(t, -1)
+	serve(t, connect(t, ns.ClientURL()), "s1")
+	commands, queries := calling(t, connect(t, ns.ClientURL()))
+	ctx := context.Background()
+
+	order, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: "lamp"})
+	require.NoError(t, err)
+	assert.Equal(t, Order{ID: 1, Item: "lamp", Server: "s1"}, order)
+
+	order, err = cqrs.ExecuteTyped[Order](ctx, queries, any(GetOrder{ID: 7}))
+	require.NoError(t, err)
+	assert.Equal(t, Order{ID: 7, Server: "s1"}, order)
+}
+
+func TestQueueGroupSharesTheLoad(t *testing.T) {
+	ns := startServer(t, -1)
+	servers := []*serving{
+		serve(t, connect(t, ns.ClientURL()), "s1"),
+		serve(t, connect(t, ns.ClientURL()), "s2"),
+		serve(t, connect(t, ns.ClientURL()), "s3"),
+	}
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+
+	const requests = 1000
+	ids := make(chan int)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for id := range ids {
+				order, err := cqrs.Dispatch[Order](context.Background(), commands, PlaceOrder{ID: id, Item: "x"})
+				if err != nil || order.ID != id {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	for id := range requests {
+		ids <- id
+	}
+	close(ids)
+	wg.Wait()
+	require.Zero(t, failed.Load())
+
+	total := 0
+	for _, s := range servers {
+		n := 0
+		s.handled.Range(func(any, any) bool { n++; return true })
+		assert.Positive(t, n, "%s got none of the load", s.name)
+		total += n
+	}
+	assert.Equal(t, requests, total, "every request handled exactly once")
+}
+
+func TestErrorsKeepTheirIdentity(t *testing.T) {
+	ns := startServer(t, -1)
+	serve(t, connect(t, ns.ClientURL()), "s1")
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+	ctx := context.Background()
+	for i, tc := range []struct {
+		do   string
+		want []error
+	}{
+		{"not_found", []error{cqrs.ErrHandlerNotFound}},
+		{"open", []error{cqrs.ErrCircuitOpen}},
+		{"limited", []error{cqrs.ErrRateLimited}},
+		{"timeout", []error{cqrs.ErrExecutionTimeout, context.DeadlineExceeded}},
+		{"panic", []error{cqrs.ErrHandlerPanic}},
+	} {
+		_, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 100 + i, Item: "x", Do: tc.do})
+		for _, target := range tc.want {
+			require.ErrorIs(t, err, target, tc.do)
+		}
+		var remote *cqrsnats.RemoteError
+		require.ErrorAs(t, err, &remote)
+	}
+
+	// Another error arrives with its message and no identity it did not have.
+	_, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 200, Item: "x", Do: "fail"})
+	require.EqualError(t, err, "warehouse on fire")
+	assert.NotErrorIs(t, err, cqrs.ErrHandlerNotFound)
+
+	// Validation keeps its fields.
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 201, Email: "nope"})
+	require.ErrorIs(t, err, cqrs.ErrCommandValidation)
+	var verr *middleware.ValidationError
+	require.ErrorAs(t, err, &verr)
+	assert.Equal(t, []middleware.FieldError{
+		{Field: "PlaceOrder.Item", Tag: "required", Value: ""},
+		{Field: "PlaceOrder.Email", Tag: "email", Value: "nope"},
+	}, verr.Fields)
+}
+
+func TestTransportErrors(t *testing.T) {
+	ns := startServer(t, -1)
+	nc := connect(t, ns.ClientURL())
+	ctx := context.Background()
+
+	// Nobody serves the type.
+	commands, _ := calling(t, nc)
+	_, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: "x"})
+	require.ErrorIs(t, err, cqrsnats.ErrNoResponders)
+
+	// A reply that is not an Order.
+	sub, err := nc.Subscribe("cqrs.query.nats_test.GetOrder", func(m *natsgo.Msg) { _ = m.Respond([]byte("{not json")) })
+	require.NoError(t, err)
+	_, queries := calling(t, nc)
+	_, err = cqrs.Dispatch[Order](ctx, queries, GetOrder{ID: 1})
+	require.ErrorIs(t, err, cqrsnats.ErrBadReply)
+	require.NoError(t, sub.Unsubscribe())
+
+	// Payloads over the limit, on the sending and on the serving side.
+	serve(t, connect(t, ns.ClientURL()), "s1", cqrsnats.WithMaxPayload(1024))
+	small, _ := calling(t, nc, cqrsnats.WithMaxPayload(64))
+	_, err = cqrs.Dispatch[Order](ctx, small, PlaceOrder{ID: 2, Item: strings.Repeat("y", 100)})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+	assert.Contains(t, err.Error(), "message of")
+	big, _ := calling(t, nc)
+	_, err = cqrs.Dispatch[Order](ctx, big, PlaceOrder{ID: 3, Item: strings.Repeat("y", 2000)})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "the server refuses a request over its limit")
+	_, err = cqrs.Dispatch[Order](ctx, big, PlaceOrder{ID: 4, Item: "x", Do: "big"})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "and a result over it")
+}
+
+func TestPlainRequestsAreServed(t *testing.T) {
+	// A request that is the encoded message alone, as the NATS command
+	// line sends it, is served too, with no deadline.
+	ns := startServer(t, -1)
+	serve(t, connect(t, ns.ClientURL()), "s1")
+	nc := connect(t, ns.ClientURL())
+	reply, err := nc.Request("cqrs.command.nats_test.PlaceOrder", []byte(`{"id":5,"item":"lamp"}`), 5*time.Second)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"ID":5,"Item":"lamp","Server":"s1"}`, string(reply.Data))
+
+	reply, err = nc.Request("cqrs.command.nats_test.PlaceOrder", []byte{0x00, 0xff}, 5*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, "bad_request", reply.Header.Get("Nats-Service-Error-Code"), "a broken envelope is refused")
+}
+
+func TestDeadlinePropagation(t *testing.T) {
+	ns := startServer(t, -1)
+	s := serve(t, connect(t, ns.ClientURL()), "s1")
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	_, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: "x"})
+	require.NoError(t, err)
+	callerDeadline, _ := ctx.Deadline()
+	seen, ok := s.deadline.Load().(time.Time)
+	require.True(t, ok, "the handler's context has a deadline")
+	// The remaining time travels, as gRPC's grpc-timeout does, so clocks
+	// need not agree: the handler's deadline is the caller's, moved by the
+	// one-way trip.
+	assert.WithinDuration(t, callerDeadline, seen, time.Second)
+
+	// A caller's expired deadline ends the handler too.
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	_, err = cqrs.Dispatch[Order](short, commands, PlaceOrder{ID: 2, Item: "x", Do: "block"})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+func TestCancelledCallerStopsWaiting(t *testing.T) {
+	ns := startServer(t, -1)
+	s := serve(t, connect(t, ns.ClientURL()), "s1")
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		_, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: "x", Do: "block"})
+		done <- err
+	}()
+	<-s.started // the handler is running
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	close(s.release) // let the handler finish before the server stops
+}
+
+func TestTraceContextPropagates(t *testing.T) {
+	ns := startServer(t, -1)
+	tc := propagation.TraceContext{}
+	s := serve(t, connect(t, ns.ClientURL()), "s1", cqrsnats.WithPropagator(tc))
+	commands, _ := calling(t, connect(t, ns.ClientURL()), cqrsnats.WithPropagator(tc))
+
+	tp := sdktrace.NewTracerProvider()
+	defer func() { require.NoError(t, tp.Shutdown(context.Background())) }()
+	ctx, span := tp.Tracer("client").Start(context.Background(), "checkout")
+	_, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: "x"})
+	span.End()
+	require.NoError(t, err)
+	assert.Equal(t, span.SpanContext().TraceID(), s.traceID.Load(), "the handler runs in the caller's trace")
+}
+
+// gobCodec is a second codec, to show the codec is pluggable.
+type gobCodec struct{}
+
+func (gobCodec) ContentType() string { return "application/x-gob" }
+func (gobCodec) Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	err := gob.NewEncoder(&buf).Encode(v)
+	return buf.Bytes(), err
+}
+func (gobCodec) Unmarshal(data []byte, v any) error {
+	return gob.NewDecoder(bytes.NewReader(data)).Decode(v)
+}
+
+func TestOtherCodec(t *testing.T) {
+	ns := startServer(t, -1)
+	serve(t, connect(t, ns.ClientURL()), "s1", cqrsnats.WithCodec(gobCodec{}), cqrsnats.WithPrefix("shop"))
+	commands, _ := calling(t, connect(t, ns.ClientURL()), cqrsnats.WithCodec(gobCodec{}), cqrsnats.WithPrefix("shop"))
+	order, err := cqrs.Dispatch[Order](context.Background(), commands, PlaceOrder{ID: 9, Item: "gob"})
+	require.NoError(t, err)
+	assert.Equal(t, Order{ID: 9, Item: "gob", Server: "s1"}, order)
+
+	// A JSON caller cannot talk to a gob server: a clear error, not a wrong value.
+	jsonCommands, _ := calling(t, connect(t, ns.ClientURL()), cqrsnats.WithPrefix("shop"))
+	_, err = cqrs.Dispatch[Order](context.Background(), jsonCommands, PlaceOrder{ID: 10, Item: "json"})
+	require.ErrorIs(t, err, cqrsnats.ErrBadRequest)
+}
+
+func TestServerRestart(t *testing.T) {
+	ns := startServer(t, -1)
+	port := ns.Addr().(*net.TCPAddr).Port
+	url := ns.ClientURL()
+	reconnects := func(ch chan struct{}) []natsgo.Option {
+		return []natsgo.Option{natsgo.MaxReconnects(-1), natsgo.ReconnectWait(20 * time.Millisecond),
+			natsgo.ReconnectHandler(func(*natsgo.Conn) { ch <- struct{}{} })}
+	}
+	servingBack, clientBack := make(chan struct{}, 1), make(chan struct{}, 1)
+	servingConn := connect(t, url, reconnects(servingBack)...)
+	s := serve(t, servingConn, "s1")
+	commands, _ := calling(t, connect(t, url, reconnects(clientBack)...))
+
+	_, err := cqrs.Dispatch[Order](context.Background(), commands, PlaceOrder{ID: 1, Item: "x"})
+	require.NoError(t, err)
+
+	// The server goes down: requests fail with a clear error.
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 2, Item: "x"})
+	cancel()
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, cqrsnats.ErrTransport) || errors.Is(err, context.DeadlineExceeded), err.Error())
+
+	// It comes back on the same port; both connections reconnect, and the
+	// serving one has its subscriptions back once the server has seen its
+	// flush.
+	startServer(t, port)
+	for _, back := range []chan struct{}{servingBack, clientBack} {
+		select {
+		case <-back:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a connection did not reconnect")
+		}
+	}
+	require.NoError(t, servingConn.Flush())
+	order, err := cqrs.Dispatch[Order](context.Background(), commands, PlaceOrder{ID: 3, Item: "x"})
+	require.NoError(t, err)
+	assert.Equal(t, 3, order.ID)
+
+	// Stop while the server is up, so that the subscriptions drain.
+	for _, srv := range s.servers {
+		require.NoError(t, srv.Stop())
+	}
+}
+
+func TestStats(t *testing.T) {
+	ns := startServer(t, -1)
+	nc := connect(t, ns.ClientURL())
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[PlaceOrder, Order](func(_ context.Context, c PlaceOrder) (Order, error) {
+		if c.Do == "fail" {
+			return Order{}, errors.New("no")
+		}
+		return Order{ID: c.ID}, nil
+	})))
+	srv, err := cqrsnats.Serve(nc, bus, cqrsnats.WithPrefix("shop"))
+	require.NoError(t, err)
+	defer func() { require.NoError(t, srv.Stop()) }()
+	commands, _ := calling(t, connect(t, ns.ClientURL()), cqrsnats.WithPrefix("shop"))
+	for _, do := range []string{"", "", "fail"} {
+		_, _ = cqrs.Dispatch[Order](context.Background(), commands, PlaceOrder{ID: 1, Item: "x", Do: do})
+	}
+
+	local := srv.Stats()
+	require.Len(t, local, 1)
+	assert.Equal(t, "shop.command.nats_test.PlaceOrder", local[0].Subject)
+	assert.Equal(t, uint64(3), local[0].Calls)
+	assert.Equal(t, uint64(1), local[0].Errors)
+	assert.Positive(t, local[0].P99)
+
+	// The same, over NATS.
+	reply, err := nc.Request("shop._stats", nil, 5*time.Second)
+	require.NoError(t, err)
+	var remote []cqrsnats.EndpointStats
+	require.NoError(t, json.Unmarshal(reply.Data, &remote))
+	require.Len(t, remote, 1)
+	assert.Equal(t, uint64(3), remote[0].Calls)
+	assert.Equal(t, "command", remote[0].Kind)
+
+}
