@@ -1,0 +1,32 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestRunAllSharesTheLoad(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, runAll(context.Background(), &out, 200))
+	lines := regexp.MustCompile(`(h\d) handled (\d+) of 200`).FindAllStringSubmatch(out.String(), -1)
+	require.Len(t, lines, 2, "both handlers served some: %s", out.String())
+	total := 0
+	for _, l := range lines {
+		n, err := strconv.Atoi(l[2])
+		require.NoError(t, err)
+		assert.Positive(t, n)
+		total += n
+	}
+	assert.Equal(t, 200, total)
+}
