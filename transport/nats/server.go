@@ -206,9 +206,9 @@ func (e *endpoint) answer(m *natsgo.Msg) error {
 		ctx = e.cfg.propagator.Extract(ctx, propagation.HeaderCarrier(m.Header))
 	}
 	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+		lazy := withLazyDeadline(ctx, timeout)
+		defer lazy.stop()
+		ctx = lazy
 	}
 	msg := reflect.New(e.spec.MessageType)
 	if err := e.cfg.codec.Unmarshal(payload, msg.Interface()); err != nil {
