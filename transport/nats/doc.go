@@ -32,4 +32,7 @@
 // arrive with their message. [ErrNoResponders], [ErrBadReply] and
 // [ErrPayloadTooLarge] tell transport failures apart. W3C trace context
 // travels in the headers through the OpenTelemetry propagator.
+//
+// Commands that must not be lost while no handler process is up go
+// through a JetStream work queue instead: [Enqueue] and [ServeDurable].
 package nats
