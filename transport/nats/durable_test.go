@@ -152,4 +152,3 @@ func TestDurableDeadLetter(t *testing.T) {
 		return err == nil && info.State.Msgs == 0
 	}, 5*time.Second, 10*time.Millisecond)
 }
-
