@@ -46,5 +46,7 @@ require (
 // Built against the code beside it, in this repository.
 replace (
 	github.com/typedcqrs/dispatch => ../..
+	// Needed by transport/nats's tests, which go mod tidy considers.
+	github.com/typedcqrs/dispatch/middleware/otel => ../../middleware/otel
 	github.com/typedcqrs/dispatch/transport/nats => ../../transport/nats
 )
