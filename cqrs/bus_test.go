@@ -501,3 +501,23 @@ func TestKindString(t *testing.T) {
 	assert.Equal(t, "query", cqrs.KindQuery.String())
 	assert.Equal(t, "unknown", cqrs.Kind(0).String())
 }
+
+func TestErrorCodes(t *testing.T) {
+	t.Parallel()
+	for _, target := range []error{
+		cqrs.ErrCommandValidation, cqrs.ErrHandlerNotFound, cqrs.ErrNilMessage, cqrs.ErrResultType,
+		cqrs.ErrHandlerPanic, cqrs.ErrExecutionTimeout, cqrs.ErrCircuitOpen, cqrs.ErrRateLimited,
+		context.Canceled, context.DeadlineExceeded,
+	} {
+		code := cqrs.ErrorCode(fmt.Errorf("wrapped: %w", target))
+		require.NotEmpty(t, code, target.Error())
+		assert.Equal(t, target, cqrs.ErrorOfCode(code), "the code maps back")
+	}
+	// A timeout wraps DeadlineExceeded too; its own code wins.
+	assert.Equal(t, "timeout", cqrs.ErrorCode(fmt.Errorf("%w: %w", cqrs.ErrExecutionTimeout, context.DeadlineExceeded)))
+	assert.Empty(t, cqrs.ErrorCode(errors.New("other")))
+	assert.Empty(t, cqrs.ErrorCode(nil))
+	assert.Nil(t, cqrs.ErrorOfCode(""))
+	assert.Len(t, cqrs.ErrorCodes(), 10)
+	assert.Contains(t, cqrs.ErrorCodes(), "circuit_open")
+}

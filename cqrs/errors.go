@@ -1,6 +1,7 @@
 package cqrs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -96,4 +97,58 @@ func (e *PanicError) Unwrap() []error {
 		return []error{ErrHandlerPanic, err}
 	}
 	return []error{ErrHandlerPanic}
+}
+
+// errorCodes are the codes of ErrorCode, in the order they are tested: an
+// error that wraps several sentinels gets the first one's code.
+var errorCodes = []struct {
+	code string
+	err  error
+}{
+	{"validation", ErrCommandValidation},
+	{"not_found", ErrHandlerNotFound},
+	{"nil_message", ErrNilMessage},
+	{"result_type", ErrResultType},
+	{"panic", ErrHandlerPanic},
+	{"timeout", ErrExecutionTimeout},
+	{"circuit_open", ErrCircuitOpen},
+	{"rate_limited", ErrRateLimited},
+	{"canceled", context.Canceled},
+	{"deadline_exceeded", context.DeadlineExceeded},
+}
+
+// ErrorCode returns a short, stable name for the kind of failure err is,
+// for labels, attributes and wire formats that must stay low-cardinality:
+// "validation", "not_found", "nil_message", "result_type", "panic",
+// "timeout", "circuit_open", "rate_limited", "canceled" or
+// "deadline_exceeded", after the sentinel err wraps, or "" when it wraps
+// none of them. [ErrorOfCode] maps a code back.
+func ErrorCode(err error) string {
+	for _, c := range errorCodes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return ""
+}
+
+// ErrorCodes returns every code [ErrorCode] may return but "", in a new
+// slice.
+func ErrorCodes() []string {
+	codes := make([]string, len(errorCodes))
+	for i, c := range errorCodes {
+		codes[i] = c.code
+	}
+	return codes
+}
+
+// ErrorOfCode returns the sentinel error whose code [ErrorCode] returns, or
+// nil for a code it does not know.
+func ErrorOfCode(code string) error {
+	for _, c := range errorCodes {
+		if c.code == code {
+			return c.err
+		}
+	}
+	return nil
 }

@@ -71,3 +71,13 @@ func ExampleWithLogger() {
 	// Output:
 	// level=ERROR msg="cqrs: handler panicked" kind=command message=cqrs_test.PlaceOrder panic=boom
 }
+
+func ExampleErrorCode() {
+	err := fmt.Errorf("charging card: %w", cqrs.ErrCircuitOpen)
+	code := cqrs.ErrorCode(err)
+	fmt.Println(code, cqrs.ErrorOfCode(code) == cqrs.ErrCircuitOpen)
+	fmt.Printf("%q %v\n", cqrs.ErrorCode(errors.New("disk full")), cqrs.ErrorOfCode("no such code"))
+	// Output:
+	// circuit_open true
+	// "" <nil>
+}

@@ -27,7 +27,6 @@ package otel
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	otelapi "go.opentelemetry.io/otel"
@@ -115,35 +114,23 @@ func New(opts ...Option) (cqrs.Interceptor, error) {
 	return &interceptor{tracer: c.tracerProvider.Tracer(ScopeName), duration: duration, failures: failures}, nil
 }
 
-// errorTypes are the values of error.type, in the order they are tested.
-var errorTypes = []struct {
-	target error
-	name   string
-}{
-	{cqrs.ErrCommandValidation, "validation"},
-	{cqrs.ErrHandlerNotFound, "not_found"},
-	{cqrs.ErrResultType, "result_type"},
-	{cqrs.ErrNilMessage, "nil_message"},
-	{cqrs.ErrHandlerPanic, "panic"},
-	{cqrs.ErrExecutionTimeout, "timeout"},
-	{cqrs.ErrCircuitOpen, "circuit_open"},
-	{cqrs.ErrRateLimited, "rate_limited"},
-	{context.Canceled, "canceled"},
-	{context.DeadlineExceeded, "deadline_exceeded"},
-}
+// errorTypes are the values of error.type: cqrs.ErrorCode's codes, and
+// otherError last, for errors of no known class.
+var errorTypes = append(cqrs.ErrorCodes(), otherError)
 
 // otherError is error.type for an error of no known class, as the
 // semantic conventions name it.
 const otherError = "_OTHER"
 
-// errorType classifies err for error.type, keeping its cardinality low.
+// errorType returns the index in errorTypes of err's class.
 func errorType(err error) int {
-	for i, t := range errorTypes {
-		if errors.Is(err, t.target) {
+	code := cqrs.ErrorCode(err)
+	for i, name := range errorTypes {
+		if name == code {
 			return i
 		}
 	}
-	return len(errorTypes)
+	return len(errorTypes) - 1
 }
 
 // Intercept precomputes what every span and measurement of spec's type
@@ -157,15 +144,11 @@ func (i *interceptor) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker 
 		trace.WithAttributes(kind, msgType),
 	}
 	okOpts := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kind, msgType, KeyOutcome.String("ok")))}
-	// One option set per error class, the last for errors of no class.
-	errAttrs := make([]attribute.KeyValue, len(errorTypes)+1)
-	failRecord := make([][]metric.RecordOption, len(errorTypes)+1)
-	failAdd := make([][]metric.AddOption, len(errorTypes)+1)
-	for j := range errAttrs {
-		class := otherError
-		if j < len(errorTypes) {
-			class = errorTypes[j].name
-		}
+	// One option set per error class.
+	errAttrs := make([]attribute.KeyValue, len(errorTypes))
+	failRecord := make([][]metric.RecordOption, len(errorTypes))
+	failAdd := make([][]metric.AddOption, len(errorTypes))
+	for j, class := range errorTypes {
 		errAttrs[j] = KeyErrorType.String(class)
 		set := attribute.NewSet(kind, msgType, KeyOutcome.String("error"), errAttrs[j])
 		failRecord[j] = []metric.RecordOption{metric.WithAttributeSet(set)}

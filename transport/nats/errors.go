@@ -27,28 +27,41 @@ var (
 	ErrTransport = errors.New("cqrs/nats: transport failed")
 )
 
-// wireErrors are the error codes that keep an error's identity across the
-// wire, in the order they are tested on the serving side.
-var wireErrors = []struct {
+// transportErrors are the codes of this package's own errors that a
+// serving process sends; cqrs.ErrorCode names the rest.
+var transportErrors = []struct {
 	code   string
 	target error
 }{
-	{"validation", cqrs.ErrCommandValidation},
-	{"not_found", cqrs.ErrHandlerNotFound},
-	{"nil_message", cqrs.ErrNilMessage},
-	{"result_type", cqrs.ErrResultType},
-	{"panic", cqrs.ErrHandlerPanic},
-	{"timeout", cqrs.ErrExecutionTimeout},
-	{"circuit_open", cqrs.ErrCircuitOpen},
-	{"rate_limited", cqrs.ErrRateLimited},
 	{"bad_request", ErrBadRequest},
 	{"payload_too_large", ErrPayloadTooLarge},
-	{"deadline_exceeded", context.DeadlineExceeded},
-	{"canceled", context.Canceled},
 }
 
 // otherCode is the code of an error with no identity to keep.
 const otherCode = "error"
+
+// codeOf returns the wire code of err.
+func codeOf(err error) string {
+	for _, t := range transportErrors {
+		if errors.Is(err, t.target) {
+			return t.code
+		}
+	}
+	if code := cqrs.ErrorCode(err); code != "" {
+		return code
+	}
+	return otherCode
+}
+
+// errorOf returns the sentinel a wire code names, or nil.
+func errorOf(code string) error {
+	for _, t := range transportErrors {
+		if t.code == code {
+			return t.target
+		}
+	}
+	return cqrs.ErrorOfCode(code)
+}
 
 // fieldJSON is a validation failure's field on the wire.
 type fieldJSON struct {
@@ -61,13 +74,7 @@ type fieldJSON struct {
 // encodeError returns the code of err and, for a validation failure, its
 // fields as JSON.
 func encodeError(err error) (code string, data []byte) {
-	code = otherCode
-	for _, w := range wireErrors {
-		if errors.Is(err, w.target) {
-			code = w.code
-			break
-		}
-	}
+	code = codeOf(err)
 	var verr *middleware.ValidationError
 	if errors.As(err, &verr) && len(verr.Fields) > 0 {
 		fields := make([]fieldJSON, len(verr.Fields))
@@ -103,11 +110,8 @@ func (e *RemoteError) Unwrap() []error { return e.wrapped }
 // decodeError rebuilds the error a serving process sent.
 func decodeError(spec cqrs.Spec, code, message string, data []byte) error {
 	e := &RemoteError{Code: code, Message: message}
-	for _, w := range wireErrors {
-		if w.code == code {
-			e.wrapped = append(e.wrapped, w.target)
-			break
-		}
+	if target := errorOf(code); target != nil {
+		e.wrapped = append(e.wrapped, target)
 	}
 	if code == "validation" {
 		var fields []fieldJSON
