@@ -2,6 +2,7 @@ package middleware_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -132,14 +133,22 @@ func TestBreakerIgnoresCallerErrors(t *testing.T) {
 
 func TestBreakerDoesNotSerialiseCalls(t *testing.T) {
 	t.Parallel()
-	// Both calls must be inside the handler at once for either to finish.
+	// Both calls must be inside the handler at once for either to
+	// succeed: a breaker that serialised them would make each wait in
+	// vain for the other.
 	var inside sync.WaitGroup
 	inside.Add(2)
+	both := make(chan struct{})
+	go func() { inside.Wait(); close(both) }()
 	bus2 := cqrs.NewCommandBus(cqrs.WithInterceptors(middleware.NewBreaker(gobreaker.Settings{})))
 	require.NoError(t, cqrs.Register(bus2, cqrs.HandlerFunc[Job, Done](func(_ context.Context, job Job) (Done, error) {
 		inside.Done()
-		inside.Wait()
-		return Done{ID: job.ID}, nil
+		select {
+		case <-both:
+			return Done{ID: job.ID}, nil
+		case <-time.After(5 * time.Second):
+			return Done{}, errors.New("the other call never came in: calls are serialised")
+		}
 	})))
 	var wg sync.WaitGroup
 	for i := range 2 {
