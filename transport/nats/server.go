@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/internal/lazyctx"
 	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
@@ -206,8 +207,8 @@ func (e *endpoint) answer(m *natsgo.Msg) error {
 		ctx = e.cfg.propagator.Extract(ctx, propagation.HeaderCarrier(m.Header))
 	}
 	if timeout > 0 {
-		lazy := withLazyDeadline(ctx, timeout)
-		defer lazy.stop()
+		lazy := lazyctx.WithTimeout(ctx, timeout, nil)
+		defer lazy.Stop()
 		ctx = lazy
 	}
 	msg := reflect.New(e.spec.MessageType)
