@@ -18,8 +18,10 @@ import (
 // Such errors say nothing about the handler's health, so by default they
 // neither trip a circuit breaker ([NewBreaker]) nor are retried ([Retry]).
 func IsCallerError(err error) bool {
-	var p *permanentError
-	if errors.As(err, &p) {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, errPermanent) {
 		return true
 	}
 	for _, target := range callerErrors {
@@ -50,5 +52,10 @@ func Permanent(err error) error {
 
 type permanentError struct{ err error }
 
-func (e *permanentError) Error() string { return e.err.Error() }
-func (e *permanentError) Unwrap() error { return e.err }
+// errPermanent is what errors.Is finds in a Permanent error: a check that,
+// unlike errors.As, allocates nothing.
+var errPermanent = errors.New("middleware: permanent")
+
+func (e *permanentError) Error() string        { return e.err.Error() }
+func (e *permanentError) Unwrap() error        { return e.err }
+func (e *permanentError) Is(target error) bool { return target == errPermanent }
