@@ -98,3 +98,27 @@ func ExampleIntercept() {
 	// cqrs_test.PlaceOrder call 1
 	// cqrs_test.PlaceOrder call 2
 }
+
+func ExampleSpecFor() {
+	// The Spec that Register gives a type: what typed middleware needs to
+	// name what it decorates.
+	commands := cqrs.NewCommandBus()
+	spec := cqrs.SpecFor[PlaceOrder, cqrs.NoResult](commands)
+	fmt.Println(spec, spec.MessageType, spec.ResultType)
+	// Output:
+	// command cqrs_test.PlaceOrder cqrs_test.PlaceOrder cqrs.NoResult
+}
+
+func ExampleCommandBus_Specs() {
+	commands := cqrs.NewCommandBus()
+	_ = cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](placeOrder))
+	_ = cqrs.Register(commands, cqrs.HandlerFunc[RenameUser, cqrs.NoResult](
+		func(context.Context, RenameUser) (cqrs.NoResult, error) { return cqrs.NoResult{}, nil }))
+	// What a transport needs to receive each registered type.
+	for _, spec := range commands.Specs() {
+		fmt.Println(spec.Name, spec.MessageType)
+	}
+	// Output:
+	// cqrs_test.PlaceOrder cqrs_test.PlaceOrder
+	// users.rename cqrs_test.RenameUser
+}

@@ -307,3 +307,23 @@ func ExamplePermanent() {
 	// Output:
 	// no such order true 1
 }
+
+func ExampleLoadConfig() {
+	dir, err := os.MkdirTemp("", "cqrs-config")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	path := dir + "/cqrs.yaml"
+	if err := os.WriteFile(path, []byte("timeout: 2s\nmetrics: true\nbreaker: {consecutive_failures: 3}\n"), 0o600); err != nil {
+		panic(err)
+	}
+	cfg, err := middleware.LoadConfig(path)
+	if err != nil {
+		panic(err)
+	}
+	stack, err := cfg.Build(nil)
+	fmt.Println(cfg.Timeout, len(stack.Interceptors), err)
+	// Output:
+	// 2s 3 <nil>
+}
