@@ -260,6 +260,10 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	if isNilValue(h) {
 		return fmt.Errorf("%w: registering %s", ErrNilHandler, in)
 	}
+	// Refuse a duplicate before the interceptors set anything up for it.
+	if err := c.routes.Check(t, in.Name); err != nil {
+		return registrationError(err, in, t)
+	}
 	handler, err := decorate(in, h, mws, c.cfg.interceptors)
 	if err != nil {
 		return err
@@ -286,10 +290,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	}
 	e := &entry{spec: in, stats: r.stats, typed: r, exec: exec, untyped: untyped}
 	if err := c.routes.Add(t, in.Name, e); err != nil {
-		if errors.Is(err, registry.ErrNameExists) {
-			return fmt.Errorf("%w: %s: another type has that name", ErrHandlerExists, in)
-		}
-		return fmt.Errorf("%w: %s (%s)", ErrHandlerExists, in, t)
+		return registrationError(err, in, t)
 	}
 	r.log.LogAttrs(context.Background(), slog.LevelDebug, "cqrs: handler registered",
 		slog.String("kind", in.Kind.String()),
@@ -297,6 +298,14 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 		slog.String("type", t.String()),
 		slog.String("result", in.ResultType.String()))
 	return nil
+}
+
+// registrationError explains a registry's refusal of type t.
+func registrationError(err error, in *Spec, t reflect.Type) error {
+	if errors.Is(err, registry.ErrNameExists) {
+		return fmt.Errorf("%w: %s: another type has that name", ErrHandlerExists, in)
+	}
+	return fmt.Errorf("%w: %s (%s)", ErrHandlerExists, in, t)
 }
 
 // decorate applies the middleware and then the bus's interceptors to h.

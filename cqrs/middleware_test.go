@@ -265,6 +265,20 @@ func TestInterceptorGetsSpecOncePerType(t *testing.T) {
 	assert.Equal(t, "command users.rename", specs[1].String())
 }
 
+func TestDuplicateRegistrationSetsNothingUp(t *testing.T) {
+	t.Parallel()
+	setups := 0
+	count := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		setups++
+		return next
+	})
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(count))
+	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, UserCreated](createUser)))
+	err := cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, UserCreated](createUser))
+	require.ErrorIs(t, err, cqrs.ErrHandlerExists)
+	assert.Equal(t, 1, setups, "the duplicate was refused before its interceptors ran")
+}
+
 func TestInterceptPerRegistration(t *testing.T) {
 	t.Parallel()
 	tr := &trace{}

@@ -46,13 +46,17 @@ func NewBreaker(st gobreaker.Settings) *Breaker {
 	return &Breaker{settings: st, breakers: make(map[string]*gobreaker.CircuitBreaker[struct{}])}
 }
 
-// Intercept makes the breaker of spec's message type.
+// Intercept makes the breaker of spec's message type, or reuses it when
+// the Breaker serves the same type on another bus or in another chain.
 func (b *Breaker) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	st := b.settings
 	st.Name = spec.Name
-	cb := gobreaker.NewCircuitBreaker[struct{}](st)
 	b.mu.Lock()
-	b.breakers[spec.String()] = cb
+	cb, ok := b.breakers[spec.String()]
+	if !ok {
+		cb = gobreaker.NewCircuitBreaker[struct{}](st)
+		b.breakers[spec.String()] = cb
+	}
 	b.mu.Unlock()
 
 	return func(ctx context.Context, c cqrs.Call) error {

@@ -112,6 +112,23 @@ func (r *Registry[V]) Add(t reflect.Type, name string, v V) error {
 	return nil
 }
 
+// Check reports the error [Registry.Add] would return for t and name now:
+// [ErrKeyExists], [ErrNameExists] or nil. It lets a caller refuse early,
+// before work it would otherwise do for nothing; Add checks again.
+func (r *Registry[V]) Check(t reflect.Type, name string) error {
+	cur := r.cur.Load()
+	if cur == nil {
+		return nil
+	}
+	if _, ok := cur.byKey[KeyOf(t)]; ok {
+		return ErrKeyExists
+	}
+	if _, ok := cur.byName[name]; ok {
+		return ErrNameExists
+	}
+	return nil
+}
+
 // Entries returns the registered entries ordered by name. The slice is
 // shared with the registry and must not be modified.
 func (r *Registry[V]) Entries() []Entry[V] {

@@ -88,6 +88,12 @@ func TestAddConflicts(t *testing.T) {
 	err = r.Add(reflect.TypeFor[beta](), "alpha", "third")
 	require.ErrorIs(t, err, ErrNameExists)
 
+	assert.ErrorIs(t, r.Check(reflect.TypeFor[alpha](), "new"), ErrKeyExists)
+	assert.ErrorIs(t, r.Check(reflect.TypeFor[beta](), "alpha"), ErrNameExists)
+	assert.NoError(t, r.Check(reflect.TypeFor[beta](), "beta"))
+	var empty Registry[string]
+	assert.NoError(t, empty.Check(reflect.TypeFor[alpha](), "alpha"))
+
 	// A failed Add changes nothing.
 	got, _ := r.Lookup(KeyFor[alpha]())
 	assert.Equal(t, "first", got)
