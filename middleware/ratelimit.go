@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
 // RateLimitConfig configures [NewRateLimit].
@@ -113,7 +113,7 @@ func (l *RateLimit) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 // take takes a token from lim, waiting for one in wait mode.
 func (l *RateLimit) take(ctx context.Context, spec cqrs.Spec, lim *rate.Limiter) error {
 	if !l.cfg.Wait {
-		if lim.AllowN(monoNow(), 1) {
+		if lim.AllowN(stats.Time(), 1) {
 			return nil
 		}
 		return fmt.Errorf("%w: %s", cqrs.ErrRateLimited, spec)
@@ -128,11 +128,3 @@ func (l *RateLimit) take(ctx context.Context, spec cqrs.Spec, lim *rate.Limiter)
 		return fmt.Errorf("%w: %s: %w", cqrs.ErrRateLimited, spec, err)
 	}
 }
-
-// epoch anchors monoNow.
-var epoch = time.Now()
-
-// monoNow returns the current time from one reading of the monotonic
-// clock, where [time.Now] reads the wall clock too: half the cost, and
-// all a token bucket needs, since it only subtracts times.
-func monoNow() time.Time { return epoch.Add(time.Since(epoch)) }

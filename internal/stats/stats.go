@@ -67,6 +67,11 @@ var epoch = time.Now()
 // reads the wall clock too.
 func Now() time.Duration { return time.Since(epoch) }
 
+// Time returns the current time from one reading of the monotonic clock,
+// where [time.Now] reads the wall clock too: for code that only subtracts
+// times, such as a token bucket.
+func Time() time.Time { return epoch.Add(time.Since(epoch)) }
+
 // shard is the part of a message type's metrics that one dispatch updates.
 // A dispatch picks its shard by the token of the processor it runs on (see
 // [shardToken]), so each processor keeps writing the same shards and cache

@@ -5,20 +5,15 @@ import (
 )
 
 // Codec turns messages and results into bytes and back. A Codec must be
-// safe for concurrent use.
+// safe for concurrent use, and both sides of a message type must use the
+// same one: which codec encoded a message does not travel with it.
 type Codec interface {
-	// ContentType names the encoding, such as "application/json". Both
-	// sides must use the same codec: it does not travel with messages.
-	ContentType() string
 	Marshal(v any) ([]byte, error)
 	Unmarshal(data []byte, v any) error
 }
 
 // JSON is the default [Codec]: encoding/json.
 type JSON struct{}
-
-// ContentType returns "application/json".
-func (JSON) ContentType() string { return "application/json" }
 
 // Marshal calls [json.Marshal].
 func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }

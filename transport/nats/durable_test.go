@@ -65,6 +65,18 @@ func (s *shipper) handle(_ context.Context, c Ship) (cqrs.NoResult, error) {
 	return cqrs.NoResult{}, nil
 }
 
+// await waits for n successful shipments.
+func (s *shipper) await(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a command was lost")
+		}
+	}
+}
+
 func serveDurable(t *testing.T, js jetstream.JetStream, nc *natsgo.Conn, s *shipper, cfg cqrsnats.DurableConfig) {
 	t.Helper()
 	bus := cqrs.NewCommandBus()
@@ -83,13 +95,7 @@ func TestDurableCommandsWaitForAHandler(t *testing.T) {
 	}
 	s := newShipper(0)
 	serveDurable(t, js, nc, s, cqrsnats.DurableConfig{})
-	for range 20 {
-		select {
-		case <-s.done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("a command was lost")
-		}
-	}
+	s.await(t, 20)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for p := range 20 {
@@ -104,13 +110,7 @@ func TestDurableCommandsAreRedeliveredAfterACrash(t *testing.T) {
 	for p := range 10 {
 		require.NoError(t, cqrsnats.Enqueue(context.Background(), js, Ship{Parcel: p}, cqrsnats.DurableConfig{MaxDeliver: 5}))
 	}
-	for range 10 {
-		select {
-		case <-s.done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("a command was lost")
-		}
-	}
+	s.await(t, 10)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for p := range 10 {

@@ -313,7 +313,6 @@ func TestTraceContextPropagates(t *testing.T) {
 // gobCodec is a second codec, to show the codec is pluggable.
 type gobCodec struct{}
 
-func (gobCodec) ContentType() string { return "application/x-gob" }
 func (gobCodec) Marshal(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	err := gob.NewEncoder(&buf).Encode(v)
