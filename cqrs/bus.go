@@ -260,6 +260,9 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	if isNilValue(h) {
 		return fmt.Errorf("%w: registering %s", ErrNilHandler, in)
 	}
+	if err := checkDeclared(t, in.Kind, in.ResultType); err != nil {
+		return err
+	}
 	// Refuse a duplicate before the interceptors set anything up for it.
 	if err := c.routes.Check(t, in.Name); err != nil {
 		return registrationError(err, in, t)

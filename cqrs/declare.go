@@ -1,0 +1,240 @@
+package cqrs
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// Command marks a message type as a command whose handler returns R. A
+// message declares itself by embedding it as its first field:
+//
+//	type PlaceOrder struct {
+//		cqrs.Command[OrderID]
+//		Customer string
+//		Items    []Item
+//	}
+//
+// A command that returns nothing but an error declares
+// Command[NoResult]. The marker is a zero-size struct with no fields, so it
+// adds nothing to the message's size or to its encoding: encoding/json,
+// encoding/gob, the validator and the transports see the message as they
+// would without it. (Go pads a zero-size field that comes last in a struct:
+// embed it first.)
+//
+// A declared command is sent with [Send], which needs no type arguments,
+// and its handler is registered with [Handle], which infers every type from
+// the handler function. The compiler then refuses a dispatch or a handler
+// whose result is not R, and a declared command sent to a [QueryBus].
+// [Register] refuses, when the program runs, a handler for a declared
+// command whose result is not R or that is registered on the wrong bus.
+//
+// Command has no state: its zero value is the only value.
+type Command[R any] struct{}
+
+func (Command[R]) declares(R, *CommandBus) {}
+
+func (Command[R]) declaration() declaration {
+	return declaration{kind: KindCommand, result: reflect.TypeFor[R]()}
+}
+
+// Query marks a message type as a query whose handler returns R, as
+// [Command] marks a command: embed it as the message's first field.
+//
+//	type GetOrder struct {
+//		cqrs.Query[Order]
+//		ID OrderID
+//	}
+//
+// A declared query is sent with [Ask], which needs no type arguments, and
+// its handler is registered with [Handle].
+//
+// Query has no state: its zero value is the only value.
+type Query[R any] struct{}
+
+func (Query[R]) declares(R, *QueryBus) {}
+
+func (Query[R]) declaration() declaration {
+	return declaration{kind: KindQuery, result: reflect.TypeFor[R]()}
+}
+
+// Message is satisfied by every message type that declares, by embedding
+// [Command] or [Query], that it is handled on a bus of type B and returns
+// R: a type embedding Command[R] is a Message[R, *CommandBus], one
+// embedding Query[R] a Message[R, *QueryBus]. So is a pointer to such a
+// type.
+//
+// Message is the constraint of [Send], [Ask] and [Handle], through which
+// the compiler infers R from the message and refuses the mismatches. Only
+// the markers of this package implement it.
+type Message[R any, B Bus] interface {
+	declares(R, B)
+}
+
+// Send dispatches the declared command cmd on b and returns its handler's
+// result, of the type cmd declares:
+//
+//	id, err := cqrs.Send(ctx, commands, PlaceOrder{Customer: "c-1"})
+//
+// No type argument is written: the compiler infers R from cmd's
+// [Command] marker. A message that declares no result, a query, and a
+// result assigned to a variable of another type are compile errors.
+//
+// Send is [Dispatch] with the types proven, at the same cost; its errors
+// are those of Dispatch. The one mistake the compiler cannot see is a
+// command whose handler was never registered ([ErrHandlerNotFound]): see
+// [Require] to find those at start-up.
+func Send[C Message[R, *CommandBus], R any](ctx context.Context, b *CommandBus, cmd C) (R, error) {
+	return Dispatch[R](ctx, b, cmd)
+}
+
+// Ask dispatches the declared query q on b and returns its handler's
+// result, of the type q declares:
+//
+//	order, err := cqrs.Ask(ctx, queries, GetOrder{ID: "o-1"})
+//
+// No type argument is written: the compiler infers R from q's [Query]
+// marker. A message that declares no result, a command, and a result
+// assigned to a variable of another type are compile errors.
+//
+// Ask is [Dispatch] with the types proven, at the same cost; its errors
+// are those of Dispatch.
+func Ask[C Message[R, *QueryBus], R any](ctx context.Context, b *QueryBus, q C) (R, error) {
+	return Dispatch[R](ctx, b, q)
+}
+
+// Handle registers fn as the handler of the declared message type C on b,
+// decorated by mws as [Register] decorates: every type is inferred from fn,
+// which may be a plain function or a method value.
+//
+//	err := cqrs.Handle(queries, svc.GetOrder) // func(context.Context, GetOrder) (Order, error)
+//
+// The compiler refuses a handler whose result is not the one C declares,
+// and a command's handler on a [QueryBus] or a query's on a [CommandBus].
+// b must be a *CommandBus or a *QueryBus: through the [Bus] interface the
+// bus's kind is unknown to the compiler, and the call does not compile.
+//
+// Handle fails as Register does: with [ErrNilHandler] for a nil fn,
+// [ErrHandlerExists] for a second handler of C.
+func Handle[C Message[R, B], R any, B Bus](b B, fn func(ctx context.Context, msg C) (R, error), mws ...Middleware[C, R]) error {
+	return Register(b, HandlerFunc[C, R](fn), mws...)
+}
+
+// declaration is what a marker says of the message that embeds it.
+type declaration struct {
+	kind   Kind
+	result reflect.Type
+}
+
+// declarer is implemented by every type that embeds a marker.
+type declarer interface{ declaration() declaration }
+
+// declaredBy returns what message type t declares, if it embeds a marker.
+// It calls no user code: the markers' method runs on a zero value.
+func declaredBy(t reflect.Type) (declaration, bool) {
+	if t == nil || !t.Implements(reflect.TypeFor[declarer]()) {
+		return declaration{}, false
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	d, ok := reflect.Zero(t).Interface().(declarer)
+	if !ok {
+		return declaration{}, false
+	}
+	return d.declaration(), true
+}
+
+// checkDeclared refuses a handler for message type t, returning res, on a
+// bus of the given kind when t declares another kind or another result.
+func checkDeclared(t reflect.Type, kind Kind, res reflect.Type) error {
+	d, ok := declaredBy(t)
+	switch {
+	case !ok:
+		return nil
+	case d.kind != kind:
+		return fmt.Errorf("%w: %s is declared a %s; it cannot be registered on the %s bus",
+			ErrInvalidMessageType, t, d.kind, kind)
+	case d.result != res:
+		return fmt.Errorf("%w: %s declares the result %s; its handler returns %s",
+			ErrResultType, t, d.result, res)
+	}
+	return nil
+}
+
+// Require checks at start-up what the compiler cannot: that b has a
+// handler for every message a service will send it. It returns nil when
+// it has; otherwise one error naming every message type that b cannot
+// dispatch, which matches [ErrHandlerNotFound] when a handler is missing
+// and [ErrInvalidMessageType] when a message declares another kind than
+// b's (a query required of a command bus).
+//
+// Each of msgs is a value of a message type (its zero value will do) or a
+// [reflect.Type]:
+//
+//	if err := cqrs.Require(commands, PlaceOrder{}, CancelOrder{}, (*Refund)(nil)); err != nil {
+//		log.Fatal(err) // cqrs: the command bus cannot dispatch 1 of 3 message types: …
+//	}
+//
+// A nil b fails with [ErrNilBus], a nil interface in msgs with
+// [ErrNilMessage]. Require is safe to call while other goroutines register
+// handlers or dispatch.
+func Require(b Bus, msgs ...any) error {
+	c := coreOf(b)
+	if c == nil {
+		return fmt.Errorf("%w: checking handlers", ErrNilBus)
+	}
+	kind := b.Kind()
+	var errs []error
+	for i, m := range msgs {
+		t, ok := m.(reflect.Type)
+		if !ok {
+			t = reflect.TypeOf(m)
+		}
+		if t == nil {
+			errs = append(errs, fmt.Errorf("%w: message %d is a nil interface", ErrNilMessage, i))
+			continue
+		}
+		if err := requireOne(b, kind, t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return &requireError{kind: kind, total: len(msgs), errs: errs}
+}
+
+// requireOne checks that b, of the given kind, can dispatch messages of
+// type t. A declared message's result need not be checked: Register
+// refuses a handler that does not return it.
+func requireOne(b Bus, kind Kind, t reflect.Type) error {
+	if d, ok := declaredBy(t); ok && d.kind != kind {
+		return fmt.Errorf("%s is declared a %s: %w", t, d.kind, ErrInvalidMessageType)
+	}
+	if find(b, t) == nil {
+		return fmt.Errorf("%s: %w", t, ErrHandlerNotFound)
+	}
+	return nil
+}
+
+// requireError is the error of [Require]: one line per message type that
+// cannot be dispatched, matching each of their sentinels.
+type requireError struct {
+	kind  Kind
+	total int
+	errs  []error
+}
+
+func (e *requireError) Error() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "cqrs: the %s bus cannot dispatch %d of %d message types", e.kind, len(e.errs), e.total)
+	for _, err := range e.errs {
+		sb.WriteString("\n\t")
+		sb.WriteString(err.Error())
+	}
+	return sb.String()
+}
+
+func (e *requireError) Unwrap() []error { return e.errs }
