@@ -41,6 +41,11 @@ type PlaceOrder struct {
 
 type Unmarked struct{ ID string }
 
+type OrderPlaced struct {
+	cqrs.Event
+	ID string
+}
+
 func GetOrderHandler(context.Context, GetOrder) (Order, error) { return Order{}, nil }
 
 func PlaceOrderHandler(context.Context, PlaceOrder) (string, error) { return "", nil }
@@ -97,6 +102,31 @@ var compileCases = []struct {
 		want: `msgs.Unmarked\) does not satisfy cqrs.Message\[R, B\] \(missing method declares\)`,
 	},
 	{
+		name: "command published as an event",
+		body: `_ = cqrs.Publish(ctx, events, msgs.PlaceOrder{})`,
+		want: `msgs.PlaceOrder\) does not satisfy cqrs.Message\[cqrs.NoResult, \*cqrs.EventBus\]`,
+	},
+	{
+		name: "unmarked message published",
+		body: `_ = cqrs.Publish(ctx, events, msgs.Unmarked{})`,
+		want: `msgs.Unmarked\) does not satisfy cqrs.Message\[cqrs.NoResult, \*cqrs.EventBus\] \(missing method declares\)`,
+	},
+	{
+		name: "subscriber of a query",
+		body: `_, _ = cqrs.Subscribe(events, "s", func(context.Context, msgs.GetOrder) error { return nil })`,
+		want: `msgs.GetOrder\) does not satisfy cqrs.Message\[cqrs.NoResult, \*cqrs.EventBus\]`,
+	},
+	{
+		name: "event sent as a command",
+		body: `_, _ = cqrs.Send(ctx, commands, msgs.OrderPlaced{})`,
+		want: `msgs.OrderPlaced\) does not satisfy cqrs.Message\[R, \*cqrs.CommandBus\]`,
+	},
+	{
+		name: "event handler registered with Handle",
+		body: `_ = cqrs.Handle(events, func(context.Context, msgs.OrderPlaced) (cqrs.NoResult, error) { return cqrs.NoResult{}, nil })`,
+		want: `B \(type \*cqrs.EventBus\) does not satisfy cqrs.Bus`,
+	},
+	{
 		name: "handler on a bus of unknown kind",
 		body: `var b cqrs.Bus = queries; _ = cqrs.Handle(b, msgs.GetOrderHandler)`,
 		want: `msgs.GetOrder\) does not satisfy cqrs.Message\[R, B\]`,
@@ -109,7 +139,9 @@ const compileGood = `_ = cqrs.Handle(queries, msgs.GetOrderHandler)
 	o, _ = cqrs.Ask(ctx, queries, msgs.GetOrder{ID: "o-1"})
 	var id string
 	id, _ = cqrs.Send(ctx, commands, msgs.PlaceOrder{Items: 1})
-	_, _ = o, id`
+	_, _ = o, id
+	_, _ = cqrs.Subscribe(events, "mail", func(context.Context, msgs.OrderPlaced) error { return nil })
+	_ = cqrs.Publish(ctx, events, msgs.OrderPlaced{ID: "o-1"})`
 
 func compileProgram(body string) string {
 	return `package main
@@ -121,11 +153,13 @@ import (
 	"compilecheck/msgs"
 )
 
-func run(ctx context.Context, commands *cqrs.CommandBus, queries *cqrs.QueryBus) {
+func run(ctx context.Context, commands *cqrs.CommandBus, queries *cqrs.QueryBus, events *cqrs.EventBus) {
 	` + body + `
 }
 
-func main() { run(context.Background(), cqrs.NewCommandBus(), cqrs.NewQueryBus()) }
+func main() {
+	run(context.Background(), cqrs.NewCommandBus(), cqrs.NewQueryBus(), cqrs.NewEventBus())
+}
 `
 }
 

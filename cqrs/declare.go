@@ -68,7 +68,7 @@ func (Query[R]) declaration() declaration {
 // Message is the constraint of [Send], [Ask] and [Handle], through which
 // the compiler infers R from the message and refuses the mismatches. Only
 // the markers of this package implement it.
-type Message[R any, B Bus] interface {
+type Message[R, B any] interface {
 	declares(R, B)
 }
 
@@ -154,7 +154,7 @@ func checkDeclared(t reflect.Type, kind Kind, res reflect.Type) error {
 	case !ok:
 		return nil
 	case d.kind != kind:
-		return fmt.Errorf("%w: %s is declared a %s; it cannot be registered on the %s bus",
+		return fmt.Errorf("%w: %s is declared for the %s bus; it cannot be registered on the %s bus",
 			ErrInvalidMessageType, t, d.kind, kind)
 	case d.result != res:
 		return fmt.Errorf("%w: %s declares the result %s; its handler returns %s",
@@ -211,7 +211,7 @@ func Require(b Bus, msgs ...any) error {
 // refuses a handler that does not return it.
 func requireOne(b Bus, kind Kind, t reflect.Type) error {
 	if d, ok := declaredBy(t); ok && d.kind != kind {
-		return fmt.Errorf("%s is declared a %s: %w", t, d.kind, ErrInvalidMessageType)
+		return fmt.Errorf("%s is declared for the %s bus: %w", t, d.kind, ErrInvalidMessageType)
 	}
 	if find(b, t) == nil {
 		return fmt.Errorf("%s: %w", t, ErrHandlerNotFound)

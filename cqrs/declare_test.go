@@ -178,7 +178,7 @@ func TestRegisterRefusesWhatADeclarationContradicts(t *testing.T) {
 	err = cqrs.Register(commands, cqrs.HandlerFunc[getAccount, account](
 		func(context.Context, getAccount) (account, error) { return account{}, nil }))
 	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
-	assert.Contains(t, err.Error(), "declared a query")
+	assert.Contains(t, err.Error(), "declared for the query bus")
 
 	// The pointer type carries the declaration too.
 	err = cqrs.Register(commands, cqrs.HandlerFunc[*getAccount, account](
@@ -242,7 +242,7 @@ func TestRequireNamesEveryMissingHandler(t *testing.T) {
 	assert.Equal(t, "cqrs: the command bus cannot dispatch 3 of 4 message types"+
 		"\n\tcqrs_test.closeAccount: cqrs: handler not found"+
 		"\n\t*cqrs_test.openAccount: cqrs: handler not found"+
-		"\n\tcqrs_test.getAccount is declared a query: cqrs: invalid message type", err.Error())
+		"\n\tcqrs_test.getAccount is declared for the query bus: cqrs: invalid message type", err.Error())
 
 	// Undeclared message types are checked too.
 	err = cqrs.Require(queries, plainGetAccount{})

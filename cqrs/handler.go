@@ -25,7 +25,7 @@ func (f HandlerFunc[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 // boxing it costs nothing.
 type NoResult struct{}
 
-// Kind says whether a bus carries commands or queries.
+// Kind says whether a bus carries commands, queries or events.
 type Kind uint8
 
 const (
@@ -35,13 +35,15 @@ const (
 	KindQuery
 )
 
-// String returns "command" or "query".
+// String returns "command", "query" or "event".
 func (k Kind) String() string {
 	switch k {
 	case KindCommand:
 		return "command"
 	case KindQuery:
 		return "query"
+	case KindEvent:
+		return "event"
 	default:
 		return "unknown"
 	}

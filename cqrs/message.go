@@ -3,7 +3,8 @@ package cqrs
 import "reflect"
 
 // nameOf returns the name of message type t on a bus of the given kind: the
-// name the type declares with CommandName or QueryName, or else its Go type.
+// name the type declares with CommandName, QueryName or EventName, or else
+// its Go type.
 func nameOf(t reflect.Type, kind Kind) string {
 	// Try a usable value of every type whose method set may hold the
 	// method: a non-nil pointer for a pointer type, else the value and a
@@ -38,6 +39,10 @@ func declaredName(v any, kind Kind) (name string) {
 	case KindQuery:
 		if n, ok := v.(interface{ QueryName() string }); ok {
 			return n.QueryName()
+		}
+	case KindEvent:
+		if n, ok := v.(interface{ EventName() string }); ok {
+			return n.EventName()
 		}
 	}
 	return ""

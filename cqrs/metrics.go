@@ -12,6 +12,9 @@ import (
 type MessageMetrics struct {
 	Kind Kind
 	Name string
+	// Subscriber names the event subscriber the metrics are of; it is
+	// empty for commands and queries.
+	Subscriber string
 
 	// Calls counts dispatches of the message, failed ones included.
 	Calls uint64
@@ -30,7 +33,7 @@ type MessageMetrics struct {
 func metricsOf(spec *Spec, s *stats.Stats) MessageMetrics {
 	snap := s.Snapshot()
 	return MessageMetrics{
-		Kind: spec.Kind, Name: spec.Name,
+		Kind: spec.Kind, Name: spec.Name, Subscriber: spec.Subscriber,
 		Calls: snap.Calls, Errors: snap.Errors,
 		Min: snap.Min, Max: snap.Max, Mean: snap.Mean,
 		P50: snap.P50, P95: snap.P95, P99: snap.P99,

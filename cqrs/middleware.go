@@ -68,10 +68,20 @@ type Spec struct {
 	MessageType reflect.Type
 	// ResultType is the Go type of the handler's result.
 	ResultType reflect.Type
+	// Subscriber is the name of an event's subscriber, given to
+	// [Subscribe]; it is empty for commands and queries. Each subscriber
+	// of an event has a Spec of its own.
+	Subscriber string
 }
 
-// String returns the kind and name, such as "command orders.PlaceOrder".
-func (s Spec) String() string { return s.Kind.String() + " " + s.Name }
+// String returns the kind and name, such as "command orders.PlaceOrder",
+// and the subscriber of an event: "event orders.OrderPlaced to email".
+func (s Spec) String() string {
+	if s.Subscriber != "" {
+		return s.Kind.String() + " " + s.Name + " to " + s.Subscriber
+	}
+	return s.Kind.String() + " " + s.Name
+}
 
 // SpecFor returns the [Spec] that [Register] gives message type C with
 // result R on bus b: what typed middleware needs to name what it decorates.

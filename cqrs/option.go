@@ -12,6 +12,7 @@ type config struct {
 	interceptors []Interceptor
 	metrics      bool
 	logger       *slog.Logger
+	events       eventConfig
 }
 
 type optionFunc func(*config)

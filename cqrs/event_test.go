@@ -1,0 +1,568 @@
+package cqrs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+)
+
+// orderPlaced is the event most tests publish.
+type orderPlaced struct {
+	cqrs.Event
+	ID int
+}
+
+// orderShipped declares its own name.
+type orderShipped struct {
+	cqrs.Event
+	ID int
+}
+
+func (orderShipped) EventName() string { return "orders.shipped" }
+
+var errMail = errors.New("mail server down")
+
+// recorder records, in order, which subscriber saw which event.
+type recorder struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (r *recorder) sub(name string, err error) func(context.Context, orderPlaced) error {
+	return func(_ context.Context, e orderPlaced) error {
+		r.mu.Lock()
+		r.seen = append(r.seen, fmt.Sprintf("%s:%d", name, e.ID))
+		r.mu.Unlock()
+		return err
+	}
+}
+
+func (r *recorder) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.seen...)
+}
+
+func subscribe[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](t *testing.T, b *cqrs.EventBus, name string, fn func(context.Context, E) error, mws ...cqrs.Middleware[E, cqrs.NoResult]) *cqrs.Subscription {
+	t.Helper()
+	sub, err := cqrs.Subscribe(b, name, fn, mws...)
+	require.NoError(t, err)
+	return sub
+}
+
+func TestSequentialRunsEverySubscriberInOrder(t *testing.T) {
+	t.Parallel()
+	events := cqrs.NewEventBus()
+	rec := &recorder{}
+	subscribe(t, events, "email", rec.sub("email", errMail))
+	subscribe(t, events, "stock", rec.sub("stock", nil))
+	subscribe(t, events, "analytics", rec.sub("analytics", errors.New("queue full")))
+
+	err := cqrs.Publish(context.Background(), events, orderPlaced{ID: 1})
+	assert.Equal(t, []string{"email:1", "stock:1", "analytics:1"}, rec.list())
+	require.ErrorIs(t, err, errMail)
+	var se *cqrs.SubscriberError
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, "email", se.Subscriber)
+	assert.Equal(t, "cqrs_test.orderPlaced", se.Event)
+	assert.Equal(t, "cqrs: event cqrs_test.orderPlaced: subscriber email: mail server down\n"+
+		"cqrs: event cqrs_test.orderPlaced: subscriber analytics: queue full", err.Error())
+}
+
+func TestStopOnErrorStopsAtTheFirstFailure(t *testing.T) {
+	t.Parallel()
+	for _, perBus := range []bool{true, false} {
+		var events *cqrs.EventBus
+		strategy := cqrs.Strategy{}
+		if perBus {
+			events = cqrs.NewEventBus(cqrs.WithStrategy(cqrs.StopOnError()))
+		} else {
+			events = cqrs.NewEventBus()
+			strategy = cqrs.StopOnError()
+		}
+		rec := &recorder{}
+		subscribe(t, events, "email", rec.sub("email", nil))
+		subscribe(t, events, "stock", rec.sub("stock", errMail))
+		subscribe(t, events, "analytics", rec.sub("analytics", nil))
+
+		err := cqrs.PublishWith(context.Background(), events, strategy, orderPlaced{ID: 2})
+		var se *cqrs.SubscriberError
+		require.ErrorAs(t, err, &se)
+		assert.Equal(t, "stock", se.Subscriber)
+		assert.Equal(t, []string{"email:2", "stock:2"}, rec.list())
+	}
+}
+
+func TestConcurrentBoundsHowManyRunAtOnce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Concurrent(3)))
+		var running, most, calls atomic.Int64
+		for i := range 8 {
+			subscribe(t, events, fmt.Sprintf("s%d", i), func(context.Context, orderPlaced) error {
+				n := running.Add(1)
+				for {
+					m := most.Load()
+					if n <= m || most.CompareAndSwap(m, n) {
+						break
+					}
+				}
+				time.Sleep(time.Second)
+				running.Add(-1)
+				calls.Add(1)
+				return nil
+			})
+		}
+		start := time.Now()
+		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 3}))
+		assert.Equal(t, int64(8), calls.Load())
+		assert.Equal(t, int64(3), most.Load())
+		assert.Equal(t, 3*time.Second, time.Since(start), "8 one-second calls, 3 at a time")
+	})
+}
+
+func TestConcurrentJoinsFailuresAndCancelsOnError(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// Without CancelOnError every subscriber runs.
+		events := cqrs.NewEventBus()
+		var calls atomic.Int64
+		for i := range 4 {
+			subscribe(t, events, fmt.Sprintf("s%d", i), func(context.Context, orderPlaced) error {
+				calls.Add(1)
+				return fmt.Errorf("s%d failed", i)
+			})
+		}
+		err := cqrs.PublishWith(context.Background(), events, cqrs.Concurrent(2), orderPlaced{ID: 4})
+		assert.Equal(t, int64(4), calls.Load())
+		for i := range 4 {
+			assert.Contains(t, err.Error(), fmt.Sprintf("subscriber s%d: s%d failed", i, i))
+		}
+
+		// With it, the first failure cancels the running ones and the
+		// waiting ones never start.
+		events = cqrs.NewEventBus()
+		var started, cancelled atomic.Int64
+		subscribe(t, events, "slow", func(ctx context.Context, _ orderPlaced) error {
+			started.Add(1)
+			<-ctx.Done()
+			cancelled.Add(1)
+			return ctx.Err()
+		})
+		subscribe(t, events, "failing", func(context.Context, orderPlaced) error {
+			started.Add(1)
+			time.Sleep(time.Second)
+			return errMail
+		})
+		for i := range 3 {
+			subscribe(t, events, fmt.Sprintf("late%d", i), func(context.Context, orderPlaced) error {
+				started.Add(1)
+				return nil
+			})
+		}
+		err = cqrs.PublishWith(context.Background(), events, cqrs.Concurrent(2).CancelOnError(), orderPlaced{ID: 5})
+		require.ErrorIs(t, err, errMail)
+		require.ErrorIs(t, err, context.Canceled, "the slow subscriber's own error")
+		assert.Equal(t, int64(2), started.Load())
+		assert.Equal(t, int64(1), cancelled.Load())
+		assert.Equal(t, "concurrent(2), cancel on error", cqrs.Concurrent(2).CancelOnError().String())
+		assert.Equal(t, "sequential", cqrs.Sequential().CancelOnError().String())
+	})
+}
+
+func TestPanickingSubscriberIsItsOwnFailure(t *testing.T) {
+	t.Parallel()
+	var seen []error
+	var specs []string
+	watch := cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		specs = append(specs, spec.String())
+		return func(ctx context.Context, c cqrs.Call) error {
+			err := next(ctx, c)
+			seen = append(seen, err)
+			return err
+		}
+	})
+	events := cqrs.NewEventBus(cqrs.WithInterceptors(watch), cqrs.WithMetrics())
+	rec := &recorder{}
+	subscribe(t, events, "email", func(context.Context, orderPlaced) error { panic("template missing") })
+	subscribe(t, events, "stock", rec.sub("stock", nil))
+
+	err := cqrs.Publish(context.Background(), events, orderPlaced{ID: 6})
+	var pe *cqrs.PanicError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "template missing", pe.Value)
+	require.ErrorIs(t, err, cqrs.ErrHandlerPanic)
+	assert.Equal(t, []string{"stock:6"}, rec.list(), "the panic stopped no one")
+
+	// The interceptor of each subscriber saw its own outcome.
+	assert.Equal(t, []string{"event cqrs_test.orderPlaced to email", "event cqrs_test.orderPlaced to stock"}, specs)
+	require.Len(t, seen, 2)
+	require.ErrorAs(t, seen[0], &pe)
+	assert.NoError(t, seen[1])
+
+	m := events.Metrics()
+	require.Len(t, m, 2)
+	assert.Equal(t, "email", m[0].Subscriber)
+	assert.Equal(t, uint64(1), m[0].Calls)
+	assert.Equal(t, uint64(1), m[0].Errors)
+	assert.Equal(t, "stock", m[1].Subscriber)
+	assert.Equal(t, uint64(0), m[1].Errors)
+}
+
+func TestSubscriberMiddlewareIsItsOwn(t *testing.T) {
+	t.Parallel()
+	events := cqrs.NewEventBus()
+	var order []string
+	mw := func(next cqrs.Handler[orderPlaced, cqrs.NoResult]) cqrs.Handler[orderPlaced, cqrs.NoResult] {
+		return cqrs.HandlerFunc[orderPlaced, cqrs.NoResult](func(ctx context.Context, e orderPlaced) (cqrs.NoResult, error) {
+			order = append(order, "mw")
+			return next.Handle(ctx, e)
+		})
+	}
+	subscribe(t, events, "a", func(context.Context, orderPlaced) error { order = append(order, "a"); return nil }, mw)
+	subscribe(t, events, "b", func(context.Context, orderPlaced) error { order = append(order, "b"); return nil })
+	require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{}))
+	assert.Equal(t, []string{"mw", "a", "b"}, order)
+}
+
+func TestAsyncQueuesAndCloseDrainsEverything(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var logs strings.Builder
+		var logMu sync.Mutex
+		logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))
+		events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()), cqrs.WithLogger(logger),
+			cqrs.WithEventQueue(cqrs.EventQueue{Size: 8, Workers: 2}))
+		var handled atomic.Int64
+		subscribe(t, events, "slow", func(context.Context, orderPlaced) error {
+			time.Sleep(10 * time.Millisecond)
+			handled.Add(1)
+			return nil
+		})
+		subscribe(t, events, "flaky", func(_ context.Context, e orderPlaced) error {
+			if e.ID == 7 {
+				return errMail
+			}
+			return nil
+		})
+
+		type key struct{}
+		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "trace-1"))
+		var sawValue, sawCancel atomic.Bool
+		subscribe(t, events, "ctx", func(ctx context.Context, _ orderPlaced) error {
+			sawValue.Store(ctx.Value(key{}) == "trace-1")
+			sawCancel.Store(ctx.Err() != nil)
+			return nil
+		})
+		for i := range 100 {
+			require.NoError(t, cqrs.Publish(ctx, events, orderPlaced{ID: i}))
+		}
+		cancel() // the caller moving on does not cancel queued events
+		require.NoError(t, events.Close(context.Background()))
+		assert.Equal(t, int64(100), handled.Load(), "Close lost no queued event")
+		assert.True(t, sawValue.Load())
+		assert.False(t, sawCancel.Load())
+		logMu.Lock()
+		assert.Equal(t, 1, strings.Count(logs.String(), "cqrs: subscriber failed"))
+		assert.Contains(t, logs.String(), "subscriber=flaky")
+		logMu.Unlock()
+
+		err := cqrs.Publish(context.Background(), events, orderPlaced{ID: 101})
+		require.ErrorIs(t, err, cqrs.ErrClosed)
+		// Synchronous publishes still work after Close.
+		require.NoError(t, cqrs.PublishWith(context.Background(), events, cqrs.Sequential(), orderPlaced{ID: 102}))
+		assert.Equal(t, int64(101), handled.Load())
+		require.NoError(t, events.Close(context.Background()), "Close twice")
+	})
+}
+
+type lockedWriter struct {
+	w  *strings.Builder
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func TestAsyncBackPressure(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		newBus := func(failFast bool) *cqrs.EventBus {
+			events := cqrs.NewEventBus(cqrs.WithEventQueue(cqrs.EventQueue{Size: 2, FailFast: failFast}))
+			subscribe(t, events, "blocked", func(context.Context, orderPlaced) error {
+				<-release
+				return nil
+			})
+			// One event is taken by the worker, two fill the queue.
+			for i := range 3 {
+				require.NoError(t, cqrs.PublishWith(context.Background(), events, cqrs.Async(), orderPlaced{ID: i}))
+				synctest.Wait()
+			}
+			return events
+		}
+
+		fast := newBus(true)
+		err := cqrs.PublishWith(context.Background(), fast, cqrs.Async(), orderPlaced{ID: 9})
+		require.ErrorIs(t, err, cqrs.ErrQueueFull)
+
+		blocking := newBus(false)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		err = cqrs.PublishWith(ctx, blocking, cqrs.Async(), orderPlaced{ID: 9})
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, time.Second, time.Since(start), "it waited for room until ctx ended")
+
+		// Close bounded by its ctx while subscribers are stuck, then drains.
+		short, cancelShort := context.WithTimeout(context.Background(), time.Second)
+		defer cancelShort()
+		require.ErrorIs(t, blocking.Close(short), context.DeadlineExceeded)
+		close(release)
+		require.NoError(t, blocking.Close(context.Background()))
+		require.NoError(t, fast.Close(context.Background()))
+	})
+}
+
+func TestNoSubscribers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	require.NoError(t, cqrs.Publish(ctx, cqrs.NewEventBus(), orderPlaced{}))
+	require.NoError(t, cqrs.NewEventBus().Publish(ctx, orderPlaced{}))
+
+	strict := cqrs.NewEventBus(cqrs.WithRequireSubscribers())
+	err := cqrs.Publish(ctx, strict, orderPlaced{})
+	require.ErrorIs(t, err, cqrs.ErrNoSubscribers)
+	assert.Contains(t, err.Error(), "cqrs_test.orderPlaced")
+
+	// A type whose subscribers all left has none either.
+	sub := subscribe(t, strict, "gone", func(context.Context, orderPlaced) error { return nil })
+	sub.Cancel()
+	require.ErrorIs(t, cqrs.Publish(ctx, strict, orderPlaced{}), cqrs.ErrNoSubscribers)
+	require.ErrorIs(t, strict.Publish(ctx, orderShipped{}), cqrs.ErrNoSubscribers)
+}
+
+func TestCancelledSubscriberIsNeverCalledAgain(t *testing.T) {
+	t.Parallel()
+	events := cqrs.NewEventBus()
+	var cancelled atomic.Bool
+	var lateCalls, calls atomic.Int64
+	sub := subscribe(t, events, "leaving", func(context.Context, orderPlaced) error {
+		if cancelled.Load() {
+			lateCalls.Add(1)
+		}
+		calls.Add(1)
+		return nil
+	})
+	subscribe(t, events, "staying", func(context.Context, orderPlaced) error { return nil })
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := cqrs.Publish(context.Background(), events, orderPlaced{}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	for calls.Load() < 100 {
+		time.Sleep(time.Millisecond) // real publishers on real goroutines: wait for them to be under way
+	}
+	sub.Cancel()
+	cancelled.Store(true)
+	sub.Cancel() // idempotent
+	for range 1000 {
+		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{}))
+	}
+	close(stop)
+	wg.Wait()
+	assert.Zero(t, lateCalls.Load(), "called after Cancel returned")
+	assert.Equal(t, []cqrs.Spec{{Kind: cqrs.KindEvent, Name: "cqrs_test.orderPlaced",
+		MessageType: specOf[orderPlaced](), ResultType: specOf[cqrs.NoResult](), Subscriber: "staying"}}, events.Specs())
+}
+
+func TestSubscribeWhilePublishing(t *testing.T) {
+	t.Parallel()
+	events := cqrs.NewEventBus()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = cqrs.Publish(context.Background(), events, orderPlaced{})
+			}
+		}
+	})
+	var calls [50]atomic.Int64
+	for i := range calls {
+		subscribe(t, events, fmt.Sprintf("s%d", i), func(context.Context, orderPlaced) error {
+			calls[i].Add(1)
+			return nil
+		})
+	}
+	close(stop)
+	wg.Wait()
+	require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{}))
+	for i := range calls {
+		assert.Positive(t, calls[i].Load(), "subscriber %d", i)
+	}
+	assert.Len(t, events.Specs(), 50)
+}
+
+func TestEventBadInput(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var nilBus *cqrs.EventBus
+	ok := func(context.Context, orderPlaced) error { return nil }
+
+	require.ErrorIs(t, cqrs.Publish(ctx, nilBus, orderPlaced{}), cqrs.ErrNilBus)
+	require.ErrorIs(t, nilBus.Publish(ctx, orderPlaced{}), cqrs.ErrNilBus)
+	_, err := cqrs.Subscribe(nilBus, "x", ok)
+	require.ErrorIs(t, err, cqrs.ErrNilBus)
+	require.NoError(t, nilBus.Close(ctx))
+	assert.Nil(t, nilBus.Specs())
+	assert.Nil(t, nilBus.Registered())
+	var nilSub *cqrs.Subscription
+	nilSub.Cancel()
+	assert.Equal(t, cqrs.Spec{}, nilSub.Spec())
+
+	events := cqrs.NewEventBus()
+	for _, name := range []string{"", "has space", "dot.ted", "wild*", strings.Repeat("x", 129), "é"} {
+		_, err := cqrs.Subscribe(events, name, ok)
+		require.ErrorIs(t, err, cqrs.ErrInvalidName, "%q", name)
+	}
+	_, err = cqrs.Subscribe(events, "ok", (func(context.Context, orderPlaced) error)(nil))
+	require.ErrorIs(t, err, cqrs.ErrNilHandler)
+	_, err = cqrs.Subscribe(events, "ok", ok, nil)
+	require.ErrorIs(t, err, cqrs.ErrNilHandler)
+	assert.Empty(t, events.Specs(), "a failed Subscribe changes nothing")
+
+	sub := subscribe(t, events, "ok", ok)
+	assert.Equal(t, "ok", sub.Spec().Subscriber)
+	_, err = cqrs.Subscribe(events, "ok", ok)
+	require.ErrorIs(t, err, cqrs.ErrHandlerExists)
+
+	//lint:ignore SA1012 a nil context is what is tested
+	require.ErrorIs(t, cqrs.Publish(nil, events, orderPlaced{}), cqrs.ErrNilContext)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	require.ErrorIs(t, cqrs.Publish(cancelled, events, orderPlaced{}), context.Canceled)
+	require.ErrorIs(t, cqrs.Publish(ctx, events, (*orderPlaced)(nil)), cqrs.ErrNilMessage)
+	require.ErrorIs(t, events.Publish(ctx, nil), cqrs.ErrNilMessage)
+	require.ErrorIs(t, events.Publish(ctx, (*orderPlaced)(nil)), cqrs.ErrNilMessage)
+
+	_, err = cqrs.Subscribe(events, "p", func(context.Context, *orderPlaced) error { return nil })
+	require.NoError(t, err)
+	require.ErrorIs(t, cqrs.Publish(ctx, events, (*orderPlaced)(nil)), cqrs.ErrNilMessage)
+}
+
+func TestSequentialStopsWhenTheCallerGivesUp(t *testing.T) {
+	t.Parallel()
+	events := cqrs.NewEventBus()
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := &recorder{}
+	subscribe(t, events, "first", func(ctx context.Context, e orderPlaced) error {
+		cancel()
+		return rec.sub("first", nil)(ctx, e)
+	})
+	subscribe(t, events, "second", rec.sub("second", nil))
+	err := cqrs.Publish(ctx, events, orderPlaced{ID: 8})
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, []string{"first:8"}, rec.list())
+}
+
+func TestEventBusListsAndNames(t *testing.T) {
+	t.Parallel()
+	events := cqrs.NewEventBus()
+	assert.Equal(t, cqrs.KindEvent, events.Kind())
+	assert.Equal(t, "event", cqrs.KindEvent.String())
+	assert.Nil(t, events.Metrics(), "metrics are off")
+	subscribe(t, events, "b", func(context.Context, orderShipped) error { return nil })
+	subscribe(t, events, "a", func(context.Context, orderShipped) error { return nil })
+	subscribe(t, events, "z", func(context.Context, orderPlaced) error { return nil })
+	assert.Equal(t, []string{"cqrs_test.orderPlaced", "orders.shipped"}, events.Registered())
+	var got []string
+	for _, s := range events.Specs() {
+		got = append(got, s.String())
+	}
+	assert.Equal(t, []string{"event cqrs_test.orderPlaced to z", "event orders.shipped to a", "event orders.shipped to b"}, got)
+
+	// The untyped entry point finds the subscribers by the dynamic type.
+	var n atomic.Int64
+	subscribe(t, events, "count", func(context.Context, orderShipped) error { n.Add(1); return nil })
+	require.NoError(t, events.Publish(context.Background(), any(orderShipped{ID: 1})))
+	require.NoError(t, events.PublishWith(context.Background(), cqrs.Concurrent(0), orderShipped{ID: 2}))
+	assert.Equal(t, int64(2), n.Load())
+}
+
+func specOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
+
+func TestEventsAreNotCommands(t *testing.T) {
+	t.Parallel()
+	err := cqrs.Register(cqrs.NewCommandBus(), cqrs.HandlerFunc[orderPlaced, cqrs.NoResult](
+		func(context.Context, orderPlaced) (cqrs.NoResult, error) { return cqrs.NoResult{}, nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.Contains(t, err.Error(), "declared for the event bus")
+	err = cqrs.Require(cqrs.NewQueryBus(), orderPlaced{})
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+}
+
+func TestPanickingInterceptorIsRecoveredAndLogged(t *testing.T) {
+	t.Parallel()
+	var logs strings.Builder
+	var mu sync.Mutex
+	boom := cqrs.InterceptorFunc(func(_ cqrs.Spec, _ cqrs.Invoker) cqrs.Invoker {
+		return func(context.Context, cqrs.Call) error { panic("interceptor bug") }
+	})
+	events := cqrs.NewEventBus(cqrs.WithInterceptors(boom),
+		cqrs.WithLogger(slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))))
+	rec := &recorder{}
+	subscribe(t, events, "a", rec.sub("a", nil))
+	err := cqrs.Publish(context.Background(), events, orderPlaced{ID: 1})
+	var pe *cqrs.PanicError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, "interceptor bug", pe.Value)
+	assert.Equal(t, "event cqrs_test.orderPlaced to a", pe.Message)
+	assert.Empty(t, rec.list())
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Contains(t, logs.String(), "cqrs: subscriber panicked")
+	assert.Contains(t, logs.String(), "subscriber=a")
+}
+
+func TestStrategyNames(t *testing.T) {
+	t.Parallel()
+	for want, s := range map[string]cqrs.Strategy{
+		"sequential": cqrs.Sequential(), "stop-on-error": cqrs.StopOnError(), "async": cqrs.Async(),
+		"concurrent(4)": cqrs.Concurrent(4), "bus default": {},
+	} {
+		assert.Equal(t, want, s.String())
+	}
+}

@@ -1,0 +1,416 @@
+package cqrs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+)
+
+// Strategy is how a publish on an [EventBus] runs an event's subscribers.
+// A bus has one ([WithStrategy]); a call may choose another
+// ([PublishWith]).
+//
+// | strategy       | order of calls      | Publish returns                  | a failure              |
+// |----------------|---------------------|----------------------------------|------------------------|
+// | [Sequential]   | subscription order  | when all have run                | all run; errors joined |
+// | [StopOnError]  | subscription order  | at the first failure             | the rest do not run    |
+// | [Concurrent]   | none: n at a time   | when all have run                | all run; errors joined |
+// | [Async]        | queue order         | once the event is queued         | logged and counted     |
+//
+// In every strategy a subscriber's failure is a [*SubscriberError] naming
+// it, and a panic is that subscriber's failure (a [*PanicError]), seen by
+// its interceptors and middleware like any error: it never crashes the
+// process nor reaches the caller as a panic.
+//
+// The caller's ctx is given to each subscriber. When it ends during a
+// synchronous publish, subscribers not yet started are not started and
+// ctx.Err() is among the errors returned. An asynchronous publish hands
+// the subscribers a ctx with the caller's values but without its
+// cancellation, since the caller has moved on: see [Async].
+//
+// Strategy is a small value, safe to copy and to share. Its zero value
+// stands for the bus's strategy, and the bus's for [Sequential].
+type Strategy struct {
+	mode          strategyMode
+	limit         int
+	cancelOnError bool
+}
+
+type strategyMode uint8
+
+const (
+	modeSequential strategyMode = iota + 1
+	modeStopOnError
+	modeConcurrent
+	modeAsync
+)
+
+// Sequential calls the subscribers one after the other, in the order they
+// subscribed, every one of them, and returns the errors of those that
+// failed, joined ([errors.Join]). It is the default strategy: one
+// subscriber's failure does not deprive the others of the event.
+func Sequential() Strategy { return Strategy{mode: modeSequential} }
+
+// StopOnError calls the subscribers one after the other, in the order they
+// subscribed, and stops at the first that fails, returning its error. The
+// subscribers after it do not see the event. It is go-mediatr's
+// behaviour and MediatR's default.
+func StopOnError() Strategy { return Strategy{mode: modeStopOnError} }
+
+// Concurrent calls the subscribers at the same time, at most limit at once
+// (each in a goroutine of its own), waits for all, and returns the errors
+// of those that failed, joined. They may run in any order. If limit is
+// less than 1 or more than the number of subscribers, all run at once.
+// See [Strategy.CancelOnError].
+func Concurrent(limit int) Strategy { return Strategy{mode: modeConcurrent, limit: limit} }
+
+// Async queues the event on the bus's queue and returns once it is queued;
+// the bus's workers then call the subscribers one after the other, every
+// one of them, as [Sequential] does. A subscriber's failure cannot reach
+// the caller: it is logged at [slog.LevelError] by the bus's logger, seen
+// by the subscriber's interceptors, and counted in its metrics.
+//
+// The queue is bounded: when it is full, Publish waits for room until ctx
+// ends (then returns ctx.Err() and the event is not queued), or fails at
+// once with [ErrQueueFull] if the queue fails fast; see [EventQueue].
+// Subscribers get a ctx with the caller's values (such as a trace) but
+// not its cancellation or deadline. [EventBus.Close] waits until every
+// queued event has been handled.
+func Async() Strategy { return Strategy{mode: modeAsync} }
+
+// CancelOnError returns a [Concurrent] strategy that, at the first
+// failure, cancels the context of the subscribers still running and does
+// not start those still waiting for their turn. It returns other
+// strategies unchanged.
+func (s Strategy) CancelOnError() Strategy {
+	if s.mode == modeConcurrent {
+		s.cancelOnError = true
+	}
+	return s
+}
+
+// String names the strategy, such as "sequential" or "concurrent(4)".
+func (s Strategy) String() string {
+	switch s.mode {
+	case modeSequential:
+		return "sequential"
+	case modeStopOnError:
+		return "stop-on-error"
+	case modeConcurrent:
+		name := "concurrent(" + strconv.Itoa(s.limit) + ")"
+		if s.cancelOnError {
+			name += ", cancel on error"
+		}
+		return name
+	case modeAsync:
+		return "async"
+	default:
+		return "bus default"
+	}
+}
+
+// EventQueue configures the queue of asynchronous publishes: see [Async].
+// Its zero value is a queue of 1,024 events handled by one worker, which
+// makes publishers wait when it is full.
+type EventQueue struct {
+	// Size bounds the events waiting to be handled. If Size is less than
+	// 1, 1,024 is used.
+	Size int
+	// Workers is the number of goroutines handling queued events. With
+	// one, events are handled in the order they were queued. If Workers
+	// is less than 1, 1 is used.
+	Workers int
+	// FailFast makes a publish that finds the queue full fail at once
+	// with [ErrQueueFull], rather than wait for room.
+	FailFast bool
+}
+
+// eventConfig is what the event bus's options set.
+type eventConfig struct {
+	strategy           Strategy
+	queue              EventQueue
+	requireSubscribers bool
+}
+
+// WithStrategy sets the strategy of an [EventBus]'s publishes; a call to
+// [PublishWith] may choose another. The zero Strategy, and no option,
+// mean [Sequential]. Buses of other kinds ignore it.
+func WithStrategy(s Strategy) Option {
+	return optionFunc(func(c *config) { c.events.strategy = s })
+}
+
+// WithEventQueue configures the queue of an [EventBus]'s asynchronous
+// publishes. Buses of other kinds ignore it.
+func WithEventQueue(q EventQueue) Option {
+	return optionFunc(func(c *config) { c.events.queue = q })
+}
+
+// WithRequireSubscribers makes publishing an event that nobody subscribes
+// to an error wrapping [ErrNoSubscribers]; by default it is not an error.
+// Buses of other kinds ignore it.
+func WithRequireSubscribers() Option {
+	return optionFunc(func(c *config) { c.events.requireSubscribers = true })
+}
+
+// publishTyped runs evt through the subscribers with strategy s.
+func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: publishing %s", ErrNilContext, r.spec)
+	}
+	if r.nils != neverNil && isNil(r.nils, evt) {
+		return fmt.Errorf("%w: %s", ErrNilMessage, r.spec)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.mode == modeAsync {
+		return enqueue(ctx, r, evt)
+	}
+	l := r.acquire()
+	defer l.release()
+	if len(l.subs) == 0 {
+		return r.bus.noSubscribers(r.spec.Name)
+	}
+	switch s.mode {
+	case modeStopOnError:
+		done := ctx.Done()
+		for _, sub := range l.subs {
+			if ended(done) {
+				return ctx.Err()
+			}
+			if err := sub.call(ctx, evt); err != nil {
+				return sub.failed(err)
+			}
+		}
+		return nil
+	case modeConcurrent:
+		return concurrent(ctx, l.subs, s, evt)
+	default:
+		return sequential(ctx, l.subs, evt)
+	}
+}
+
+// ended reports whether done, a context's Done channel, is closed. A nil
+// channel, that of a context that never ends, costs nothing.
+func ended(done <-chan struct{}) bool {
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
+
+// sequential calls every subscriber in order and joins their failures.
+func sequential[E any](ctx context.Context, subs []*subscriber[E], evt E) error {
+	var errs []error
+	done := ctx.Done()
+	for _, sub := range subs {
+		if ended(done) {
+			errs = append(errs, ctx.Err())
+			break
+		}
+		if err := sub.call(ctx, evt); err != nil {
+			errs = append(errs, sub.failed(err))
+		}
+	}
+	return joined(errs)
+}
+
+// concurrent calls the subscribers in goroutines, s.limit at a time.
+func concurrent[E any](ctx context.Context, subs []*subscriber[E], s Strategy, evt E) error {
+	limit := s.limit
+	if limit < 1 || limit > len(subs) {
+		limit = len(subs)
+	}
+	caller := ctx
+	cancel := context.CancelCauseFunc(func(error) {})
+	if s.cancelOnError {
+		ctx, cancel = context.WithCancelCause(ctx)
+	}
+	defer cancel(nil)
+
+	errs := make([]error, len(subs)+1) // the last for the caller's ctx
+	slots := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i, sub := range subs {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			// A failure cancelled the rest, or the caller gave up: those
+			// not started do not start. Failures report themselves; the
+			// caller's end is reported here.
+			errs[len(subs)] = caller.Err()
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := sub.call(ctx, evt); err != nil {
+				errs[i] = sub.failed(err)
+				cancel(errSubscriberFailed)
+			}
+		})
+	}
+	wg.Wait()
+	return joined(errs)
+}
+
+// errSubscriberFailed is the cause with which a concurrent publish that
+// cancels on error cancels its subscribers.
+var errSubscriberFailed = errors.New("cqrs: another subscriber failed")
+
+// joined is errors.Join, but returns a single error unwrapped.
+func joined(errs []error) error {
+	var first error
+	n := 0
+	for _, err := range errs {
+		if err != nil {
+			if n == 0 {
+				first = err
+			}
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return nil
+	case 1:
+		return first
+	default:
+		return errors.Join(errs...)
+	}
+}
+
+// eventQueue is an EventBus's queue of asynchronous publishes and its
+// workers, started by the first such publish.
+type eventQueue struct {
+	start   sync.Once
+	mu      sync.RWMutex // senders read-lock; Close write-locks to close jobs
+	jobs    chan func()
+	closed  bool
+	workers sync.WaitGroup
+	done    chan struct{} // closed when the workers have ended
+}
+
+// enqueue queues the handling of evt by r's subscribers.
+func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
+	b := r.bus
+	q := &b.queue
+	q.start.Do(func() { q.run(b.cfg.events.queue) })
+	values := context.WithoutCancel(ctx)
+	job := func() { r.handleQueued(values, evt) }
+
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		return fmt.Errorf("%w: publishing %s", ErrClosed, r.spec)
+	}
+	if b.cfg.events.queue.FailFast {
+		select {
+		case q.jobs <- job:
+			return nil
+		default:
+			return fmt.Errorf("%w: publishing %s", ErrQueueFull, r.spec)
+		}
+	}
+	select {
+	case q.jobs <- job:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run starts the workers, unless the bus was closed first.
+func (q *eventQueue) run(cfg EventQueue) {
+	size, workers := cfg.Size, cfg.Workers
+	if size < 1 {
+		size = 1024
+	}
+	if workers < 1 {
+		workers = 1
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.jobs = make(chan func(), size)
+	q.done = make(chan struct{})
+	for range workers {
+		q.workers.Go(func() {
+			for job := range q.jobs {
+				job()
+			}
+		})
+	}
+	go func() {
+		q.workers.Wait()
+		close(q.done)
+	}()
+}
+
+// close stops the queue taking events and waits for its workers to have
+// handled every queued one.
+func (q *eventQueue) close() {
+	q.start.Do(func() {}) // no worker starts after this
+	q.mu.Lock()
+	if !q.closed {
+		q.closed = true
+		if q.jobs != nil {
+			close(q.jobs)
+		}
+	}
+	done := q.done
+	q.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// Close stops the bus taking asynchronous publishes, which then fail with
+// [ErrClosed], and waits until every event already queued has been
+// handled by its subscribers: none is lost. Synchronous publishes are
+// not affected. If ctx ends first, Close returns its error and the queue
+// goes on draining in the background. Close may be called more than once;
+// a bus that never published asynchronously has nothing to wait for.
+func (b *EventBus) Close(ctx context.Context) error {
+	if b == nil {
+		return nil
+	}
+	closed := make(chan struct{})
+	go func() {
+		b.queue.close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cqrs: closing the event bus: %w", ctx.Err())
+	}
+}
+
+// handleQueued runs a queued event through every subscriber; failures,
+// which have no caller to go to, are logged.
+func (r *eventRoute[E]) handleQueued(ctx context.Context, evt E) {
+	l := r.acquire()
+	defer l.release()
+	for _, sub := range l.subs {
+		if err := sub.call(ctx, evt); err != nil {
+			sub.log.LogAttrs(ctx, slog.LevelError, "cqrs: subscriber failed",
+				slog.String("kind", sub.spec.Kind.String()),
+				slog.String("message", sub.spec.Name),
+				slog.String("subscriber", sub.spec.Subscriber),
+				slog.Any("error", err))
+		}
+	}
+}
