@@ -248,7 +248,7 @@ func PublishWith[E Message[NoResult, *EventBus]](ctx context.Context, b *EventBu
 	if !ok { // never: the entry was found by E
 		return fmt.Errorf("cqrs: event %s: internal type mismatch", e.spec.Name)
 	}
-	return r.publish(ctx, b.strategy(s), evt)
+	return r.publishTyped(ctx, b.strategy(s), evt)
 }
 
 // Subscribe adds fn, named name, to the subscribers of the declared event
@@ -290,14 +290,16 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 	if r.has(name) {
 		return nil, fmt.Errorf("%w: %s: another subscriber has that name", ErrHandlerExists, spec)
 	}
-	handler, err := decorate(spec, subscriberHandler(spec, fn), mws, b.cfg.interceptors)
-	if err != nil {
+	s := &subscriber[E]{spec: spec, log: b.logger()}
+	if len(mws) == 0 && len(b.cfg.interceptors) == 0 {
+		s.fn = fn
+	} else if s.handler, err = decorate(spec, subscriberHandler(spec, fn), mws, b.cfg.interceptors); err != nil {
 		return nil, err
 	}
-	s := &subscriber[E]{spec: spec, handler: handler, log: b.logger()}
 	if b.cfg.metrics {
 		s.stats = stats.New()
 	}
+	s.direct = s.fn != nil && s.stats == nil
 	sub := &Subscription{spec: spec}
 	sub.cancel = func() { r.remove(b, s) }
 	r.add(s)
@@ -502,15 +504,17 @@ func (r *eventRoute[E]) publish(ctx context.Context, s Strategy, evt any) error 
 // subscriber is one subscriber of event type E.
 type subscriber[E any] struct {
 	spec    *Spec
-	handler Handler[E, NoResult] // decorated by middleware and interceptors
-	stats   *stats.Stats         // nil when metrics are off
+	fn      func(context.Context, E) error // the function, when nothing decorates it
+	handler Handler[E, NoResult]           // else decorated by middleware and interceptors
+	stats   *stats.Stats                   // nil when metrics are off
 	log     *slog.Logger
+	direct  bool // fn may be called as it is: no decoration, no metrics
 }
 
 // call runs the subscriber on evt: its middleware, interceptors and
 // function, recording the outcome when metrics are on. A panic in an
-// interceptor is recovered here; one in fn, innermost, by
-// subscriberHandler, so that the interceptors see it as an error.
+// interceptor is recovered here; one in a decorated function, innermost,
+// by subscriberHandler, so that the interceptors see it as an error.
 func (s *subscriber[E]) call(ctx context.Context, evt E) (err error) {
 	if s.stats != nil {
 		start := stats.Now()
@@ -521,6 +525,9 @@ func (s *subscriber[E]) call(ctx context.Context, evt E) (err error) {
 			err = panicked(ctx, s.log, s.spec, v)
 		}
 	}()
+	if s.fn != nil {
+		return s.fn(ctx, evt)
+	}
 	_, err = s.handler.Handle(ctx, evt)
 	return err
 }

@@ -176,16 +176,11 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	}
 	switch s.mode {
 	case modeStopOnError:
-		done := ctx.Done()
-		for _, sub := range l.subs {
-			if ended(done) {
-				return ctx.Err()
-			}
-			if err := sub.call(ctx, evt); err != nil {
-				return sub.failed(err)
-			}
+		_, err, ended := inOrder(ctx, l.subs, 0, evt)
+		if ended {
+			return ctx.Err()
 		}
-		return nil
+		return err
 	case modeConcurrent:
 		return concurrent(ctx, l.subs, s, evt)
 	default:
@@ -193,12 +188,38 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	}
 }
 
-// ended reports whether done, a context's Done channel, is closed. A nil
-// channel, that of a context that never ends, costs nothing.
-func ended(done <-chan struct{}) bool {
-	if done == nil {
-		return false
+// inOrder calls subs[from:] in order, and returns at the first failure,
+// with the index of the next subscriber to call, or when ctx has ended.
+// A subscriber called directly is recovered here, with one deferred call
+// for the whole loop rather than one per subscriber.
+func inOrder[E any](ctx context.Context, subs []*subscriber[E], from int, evt E) (next int, err error, ended bool) {
+	next = from
+	defer func() {
+		if v := recover(); v != nil {
+			sub := subs[next]
+			err, next = sub.failed(panicked(ctx, sub.log, sub.spec, v)), next+1
+		}
+	}()
+	done := ctx.Done()
+	for ; next < len(subs); next++ {
+		if done != nil && ctxEnded(done) {
+			return next, nil, true
+		}
+		sub := subs[next]
+		if sub.direct {
+			err = sub.fn(ctx, evt)
+		} else {
+			err = sub.call(ctx, evt)
+		}
+		if err != nil {
+			return next + 1, sub.failed(err), false
+		}
 	}
+	return next, nil, false
+}
+
+// ctxEnded reports whether done, a context's Done channel, is closed.
+func ctxEnded(done <-chan struct{}) bool {
 	select {
 	case <-done:
 		return true
@@ -210,14 +231,16 @@ func ended(done <-chan struct{}) bool {
 // sequential calls every subscriber in order and joins their failures.
 func sequential[E any](ctx context.Context, subs []*subscriber[E], evt E) error {
 	var errs []error
-	done := ctx.Done()
-	for _, sub := range subs {
-		if ended(done) {
+	for i := 0; i < len(subs); {
+		var err error
+		var ended bool
+		i, err, ended = inOrder(ctx, subs, i, evt)
+		if ended {
 			errs = append(errs, ctx.Err())
 			break
 		}
-		if err := sub.call(ctx, evt); err != nil {
-			errs = append(errs, sub.failed(err))
+		if err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return joined(errs)

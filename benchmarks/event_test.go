@@ -1,0 +1,94 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+)
+
+// userRenamed is the event the event benchmarks publish.
+type userRenamed struct {
+	cqrs.Event
+	ID   int64
+	Name string
+}
+
+// eventCounter is what every subscriber does: count the event, so the
+// loop and the bus do the same work.
+type eventCounter struct{ n atomic.Int64 }
+
+func (c *eventCounter) handle(_ context.Context, e userRenamed) error {
+	c.n.Add(e.ID)
+	return nil
+}
+
+// BenchmarkPublish publishes one event to 1, 8 and 64 subscribers with
+// each strategy, against a plain loop calling the same functions: the
+// cost of the bus per publish, and per subscriber.
+func BenchmarkPublish(b *testing.B) {
+	ctx := context.Background()
+	evt := userRenamed{ID: 1, Name: "Ada"}
+	for _, n := range []int{1, 8, 64} {
+		counters := make([]*eventCounter, n)
+		fns := make([]func(context.Context, userRenamed) error, n)
+		for i := range counters {
+			counters[i] = &eventCounter{}
+			fns[i] = counters[i].handle
+		}
+		b.Run(fmt.Sprintf("subscribers=%d/Loop", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, fn := range fns {
+					if err := fn(ctx, evt); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+		for _, s := range []cqrs.Strategy{cqrs.Sequential(), cqrs.StopOnError(), cqrs.Concurrent(0), cqrs.Async()} {
+			events := cqrs.NewEventBus(cqrs.WithEventQueue(cqrs.EventQueue{Size: 1 << 16}))
+			for i, fn := range fns {
+				_, err := cqrs.Subscribe(events, fmt.Sprintf("s%d", i), fn)
+				require.NoError(b, err)
+			}
+			b.Run(fmt.Sprintf("subscribers=%d/%s", n, s), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := cqrs.PublishWith(ctx, events, s, evt); err != nil {
+						b.Fatal(err)
+					}
+				}
+				// An asynchronous publish is done when it is handled.
+				require.NoError(b, events.Close(ctx))
+			})
+			require.NoError(b, events.Close(ctx))
+		}
+	}
+}
+
+// TestPublishMatchesTheLoop checks that the bus delivers each event to
+// every subscriber, as the loop does, under every strategy.
+func TestPublishMatchesTheLoop(t *testing.T) {
+	ctx := context.Background()
+	for _, s := range []cqrs.Strategy{cqrs.Sequential(), cqrs.StopOnError(), cqrs.Concurrent(0), cqrs.Async()} {
+		events := cqrs.NewEventBus()
+		counters := make([]*eventCounter, 8)
+		for i := range counters {
+			counters[i] = &eventCounter{}
+			_, err := cqrs.Subscribe(events, fmt.Sprintf("s%d", i), counters[i].handle)
+			require.NoError(t, err)
+		}
+		for range 10 {
+			require.NoError(t, cqrs.PublishWith(ctx, events, s, userRenamed{ID: 3}))
+		}
+		require.NoError(t, events.Close(ctx))
+		for i, c := range counters {
+			require.Equal(t, int64(30), c.n.Load(), "%s: subscriber %d", s, i)
+		}
+	}
+}
