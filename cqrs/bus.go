@@ -208,20 +208,48 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
+	// The outermost recovery: with no decorators it is the only one; with
+	// them it catches a panic in a middleware or an interceptor, since
+	// the handler's own is recovered where it is called (see recovering).
 	defer func() {
 		if v := recover(); v != nil {
 			var zero R
-			res, err = zero, r.panicked(ctx, v)
+			res, err = zero, panicked(ctx, r.log, r.spec, v)
 		}
 	}()
 	return r.handler.Handle(ctx, msg)
 }
 
-func (r *route[C, R]) panicked(ctx context.Context, v any) error {
-	pe := &PanicError{Message: r.spec.String(), Value: v, Stack: debug.Stack()}
-	r.log.LogAttrs(ctx, slog.LevelError, "cqrs: handler panicked",
-		slog.String("kind", r.spec.Kind.String()),
-		slog.String("message", r.spec.Name),
+// recovering is the innermost layer of a decorated handler: it turns the
+// handler's panic into a *PanicError where the handler is called, so every
+// middleware and interceptor around it sees an ordinary error. A handler
+// with no decorators does without it: the route's own recovery is then
+// the only layer, and one defer is all a dispatch pays.
+type recovering[C, R any] struct {
+	next Handler[C, R]
+	spec *Spec
+	log  *slog.Logger
+}
+
+func (h *recovering[C, R]) Handle(ctx context.Context, msg C) (res R, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			var zero R
+			res, err = zero, panicked(ctx, h.log, h.spec, v)
+		}
+	}()
+	return h.next.Handle(ctx, msg)
+}
+
+// panicked makes the *PanicError of the panic value v, recovered while
+// dispatching a message of spec's type, and logs it with its stack. It
+// must be called by the deferred function that recovered v, for the stack
+// to be the panicking goroutine's.
+func panicked(ctx context.Context, log *slog.Logger, spec *Spec, v any) error {
+	pe := &PanicError{Message: spec.String(), Value: v, Stack: debug.Stack()}
+	log.LogAttrs(ctx, slog.LevelError, "cqrs: handler panicked",
+		slog.String("kind", spec.Kind.String()),
+		slog.String("message", spec.Name),
 		slog.Any("panic", v),
 		slog.String("stack", string(pe.Stack)))
 	return pe
@@ -264,12 +292,17 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	if err := c.routes.Check(t, in.Name); err != nil {
 		return registrationError(err, in, t)
 	}
-	handler, err := decorate(in, h, mws, c.cfg.interceptors)
+	log := c.logger()
+	inner := h
+	if len(mws) > 0 || len(c.cfg.interceptors) > 0 {
+		inner = &recovering[C, R]{next: h, spec: in, log: log}
+	}
+	handler, err := decorate(in, inner, mws, c.cfg.interceptors)
 	if err != nil {
 		return err
 	}
 
-	r := &route[C, R]{spec: in, handler: handler, nils: nilKindOf(t), log: c.logger()}
+	r := &route[C, R]{spec: in, handler: handler, nils: nilKindOf(t), log: log}
 	if c.cfg.metrics {
 		r.stats = stats.New()
 	}

@@ -56,7 +56,12 @@
 // Errors are sentinel values wrapped with context: compare them with
 // [errors.Is]. A handler's own error is returned unchanged. A panic in a
 // handler or middleware is recovered by the bus and returned as a
-// [*PanicError], which matches [ErrHandlerPanic]. A context that is done
+// [*PanicError], which matches [ErrHandlerPanic]. A handler's panic is
+// recovered where the handler is called, inside its middleware and
+// interceptors, so each of them sees the *PanicError come back as an
+// ordinary error: logging, metrics and tracing record a panic as a failed
+// dispatch. A panic in a middleware or interceptor itself is recovered
+// outermost, and unwinds through the layers outside it. A context that is done
 // before the dispatch starts is returned as ctx.Err() and the handler does
 // not run. No input makes a dispatch panic.
 //
