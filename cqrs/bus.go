@@ -250,8 +250,7 @@ func panicked(ctx context.Context, log *slog.Logger, spec *Spec, v any) error {
 	log.LogAttrs(ctx, slog.LevelError, "cqrs: handler panicked",
 		slog.String("kind", spec.Kind.String()),
 		slog.String("message", spec.Name),
-		slog.Any("panic", v),
-		slog.String("stack", string(pe.Stack)))
+		slog.Any("panic", pe))
 	return pe
 }
 

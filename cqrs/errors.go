@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 )
 
 // Errors returned by the buses. Each is wrapped with the message's kind and
@@ -97,6 +98,19 @@ func (e *PanicError) Unwrap() []error {
 		return []error{ErrHandlerPanic, err}
 	}
 	return []error{ErrHandlerPanic}
+}
+
+// LogValue makes e log with [log/slog] as a group of its message, its
+// panic value and its stack, so that every record of a panic carries the
+// same attributes: log it with slog.Any("panic", e), or as any error.
+func (e *PanicError) LogValue() slog.Value {
+	if e == nil {
+		return slog.AnyValue(nil)
+	}
+	return slog.GroupValue(
+		slog.String("message", e.Message),
+		slog.Any("value", e.Value),
+		slog.String("stack", string(e.Stack)))
 }
 
 // errorCodes are the codes of ErrorCode, in the order they are tested: an

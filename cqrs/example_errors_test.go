@@ -69,7 +69,7 @@ func ExampleWithLogger() {
 	}
 	_, _ = cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, PlaceOrder{})
 	// Output:
-	// level=ERROR msg="cqrs: handler panicked" kind=command message=cqrs_test.PlaceOrder panic=boom
+	// level=ERROR msg="cqrs: handler panicked" kind=command message=cqrs_test.PlaceOrder panic.message="command cqrs_test.PlaceOrder" panic.value=boom
 }
 
 func ExampleErrorCode() {

@@ -119,3 +119,13 @@ func TestMiddlewarePanicIsRecoveredOutermost(t *testing.T) {
 	_, ok := s.errs["bus"]
 	assert.False(t, ok, "a panic outside the handler unwinds through the interceptors")
 }
+// TestPanicErrorLogValue: a *PanicError logs as a group of the message,
+// the panic value and the stack, wherever it is logged.
+func TestPanicErrorLogValue(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	pe := &cqrs.PanicError{Message: "command orders.Place", Value: 42, Stack: []byte("goroutine 1")}
+	logger.Error("failed", slog.Any("panic", pe))
+	assert.Contains(t, logs.String(), `panic.message="command orders.Place" panic.value=42 panic.stack="goroutine 1"`)
+}

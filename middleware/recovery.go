@@ -54,8 +54,7 @@ func recovered(ctx context.Context, cfg RecoveryConfig, spec cqrs.Spec, pe *cqrs
 		cfg.Logger.LogAttrs(ctx, slog.LevelError, "cqrs: panic recovered",
 			slog.String(keyKind, spec.Kind.String()),
 			slog.String(keyMessage, spec.Name),
-			slog.Any("panic", pe.Value),
-			slog.String("stack", string(pe.Stack)))
+			slog.Any("panic", pe))
 	}
 	if cfg.OnPanic != nil {
 		return cfg.OnPanic(spec, pe.Value, pe.Stack)
