@@ -119,6 +119,7 @@ func TestMiddlewarePanicIsRecoveredOutermost(t *testing.T) {
 	_, ok := s.errs["bus"]
 	assert.False(t, ok, "a panic outside the handler unwinds through the interceptors")
 }
+
 // TestPanicErrorLogValue: a *PanicError logs as a group of the message,
 // the panic value and the stack, wherever it is logged.
 func TestPanicErrorLogValue(t *testing.T) {
