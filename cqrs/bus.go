@@ -26,6 +26,10 @@ type Bus interface {
 	// Specs describes the registered message types, sorted by name: what
 	// a transport needs to receive them.
 	Specs() []Spec
+	// Execute dispatches msg, whose dynamic type selects the handler, and
+	// returns the handler's result boxed in an interface: see
+	// [CommandBus.Execute] and [QueryBus.Execute].
+	Execute(ctx context.Context, msg any) (any, error)
 
 	core() *bus
 }
@@ -58,13 +62,20 @@ func (b *CommandBus) Metrics() []MessageMetrics { return b.core().metrics() }
 // Specs describes the registered command types, sorted by name.
 func (b *CommandBus) Specs() []Spec { return b.core().specs() }
 
-// ExecuteCommand dispatches cmd, whose dynamic type selects the handler, and
+// Execute dispatches cmd, whose dynamic type selects the handler, and
 // returns the handler's result boxed in an interface (nil when the handler
 // failed). It is for callers that only have an any, such as routers and
 // transports; callers that know the result type should prefer
-// [ExecuteTyped] or [Dispatch].
-func (b *CommandBus) ExecuteCommand(ctx context.Context, cmd any) (any, error) {
+// [ExecuteTyped] or [Dispatch]. Its errors are those of [ExecuteTyped].
+func (b *CommandBus) Execute(ctx context.Context, cmd any) (any, error) {
 	return execute(ctx, b, cmd)
+}
+
+// ExecuteCommand is [CommandBus.Execute] under the name it first had.
+//
+// Deprecated: use [CommandBus.Execute], named as [QueryBus.Execute] is.
+func (b *CommandBus) ExecuteCommand(ctx context.Context, cmd any) (any, error) {
+	return b.Execute(ctx, cmd)
 }
 
 func (b *CommandBus) core() *bus {
@@ -106,7 +117,7 @@ func (b *QueryBus) Specs() []Spec { return b.core().specs() }
 // the handler's result boxed in an interface (nil when the handler failed).
 // It is for callers that only have an any, such as routers and transports;
 // callers that know the result type should prefer [ExecuteTyped] or
-// [Dispatch].
+// [Dispatch]. Its errors are those of [ExecuteTyped].
 func (b *QueryBus) Execute(ctx context.Context, q any) (any, error) {
 	return execute(ctx, b, q)
 }
@@ -179,7 +190,7 @@ type entry struct {
 
 	typed   any                                     // *route[C, R], for Dispatch
 	exec    any                                     // func(context.Context, any) (R, error), for ExecuteTyped
-	untyped func(context.Context, any) (any, error) // for ExecuteCommand and Execute
+	untyped func(context.Context, any) (any, error) // for Execute
 }
 
 // route is the dispatch path of one message type, built by Register.
@@ -422,7 +433,7 @@ func ExecuteTyped[T any](ctx context.Context, b Bus, msg any) (T, error) {
 	return convert[T](ctx, e, msg)
 }
 
-// execute is ExecuteCommand and Execute.
+// execute is CommandBus.Execute and QueryBus.Execute.
 func execute(ctx context.Context, b Bus, msg any) (any, error) {
 	t := reflect.TypeOf(msg)
 	e := find(b, t)

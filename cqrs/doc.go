@@ -28,7 +28,7 @@
 //
 // [Dispatch] is fully static: write the result type and C is inferred from
 // the message. [ExecuteTyped] takes a message held in an interface and
-// finds the handler by its dynamic type. [CommandBus.ExecuteCommand] and
+// finds the handler by its dynamic type. [CommandBus.Execute] and
 // [QueryBus.Execute] take and return interfaces, for routers and
 // transports. A message type and a pointer to it are different types with
 // different handlers.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 )
 
 // Errors returned by the buses. Each is wrapped with the message's kind and
@@ -52,10 +53,10 @@ var (
 // with the message's kind and name, and with the error of the library that
 // detected it where there is one, so both match with [errors.Is].
 var (
-	// ErrCommandValidation: the message failed validation; the handler was
-	// not called. The validation middleware's error also carries the
-	// failing fields.
-	ErrCommandValidation = errors.New("cqrs: validation failed")
+	// ErrValidation: the message, a command or a query, failed validation;
+	// the handler was not called. The validation middleware's error is a
+	// [*ValidationError], which also carries the failing fields.
+	ErrValidation = errors.New("cqrs: validation failed")
 
 	// ErrExecutionTimeout: the dispatch did not finish within the timeout
 	// the timeout middleware set. The error also matches
@@ -71,6 +72,69 @@ var (
 	// called.
 	ErrRateLimited = errors.New("cqrs: rate limited")
 )
+
+// ErrCommandValidation is [ErrValidation], the same error value under the
+// name it first had, so [errors.Is] matches either against the other.
+//
+// Deprecated: use [ErrValidation]: validation fails for queries too.
+var ErrCommandValidation = ErrValidation
+
+// FieldError is one field of a message that failed validation, in a
+// [ValidationError]. It is a plain value.
+type FieldError struct {
+	// Field is the field's path from the message, such as
+	// "CreateUser.Address.City".
+	Field string
+	// Tag is the failed rule, such as "required" or "email", and Param
+	// its parameter, such as "3" for "min=3".
+	Tag, Param string
+	// Value is the field's value.
+	Value any
+}
+
+// ValidationError is the error of a message that failed validation, as the
+// validation middleware (package middleware) reports it. It wraps
+// [ErrValidation] and Err, the error that found the fault (the validator's
+// ValidationErrors for struct tags, or the error of the message's own
+// Validate method), so [errors.Is] finds both.
+//
+// A ValidationError is a plain value: it is not changed after it is
+// returned, so callers may read it from any goroutine.
+type ValidationError struct {
+	// Message names the message, such as "command users.CreateUser".
+	Message string
+	// Fields lists the fields that failed their struct tags; it is empty
+	// when the message's Validate method failed.
+	Fields []FieldError
+	// Err is the validator's or the Validate method's error.
+	Err error
+}
+
+// Error lists the failed fields, or else Err.
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v: %s", ErrValidation, e.Message)
+	if len(e.Fields) == 0 {
+		fmt.Fprintf(&b, ": %v", e.Err)
+		return b.String()
+	}
+	for i, f := range e.Fields {
+		sep := ", "
+		if i == 0 {
+			sep = ": "
+		}
+		fmt.Fprintf(&b, "%s%s fails %q", sep, f.Field, f.Tag)
+		if f.Param != "" {
+			fmt.Fprintf(&b, " (%s)", f.Param)
+		}
+	}
+	return b.String()
+}
+
+// Unwrap returns [ErrValidation] and Err.
+func (e *ValidationError) Unwrap() []error {
+	return []error{ErrValidation, e.Err}
+}
 
 // PanicError is the error a dispatch returns when a handler or a middleware
 // panicked. It wraps [ErrHandlerPanic] and, when the panic value is itself an
@@ -119,7 +183,7 @@ var errorCodes = []struct {
 	code string
 	err  error
 }{
-	{"validation", ErrCommandValidation},
+	{"validation", ErrValidation},
 	{"not_found", ErrHandlerNotFound},
 	{"nil_message", ErrNilMessage},
 	{"result_type", ErrResultType},
