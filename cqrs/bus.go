@@ -479,16 +479,18 @@ func coreOf(b Bus) *bus {
 }
 
 // missing explains why find found nothing for msg, of type t, on b. A nil
-// message is reported as such, whether or not its type has a handler.
+// message is reported as such, whether or not its type has a handler. The
+// error names the bus, not a kind for the message: a type with no handler
+// on b may well be a message of the other kind, sent to the wrong bus.
 func missing(b Bus, t reflect.Type, msg any) error {
 	switch {
 	case coreOf(b) == nil:
 		return fmt.Errorf("%w: dispatching a message", ErrNilBus)
 	case t == nil:
-		return fmt.Errorf("%w: nil interface sent as a %s", ErrNilMessage, b.Kind())
+		return fmt.Errorf("%w: nil interface sent to the %s bus", ErrNilMessage, b.Kind())
 	case isNilValue(msg):
-		return fmt.Errorf("%w: %s %s", ErrNilMessage, b.Kind(), t)
+		return fmt.Errorf("%w: %s sent to the %s bus", ErrNilMessage, t, b.Kind())
 	default:
-		return fmt.Errorf("%w for %s %s", ErrHandlerNotFound, b.Kind(), t)
+		return fmt.Errorf("%w for %s on the %s bus", ErrHandlerNotFound, t, b.Kind())
 	}
 }

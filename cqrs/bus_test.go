@@ -253,7 +253,7 @@ func TestValueAndPointerAreDifferentTypes(t *testing.T) {
 
 	_, err = cqrs.Dispatch[string](ctx, commands, CreateUser{Name: "a"})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
-	assert.Contains(t, err.Error(), "command cqrs_test.CreateUser")
+	assert.Contains(t, err.Error(), "cqrs_test.CreateUser on the command bus")
 
 	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, string](func(_ context.Context, c CreateUser) (string, error) {
 		return "value " + c.Name, nil
@@ -266,22 +266,33 @@ func TestValueAndPointerAreDifferentTypes(t *testing.T) {
 	assert.Equal(t, "pointer b", got)
 }
 
-func TestNotFoundNamesTheType(t *testing.T) {
+// TestNotFoundNamesTheBus: an unregistered message is not known to be a
+// command or a query, so the error names the bus it was sent to, never a
+// kind for the message.
+func TestNotFoundNamesTheBus(t *testing.T) {
 	t.Parallel()
 	commands, queries := newBuses(t)
 	ctx := context.Background()
 
 	_, err := cqrs.Dispatch[UserView](ctx, commands, GetUser{})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
-	assert.EqualError(t, err, "cqrs: handler not found for command cqrs_test.GetUser")
+	assert.EqualError(t, err, "cqrs: handler not found for cqrs_test.GetUser on the command bus")
 
 	_, err = cqrs.ExecuteTyped[UserView](ctx, queries, &GetUser{})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
-	assert.EqualError(t, err, "cqrs: handler not found for query *cqrs_test.GetUser")
+	assert.EqualError(t, err, "cqrs: handler not found for *cqrs_test.GetUser on the query bus")
 
-	_, err = queries.Execute(ctx, 42)
+	_, err = queries.Execute(ctx, CreateUser{})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
-	assert.Contains(t, err.Error(), "query int")
+	assert.EqualError(t, err, "cqrs: handler not found for cqrs_test.CreateUser on the query bus")
+
+	// So does a nil message of a type with no handler.
+	_, err = queries.Execute(ctx, (*CreateUser)(nil))
+	require.ErrorIs(t, err, cqrs.ErrNilMessage)
+	assert.EqualError(t, err, "cqrs: nil message: *cqrs_test.CreateUser sent to the query bus")
+	_, err = commands.Execute(ctx, nil)
+	require.ErrorIs(t, err, cqrs.ErrNilMessage)
+	assert.EqualError(t, err, "cqrs: nil message: nil interface sent to the command bus")
 }
 
 func TestNilMessages(t *testing.T) {

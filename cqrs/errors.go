@@ -12,7 +12,8 @@ import (
 // name, so compare with [errors.Is], never with ==.
 var (
 	// ErrHandlerNotFound: no handler is registered for the message's type.
-	// The error text names the type.
+	// The error text names the type and the bus, as in "cqrs: handler not
+	// found for orders.PlaceOrder on the query bus".
 	ErrHandlerNotFound = errors.New("cqrs: handler not found")
 
 	// ErrHandlerExists: a handler is already registered for the message's

@@ -109,7 +109,7 @@ func ExampleCommandBus_Execute() {
 	fmt.Println(err)
 	// Output:
 	// cqrs.NoResult <nil>
-	// cqrs: handler not found for command string
+	// cqrs: handler not found for string on the command bus
 }
 
 func ExampleQueryBus_Execute() {
