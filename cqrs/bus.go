@@ -281,8 +281,14 @@ func panicked(ctx context.Context, log *slog.Logger, spec *Spec, v any) error {
 // The message's name, used in errors, logs and metrics, is its Go type as
 // printed by %T, such as "orders.PlaceOrder", unless the type declares one:
 // on a command bus with a method CommandName() string, on a query bus with
-// QueryName() string (on C or on *C). Two types on one bus cannot share a
-// name ([ErrHandlerExists]).
+// QueryName() string (on C or on *C). When another type on the bus already
+// has C's %T name (a type of the same name from another package of the
+// same name), C is named by its full import path instead, such as
+// "github.com/acme/billing/orders.PlaceOrder", so that the two never print
+// alike; the type registered first keeps the short name. Two types cannot
+// share a declared name, nor two that print alike even with their import
+// path (types declared inside functions): the second fails with
+// [ErrHandlerExists]. Whatever its name, [Spec.Key] identifies the type.
 //
 // Register is safe to call while other goroutines dispatch on b.
 func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
@@ -294,13 +300,13 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	if t.Kind() == reflect.Interface {
 		return fmt.Errorf("%w: %s %s is an interface type; register a concrete type", ErrInvalidMessageType, b.Kind(), t)
 	}
-	in := specOf[C, R](b.Kind())
+	in := specOn[C, R](b)
 	if isNilValue(h) {
 		return fmt.Errorf("%w: registering %s", ErrNilHandler, in)
 	}
 	// Refuse a duplicate before the interceptors set anything up for it.
 	if err := c.routes.Check(t, in.Name); err != nil {
-		return registrationError(err, in, t)
+		return c.registrationError(err, in, t)
 	}
 	log := c.logger()
 	inner := h
@@ -333,7 +339,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	}
 	e := &entry{spec: in, stats: r.stats, typed: r, exec: exec, untyped: untyped}
 	if err := c.routes.Add(t, in.Name, e); err != nil {
-		return registrationError(err, in, t)
+		return c.registrationError(err, in, t)
 	}
 	r.log.LogAttrs(context.Background(), slog.LevelDebug, "cqrs: handler registered",
 		slog.String("kind", in.Kind.String()),
@@ -343,12 +349,64 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	return nil
 }
 
-// registrationError explains a registry's refusal of type t.
-func registrationError(err error, in *Spec, t reflect.Type) error {
-	if errors.Is(err, registry.ErrNameExists) {
-		return fmt.Errorf("%w: %s: another type has that name", ErrHandlerExists, in)
+// specOn returns the Spec that Register gives, or gave, message type C
+// with result R on b; see Register for how its name is chosen.
+func specOn[C, R any](b Bus) *Spec {
+	var kind Kind
+	if b != nil {
+		kind = b.Kind()
 	}
-	return fmt.Errorf("%w: %s (%s)", ErrHandlerExists, in, t)
+	s := specOf[C, R](kind)
+	if c := coreOf(b); c != nil {
+		s.Name = c.nameFor(s.MessageType, s.Name)
+	}
+	return s
+}
+
+// nameFor returns the name of message type t, whose own name is name, on
+// c: the name it is registered under, if it is; else name, unless name is
+// t's %T name and another type already has it: then t's %T name with the
+// full import path, so that the two do not print alike. Where even that
+// does not tell them apart, the name stays, for Register to refuse.
+func (c *bus) nameFor(t reflect.Type, name string) string {
+	if e, ok := c.routes.Lookup(registry.KeyOf(t)); ok {
+		return e.spec.Name
+	}
+	if name != t.String() {
+		return name // declared by the type
+	}
+	if other := c.typeNamed(name); other != nil && typePath(other) != typePath(t) {
+		return typePath(t)
+	}
+	return name
+}
+
+// typeNamed returns the registered type whose name is name, or nil.
+func (c *bus) typeNamed(name string) reflect.Type {
+	for _, e := range c.routes.Entries() {
+		if e.Name == name {
+			return e.Type
+		}
+	}
+	return nil
+}
+
+// registrationError explains c's refusal of type t, named in.
+func (c *bus) registrationError(err error, in *Spec, t reflect.Type) error {
+	if !errors.Is(err, registry.ErrNameExists) {
+		return fmt.Errorf("%w: %s (%s)", ErrHandlerExists, in, t)
+	}
+	method := "CommandName"
+	if in.Kind == KindQuery {
+		method = "QueryName"
+	}
+	if other := c.typeNamed(in.Name); in.Name == t.String() && other != nil && typePath(other) == typePath(t) {
+		// Types declared inside two functions of one package.
+		return fmt.Errorf("%w: %s: another type on the bus has that name, even with its import path (%s); declare a %s method",
+			ErrHandlerExists, in, typePath(t), method)
+	}
+	return fmt.Errorf("%w: %s: another type on the bus has that name (this one is %s); declare another %s",
+		ErrHandlerExists, in, typePath(t), method)
 }
 
 // decorate applies the middleware and then the bus's interceptors to h.

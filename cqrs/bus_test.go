@@ -220,7 +220,8 @@ func TestRegisterNameClash(t *testing.T) {
 	type alsoRenamed struct{ Renamed }
 	err := cqrs.Register(commands, cqrs.HandlerFunc[alsoRenamed, cqrs.NoResult](noop[alsoRenamed]))
 	require.ErrorIs(t, err, cqrs.ErrHandlerExists)
-	assert.Contains(t, err.Error(), "another type has that name")
+	assert.EqualError(t, err, "cqrs: handler already registered: command users.rename: another type on the bus has that name "+
+		"(this one is github.com/typedcqrs/dispatch/cqrs_test.alsoRenamed); declare another CommandName")
 }
 
 func noop[C any](context.Context, C) (cqrs.NoResult, error) { return cqrs.NoResult{}, nil }

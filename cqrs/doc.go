@@ -33,6 +33,17 @@
 // transports. A message type and a pointer to it are different types with
 // different handlers.
 //
+// # Names
+//
+// A message type's name, in errors, logs and metrics, is its Go type as %T
+// prints it ("orders.PlaceOrder"), or the name it declares with a
+// CommandName or QueryName method. When two types on one bus would print
+// alike, such as orders.Place from two packages named orders, the second
+// registered is named by its full import path
+// ("github.com/acme/billing/orders.Place"). Names are for people: state
+// kept per message type, in middleware or a transport, is keyed by
+// [Spec.Key], which holds the type's import path whatever its name.
+//
 // # Middleware
 //
 // Middleware comes in two shapes, both applied once, when a handler is

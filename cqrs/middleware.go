@@ -77,11 +77,7 @@ func (s Spec) String() string { return s.Kind.String() + " " + s.Name }
 // result R on bus b: what typed middleware needs to name what it decorates.
 // A nil b gives a Spec whose Kind is zero.
 func SpecFor[C, R any](b Bus) Spec {
-	var kind Kind
-	if b != nil {
-		kind = b.Kind()
-	}
-	return *specOf[C, R](kind)
+	return *specOn[C, R](b)
 }
 
 // specOf returns the Spec of message type C with result R on a bus of the
