@@ -14,7 +14,10 @@ import (
 
 // Bus is what the generic entry points take: a [*CommandBus] or a
 // [*QueryBus]. The two carry different kinds of message but work alike.
-// Only this package implements Bus.
+// Only this package implements Bus, and both implementations are safe for
+// concurrent use. A nil Bus, or a nil *CommandBus or *QueryBus in one, is
+// refused by [Register], the dispatch functions and Execute with
+// [ErrNilBus]; its Registered, Metrics and Specs return nil.
 type Bus interface {
 	// Kind is KindCommand or KindQuery.
 	Kind() Kind

@@ -140,6 +140,10 @@ func (e *ValidationError) Unwrap() []error {
 // PanicError is the error a dispatch returns when a handler or a middleware
 // panicked. It wraps [ErrHandlerPanic] and, when the panic value is itself an
 // error, that error too, so both match with [errors.Is].
+//
+// A PanicError is a plain value that the bus does not change after making
+// it, so callers may read it from any goroutine. Its zero value reports a
+// panic with a nil value in no message.
 type PanicError struct {
 	// Message names the message whose handler panicked, such as
 	// "command orders.PlaceOrder".
