@@ -14,7 +14,10 @@ import (
 
 // Bus is what the generic entry points take: a [*CommandBus] or a
 // [*QueryBus]. The two carry different kinds of message but work alike.
-// Only this package implements Bus.
+// Only this package implements Bus, and both implementations are safe for
+// concurrent use. A nil Bus, or a nil *CommandBus or *QueryBus in one, is
+// refused by [Register], the dispatch functions and Execute with
+// [ErrNilBus]; its Registered, Metrics and Specs return nil.
 type Bus interface {
 	// Kind is KindCommand or KindQuery.
 	Kind() Kind
@@ -26,6 +29,10 @@ type Bus interface {
 	// Specs describes the registered message types, sorted by name: what
 	// a transport needs to receive them.
 	Specs() []Spec
+	// Execute dispatches msg, whose dynamic type selects the handler, and
+	// returns the handler's result boxed in an interface: see
+	// [CommandBus.Execute] and [QueryBus.Execute].
+	Execute(ctx context.Context, msg any) (any, error)
 
 	core() *bus
 }
@@ -58,13 +65,20 @@ func (b *CommandBus) Metrics() []MessageMetrics { return b.core().metrics() }
 // Specs describes the registered command types, sorted by name.
 func (b *CommandBus) Specs() []Spec { return b.core().specs() }
 
-// ExecuteCommand dispatches cmd, whose dynamic type selects the handler, and
+// Execute dispatches cmd, whose dynamic type selects the handler, and
 // returns the handler's result boxed in an interface (nil when the handler
 // failed). It is for callers that only have an any, such as routers and
 // transports; callers that know the result type should prefer
-// [ExecuteTyped] or [Dispatch].
-func (b *CommandBus) ExecuteCommand(ctx context.Context, cmd any) (any, error) {
+// [ExecuteTyped] or [Dispatch]. Its errors are those of [ExecuteTyped].
+func (b *CommandBus) Execute(ctx context.Context, cmd any) (any, error) {
 	return execute(ctx, b, cmd)
+}
+
+// ExecuteCommand is [CommandBus.Execute] under the name it first had.
+//
+// Deprecated: use [CommandBus.Execute], named as [QueryBus.Execute] is.
+func (b *CommandBus) ExecuteCommand(ctx context.Context, cmd any) (any, error) {
+	return b.Execute(ctx, cmd)
 }
 
 func (b *CommandBus) core() *bus {
@@ -106,7 +120,7 @@ func (b *QueryBus) Specs() []Spec { return b.core().specs() }
 // the handler's result boxed in an interface (nil when the handler failed).
 // It is for callers that only have an any, such as routers and transports;
 // callers that know the result type should prefer [ExecuteTyped] or
-// [Dispatch].
+// [Dispatch]. Its errors are those of [ExecuteTyped].
 func (b *QueryBus) Execute(ctx context.Context, q any) (any, error) {
 	return execute(ctx, b, q)
 }
@@ -179,7 +193,7 @@ type entry struct {
 
 	typed   any                                     // *route[C, R], for Dispatch
 	exec    any                                     // func(context.Context, any) (R, error), for ExecuteTyped
-	untyped func(context.Context, any) (any, error) // for ExecuteCommand and Execute
+	untyped func(context.Context, any) (any, error) // for Execute
 }
 
 // route is the dispatch path of one message type, built by Register.
@@ -208,22 +222,54 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
+	// The outermost recovery: with no decorators it is the only one; with
+	// them it catches a panic in a middleware or an interceptor, since
+	// the handler's own is recovered where it is called (see recovering).
 	defer func() {
 		if v := recover(); v != nil {
 			var zero R
-			res, err = zero, r.panicked(ctx, v)
+			res, err = zero, panicked(ctx, r.log, r.spec, v)
 		}
 	}()
 	return r.handler.Handle(ctx, msg)
 }
 
-func (r *route[C, R]) panicked(ctx context.Context, v any) error {
-	pe := &PanicError{Message: r.spec.String(), Value: v, Stack: debug.Stack()}
-	r.log.LogAttrs(ctx, slog.LevelError, "cqrs: handler panicked",
-		slog.String("kind", r.spec.Kind.String()),
-		slog.String("message", r.spec.Name),
-		slog.Any("panic", v),
-		slog.String("stack", string(pe.Stack)))
+// recovering is the innermost layer of a decorated handler: it turns the
+// handler's panic into a *PanicError where the handler is called, so every
+// middleware and interceptor around it sees an ordinary error. A handler
+// with no decorators does without it: the route's own recovery is then
+// the only layer, and one defer is all a dispatch pays.
+type recovering[C, R any] struct {
+	next Handler[C, R]
+	spec *Spec
+	log  *slog.Logger
+}
+
+func (h *recovering[C, R]) Handle(ctx context.Context, msg C) (res R, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			var zero R
+			res, err = zero, panicked(ctx, h.log, h.spec, v)
+		}
+	}()
+	return h.next.Handle(ctx, msg)
+}
+
+// panicked makes the *PanicError of the panic value v, recovered while
+// dispatching a message of spec's type, and logs it with its stack. It
+// must be called by the deferred function that recovered v, for the stack
+// to be the panicking goroutine's.
+func panicked(ctx context.Context, log *slog.Logger, spec *Spec, v any) error {
+	pe := &PanicError{Message: spec.String(), Value: v, Stack: debug.Stack()}
+	attrs := []slog.Attr{
+		slog.String("kind", spec.Kind.String()),
+		slog.String("message", spec.Name),
+		slog.Any("panic", pe),
+	}
+	if spec.Subscriber != "" {
+		attrs = append(attrs, slog.String("subscriber", spec.Subscriber))
+	}
+	log.LogAttrs(ctx, slog.LevelError, "cqrs: handler panicked", attrs...)
 	return pe
 }
 
@@ -243,8 +289,14 @@ func (r *route[C, R]) panicked(ctx context.Context, v any) error {
 // The message's name, used in errors, logs and metrics, is its Go type as
 // printed by %T, such as "orders.PlaceOrder", unless the type declares one:
 // on a command bus with a method CommandName() string, on a query bus with
-// QueryName() string (on C or on *C). Two types on one bus cannot share a
-// name ([ErrHandlerExists]).
+// QueryName() string (on C or on *C). When another type on the bus already
+// has C's %T name (a type of the same name from another package of the
+// same name), C is named by its full import path instead, such as
+// "github.com/acme/billing/orders.PlaceOrder", so that the two never print
+// alike; the type registered first keeps the short name. Two types cannot
+// share a declared name, nor two that print alike even with their import
+// path (types declared inside functions): the second fails with
+// [ErrHandlerExists]. Whatever its name, [Spec.Key] identifies the type.
 //
 // Register is safe to call while other goroutines dispatch on b.
 func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
@@ -256,7 +308,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	if t.Kind() == reflect.Interface {
 		return fmt.Errorf("%w: %s %s is an interface type; register a concrete type", ErrInvalidMessageType, b.Kind(), t)
 	}
-	in := specOf[C, R](b.Kind())
+	in := specOn[C, R](b)
 	if isNilValue(h) {
 		return fmt.Errorf("%w: registering %s", ErrNilHandler, in)
 	}
@@ -265,14 +317,19 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	}
 	// Refuse a duplicate before the interceptors set anything up for it.
 	if err := c.routes.Check(t, in.Name); err != nil {
-		return registrationError(err, in, t)
+		return c.registrationError(err, in, t)
 	}
-	handler, err := decorate(in, h, mws, c.cfg.interceptors)
+	log := c.logger()
+	inner := h
+	if len(mws) > 0 || len(c.cfg.interceptors) > 0 {
+		inner = &recovering[C, R]{next: h, spec: in, log: log}
+	}
+	handler, err := decorate(in, inner, mws, c.cfg.interceptors)
 	if err != nil {
 		return err
 	}
 
-	r := &route[C, R]{spec: in, handler: handler, nils: nilKindOf(t), log: c.logger()}
+	r := &route[C, R]{spec: in, handler: handler, nils: nilKindOf(t), log: log}
 	if c.cfg.metrics {
 		r.stats = stats.New()
 	}
@@ -293,7 +350,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	}
 	e := &entry{spec: in, stats: r.stats, typed: r, exec: exec, untyped: untyped}
 	if err := c.routes.Add(t, in.Name, e); err != nil {
-		return registrationError(err, in, t)
+		return c.registrationError(err, in, t)
 	}
 	r.log.LogAttrs(context.Background(), slog.LevelDebug, "cqrs: handler registered",
 		slog.String("kind", in.Kind.String()),
@@ -303,12 +360,64 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	return nil
 }
 
-// registrationError explains a registry's refusal of type t.
-func registrationError(err error, in *Spec, t reflect.Type) error {
-	if errors.Is(err, registry.ErrNameExists) {
-		return fmt.Errorf("%w: %s: another type has that name", ErrHandlerExists, in)
+// specOn returns the Spec that Register gives, or gave, message type C
+// with result R on b; see Register for how its name is chosen.
+func specOn[C, R any](b Bus) *Spec {
+	var kind Kind
+	if b != nil {
+		kind = b.Kind()
 	}
-	return fmt.Errorf("%w: %s (%s)", ErrHandlerExists, in, t)
+	s := specOf[C, R](kind)
+	if c := coreOf(b); c != nil {
+		s.Name = c.nameFor(s.MessageType, s.Name)
+	}
+	return s
+}
+
+// nameFor returns the name of message type t, whose own name is name, on
+// c: the name it is registered under, if it is; else name, unless name is
+// t's %T name and another type already has it: then t's %T name with the
+// full import path, so that the two do not print alike. Where even that
+// does not tell them apart, the name stays, for Register to refuse.
+func (c *bus) nameFor(t reflect.Type, name string) string {
+	if e, ok := c.routes.Lookup(registry.KeyOf(t)); ok {
+		return e.spec.Name
+	}
+	if name != t.String() {
+		return name // declared by the type
+	}
+	if other := c.typeNamed(name); other != nil && typePath(other) != typePath(t) {
+		return typePath(t)
+	}
+	return name
+}
+
+// typeNamed returns the registered type whose name is name, or nil.
+func (c *bus) typeNamed(name string) reflect.Type {
+	for _, e := range c.routes.Entries() {
+		if e.Name == name {
+			return e.Type
+		}
+	}
+	return nil
+}
+
+// registrationError explains c's refusal of type t, named in.
+func (c *bus) registrationError(err error, in *Spec, t reflect.Type) error {
+	if !errors.Is(err, registry.ErrNameExists) {
+		return fmt.Errorf("%w: %s (%s)", ErrHandlerExists, in, t)
+	}
+	method := "CommandName"
+	if in.Kind == KindQuery {
+		method = "QueryName"
+	}
+	if other := c.typeNamed(in.Name); in.Name == t.String() && other != nil && typePath(other) == typePath(t) {
+		// Types declared inside two functions of one package.
+		return fmt.Errorf("%w: %s: another type on the bus has that name, even with its import path (%s); declare a %s method",
+			ErrHandlerExists, in, typePath(t), method)
+	}
+	return fmt.Errorf("%w: %s: another type on the bus has that name (this one is %s); declare another %s",
+		ErrHandlerExists, in, typePath(t), method)
 }
 
 // decorate applies the middleware and then the bus's interceptors to h.
@@ -393,7 +502,7 @@ func ExecuteTyped[T any](ctx context.Context, b Bus, msg any) (T, error) {
 	return convert[T](ctx, e, msg)
 }
 
-// execute is ExecuteCommand and Execute.
+// execute is CommandBus.Execute and QueryBus.Execute.
 func execute(ctx context.Context, b Bus, msg any) (any, error) {
 	t := reflect.TypeOf(msg)
 	e := find(b, t)
@@ -439,16 +548,18 @@ func coreOf(b Bus) *bus {
 }
 
 // missing explains why find found nothing for msg, of type t, on b. A nil
-// message is reported as such, whether or not its type has a handler.
+// message is reported as such, whether or not its type has a handler. The
+// error names the bus, not a kind for the message: a type with no handler
+// on b may well be a message of the other kind, sent to the wrong bus.
 func missing(b Bus, t reflect.Type, msg any) error {
 	switch {
 	case coreOf(b) == nil:
 		return fmt.Errorf("%w: dispatching a message", ErrNilBus)
 	case t == nil:
-		return fmt.Errorf("%w: nil interface sent as a %s", ErrNilMessage, b.Kind())
+		return fmt.Errorf("%w: nil interface sent to the %s bus", ErrNilMessage, b.Kind())
 	case isNilValue(msg):
-		return fmt.Errorf("%w: %s %s", ErrNilMessage, b.Kind(), t)
+		return fmt.Errorf("%w: %s sent to the %s bus", ErrNilMessage, t, b.Kind())
 	default:
-		return fmt.Errorf("%w for %s %s", ErrHandlerNotFound, b.Kind(), t)
+		return fmt.Errorf("%w for %s on the %s bus", ErrHandlerNotFound, t, b.Kind())
 	}
 }

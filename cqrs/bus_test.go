@@ -81,9 +81,20 @@ func TestDispatchRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 8, view.ID)
 
-	res, err := commands.ExecuteCommand(ctx, CreateUser{Name: "grace"})
+	res, err := commands.Execute(ctx, CreateUser{Name: "grace"})
 	require.NoError(t, err)
 	assert.Equal(t, UserCreated{ID: 5}, res)
+
+	// The first name of CommandBus.Execute still works.
+	res, err = commands.ExecuteCommand(ctx, CreateUser{Name: "ada"})
+	require.NoError(t, err)
+	assert.Equal(t, UserCreated{ID: 3}, res)
+
+	// Both buses execute through the Bus interface alike.
+	for _, b := range []cqrs.Bus{commands, queries} {
+		_, err := b.Execute(ctx, struct{}{})
+		require.ErrorIs(t, err, cqrs.ErrHandlerNotFound, b.Kind().String())
+	}
 
 	res, err = queries.Execute(ctx, GetUser{ID: 9})
 	require.NoError(t, err)
@@ -99,7 +110,7 @@ func TestHandlerErrorPassesThroughUnchanged(t *testing.T) {
 	assert.Same(t, errEmptyName, err)
 	_, err = cqrs.ExecuteTyped[UserCreated](ctx, commands, CreateUser{})
 	assert.Same(t, errEmptyName, err)
-	res, err := commands.ExecuteCommand(ctx, CreateUser{})
+	res, err := commands.Execute(ctx, CreateUser{})
 	assert.Same(t, errEmptyName, err)
 	assert.Nil(t, res, "the untyped result of a failed dispatch is nil")
 }
@@ -209,7 +220,8 @@ func TestRegisterNameClash(t *testing.T) {
 	type alsoRenamed struct{ Renamed }
 	err := cqrs.Register(commands, cqrs.HandlerFunc[alsoRenamed, cqrs.NoResult](noop[alsoRenamed]))
 	require.ErrorIs(t, err, cqrs.ErrHandlerExists)
-	assert.Contains(t, err.Error(), "another type has that name")
+	assert.EqualError(t, err, "cqrs: handler already registered: command users.rename: another type on the bus has that name "+
+		"(this one is github.com/typedcqrs/dispatch/cqrs_test.alsoRenamed); declare another CommandName")
 }
 
 func noop[C any](context.Context, C) (cqrs.NoResult, error) { return cqrs.NoResult{}, nil }
@@ -242,7 +254,7 @@ func TestValueAndPointerAreDifferentTypes(t *testing.T) {
 
 	_, err = cqrs.Dispatch[string](ctx, commands, CreateUser{Name: "a"})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
-	assert.Contains(t, err.Error(), "command cqrs_test.CreateUser")
+	assert.Contains(t, err.Error(), "cqrs_test.CreateUser on the command bus")
 
 	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, string](func(_ context.Context, c CreateUser) (string, error) {
 		return "value " + c.Name, nil
@@ -255,22 +267,33 @@ func TestValueAndPointerAreDifferentTypes(t *testing.T) {
 	assert.Equal(t, "pointer b", got)
 }
 
-func TestNotFoundNamesTheType(t *testing.T) {
+// TestNotFoundNamesTheBus: an unregistered message is not known to be a
+// command or a query, so the error names the bus it was sent to, never a
+// kind for the message.
+func TestNotFoundNamesTheBus(t *testing.T) {
 	t.Parallel()
 	commands, queries := newBuses(t)
 	ctx := context.Background()
 
 	_, err := cqrs.Dispatch[UserView](ctx, commands, GetUser{})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
-	assert.EqualError(t, err, "cqrs: handler not found for command cqrs_test.GetUser")
+	assert.EqualError(t, err, "cqrs: handler not found for cqrs_test.GetUser on the command bus")
 
 	_, err = cqrs.ExecuteTyped[UserView](ctx, queries, &GetUser{})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
-	assert.EqualError(t, err, "cqrs: handler not found for query *cqrs_test.GetUser")
+	assert.EqualError(t, err, "cqrs: handler not found for *cqrs_test.GetUser on the query bus")
 
-	_, err = queries.Execute(ctx, 42)
+	_, err = queries.Execute(ctx, CreateUser{})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
-	assert.Contains(t, err.Error(), "query int")
+	assert.EqualError(t, err, "cqrs: handler not found for cqrs_test.CreateUser on the query bus")
+
+	// So does a nil message of a type with no handler.
+	_, err = queries.Execute(ctx, (*CreateUser)(nil))
+	require.ErrorIs(t, err, cqrs.ErrNilMessage)
+	assert.EqualError(t, err, "cqrs: nil message: *cqrs_test.CreateUser sent to the query bus")
+	_, err = commands.Execute(ctx, nil)
+	require.ErrorIs(t, err, cqrs.ErrNilMessage)
+	assert.EqualError(t, err, "cqrs: nil message: nil interface sent to the command bus")
 }
 
 func TestNilMessages(t *testing.T) {
@@ -290,13 +313,13 @@ func TestNilMessages(t *testing.T) {
 	var nilMap map[string]int
 
 	for name, dispatch := range map[string]func() error{
-		"Dispatch nil pointer":         func() error { _, err := cqrs.Dispatch[cqrs.NoResult](ctx, commands, nilCmd); return err },
-		"Dispatch nil map":             func() error { _, err := cqrs.Dispatch[cqrs.NoResult](ctx, commands, nilMap); return err },
-		"ExecuteTyped nil pointer":     func() error { _, err := cqrs.ExecuteTyped[cqrs.NoResult](ctx, commands, nilCmd); return err },
-		"ExecuteTyped nil interface":   func() error { _, err := cqrs.ExecuteTyped[cqrs.NoResult](ctx, commands, nil); return err },
-		"ExecuteCommand nil pointer":   func() error { _, err := commands.ExecuteCommand(ctx, nilCmd); return err },
-		"ExecuteCommand nil interface": func() error { _, err := commands.ExecuteCommand(ctx, nil); return err },
-		"Dispatch nil interface":       func() error { _, err := cqrs.Dispatch[cqrs.NoResult, any](ctx, commands, nil); return err },
+		"Dispatch nil pointer":       func() error { _, err := cqrs.Dispatch[cqrs.NoResult](ctx, commands, nilCmd); return err },
+		"Dispatch nil map":           func() error { _, err := cqrs.Dispatch[cqrs.NoResult](ctx, commands, nilMap); return err },
+		"ExecuteTyped nil pointer":   func() error { _, err := cqrs.ExecuteTyped[cqrs.NoResult](ctx, commands, nilCmd); return err },
+		"ExecuteTyped nil interface": func() error { _, err := cqrs.ExecuteTyped[cqrs.NoResult](ctx, commands, nil); return err },
+		"Execute nil pointer":        func() error { _, err := commands.Execute(ctx, nilCmd); return err },
+		"Execute nil interface":      func() error { _, err := commands.Execute(ctx, nil); return err },
+		"Dispatch nil interface":     func() error { _, err := cqrs.Dispatch[cqrs.NoResult, any](ctx, commands, nil); return err },
 		// A nil message is reported as such even when its type has no handler.
 		"Dispatch unregistered nil":     func() error { _, err := cqrs.Dispatch[int](ctx, commands, (*GetUser)(nil)); return err },
 		"ExecuteTyped unregistered nil": func() error { _, err := cqrs.ExecuteTyped[int](ctx, commands, (*GetUser)(nil)); return err },
@@ -376,7 +399,7 @@ func TestPanicIsRecovered(t *testing.T) {
 	require.ErrorIs(t, err, boom)
 
 	// And the untyped path recovers as well.
-	_, err = commands.ExecuteCommand(ctx, CreateUser{})
+	_, err = commands.Execute(ctx, CreateUser{})
 	require.ErrorIs(t, err, cqrs.ErrHandlerPanic)
 
 	assert.Contains(t, logs.String(), "level=ERROR")
@@ -454,7 +477,7 @@ func TestNilBus(t *testing.T) {
 	require.ErrorIs(t, err, cqrs.ErrNilBus)
 	_, err = cqrs.ExecuteTyped[UserView](ctx, commands, nil)
 	require.ErrorIs(t, err, cqrs.ErrNilBus)
-	_, err = commands.ExecuteCommand(ctx, CreateUser{})
+	_, err = commands.Execute(ctx, CreateUser{})
 	require.ErrorIs(t, err, cqrs.ErrNilBus)
 	_, err = queries.Execute(ctx, GetUser{})
 	require.ErrorIs(t, err, cqrs.ErrNilBus)

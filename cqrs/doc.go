@@ -28,10 +28,21 @@
 //
 // [Dispatch] is fully static: write the result type and C is inferred from
 // the message. [ExecuteTyped] takes a message held in an interface and
-// finds the handler by its dynamic type. [CommandBus.ExecuteCommand] and
+// finds the handler by its dynamic type. [CommandBus.Execute] and
 // [QueryBus.Execute] take and return interfaces, for routers and
 // transports. A message type and a pointer to it are different types with
 // different handlers.
+//
+// # Names
+//
+// A message type's name, in errors, logs and metrics, is its Go type as %T
+// prints it ("orders.PlaceOrder"), or the name it declares with a
+// CommandName or QueryName method. When two types on one bus would print
+// alike, such as orders.Place from two packages named orders, the second
+// registered is named by its full import path
+// ("github.com/acme/billing/orders.Place"). Names are for people: state
+// kept per message type, in middleware or a transport, is keyed by
+// [Spec.Key], which holds the type's import path whatever its name.
 //
 // # Middleware
 //
@@ -56,7 +67,12 @@
 // Errors are sentinel values wrapped with context: compare them with
 // [errors.Is]. A handler's own error is returned unchanged. A panic in a
 // handler or middleware is recovered by the bus and returned as a
-// [*PanicError], which matches [ErrHandlerPanic]. A context that is done
+// [*PanicError], which matches [ErrHandlerPanic]. A handler's panic is
+// recovered where the handler is called, inside its middleware and
+// interceptors, so each of them sees the *PanicError come back as an
+// ordinary error: logging, metrics and tracing record a panic as a failed
+// dispatch. A panic in a middleware or interceptor itself is recovered
+// outermost, and unwinds through the layers outside it. A context that is done
 // before the dispatch starts is returned as ctx.Err() and the handler does
 // not run. No input makes a dispatch panic.
 //

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 )
 
 // Errors returned by the buses. Each is wrapped with the message's kind and
 // name, so compare with [errors.Is], never with ==.
 var (
 	// ErrHandlerNotFound: no handler is registered for the message's type.
-	// The error text names the type.
+	// The error text names the type and the bus, as in "cqrs: handler not
+	// found for orders.PlaceOrder on the query bus".
 	ErrHandlerNotFound = errors.New("cqrs: handler not found")
 
 	// ErrHandlerExists: a handler is already registered for the message's
@@ -51,10 +54,10 @@ var (
 // with the message's kind and name, and with the error of the library that
 // detected it where there is one, so both match with [errors.Is].
 var (
-	// ErrCommandValidation: the message failed validation; the handler was
-	// not called. The validation middleware's error also carries the
-	// failing fields.
-	ErrCommandValidation = errors.New("cqrs: validation failed")
+	// ErrValidation: the message, a command or a query, failed validation;
+	// the handler was not called. The validation middleware's error is a
+	// [*ValidationError], which also carries the failing fields.
+	ErrValidation = errors.New("cqrs: validation failed")
 
 	// ErrExecutionTimeout: the dispatch did not finish within the timeout
 	// the timeout middleware set. The error also matches
@@ -71,9 +74,76 @@ var (
 	ErrRateLimited = errors.New("cqrs: rate limited")
 )
 
+// ErrCommandValidation is [ErrValidation], the same error value under the
+// name it first had, so [errors.Is] matches either against the other.
+//
+// Deprecated: use [ErrValidation]: validation fails for queries too.
+var ErrCommandValidation = ErrValidation
+
+// FieldError is one field of a message that failed validation, in a
+// [ValidationError]. It is a plain value.
+type FieldError struct {
+	// Field is the field's path from the message, such as
+	// "CreateUser.Address.City".
+	Field string
+	// Tag is the failed rule, such as "required" or "email", and Param
+	// its parameter, such as "3" for "min=3".
+	Tag, Param string
+	// Value is the field's value.
+	Value any
+}
+
+// ValidationError is the error of a message that failed validation, as the
+// validation middleware (package middleware) reports it. It wraps
+// [ErrValidation] and Err, the error that found the fault (the validator's
+// ValidationErrors for struct tags, or the error of the message's own
+// Validate method), so [errors.Is] finds both.
+//
+// A ValidationError is a plain value: it is not changed after it is
+// returned, so callers may read it from any goroutine.
+type ValidationError struct {
+	// Message names the message, such as "command users.CreateUser".
+	Message string
+	// Fields lists the fields that failed their struct tags; it is empty
+	// when the message's Validate method failed.
+	Fields []FieldError
+	// Err is the validator's or the Validate method's error.
+	Err error
+}
+
+// Error lists the failed fields, or else Err.
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v: %s", ErrValidation, e.Message)
+	if len(e.Fields) == 0 {
+		fmt.Fprintf(&b, ": %v", e.Err)
+		return b.String()
+	}
+	for i, f := range e.Fields {
+		sep := ", "
+		if i == 0 {
+			sep = ": "
+		}
+		fmt.Fprintf(&b, "%s%s fails %q", sep, f.Field, f.Tag)
+		if f.Param != "" {
+			fmt.Fprintf(&b, " (%s)", f.Param)
+		}
+	}
+	return b.String()
+}
+
+// Unwrap returns [ErrValidation] and Err.
+func (e *ValidationError) Unwrap() []error {
+	return []error{ErrValidation, e.Err}
+}
+
 // PanicError is the error a dispatch returns when a handler or a middleware
 // panicked. It wraps [ErrHandlerPanic] and, when the panic value is itself an
 // error, that error too, so both match with [errors.Is].
+//
+// A PanicError is a plain value that the bus does not change after making
+// it, so callers may read it from any goroutine. Its zero value reports a
+// panic with a nil value in no message.
 type PanicError struct {
 	// Message names the message whose handler panicked, such as
 	// "command orders.PlaceOrder".
@@ -99,13 +169,26 @@ func (e *PanicError) Unwrap() []error {
 	return []error{ErrHandlerPanic}
 }
 
+// LogValue makes e log with [log/slog] as a group of its message, its
+// panic value and its stack, so that every record of a panic carries the
+// same attributes: log it with slog.Any("panic", e), or as any error.
+func (e *PanicError) LogValue() slog.Value {
+	if e == nil {
+		return slog.AnyValue(nil)
+	}
+	return slog.GroupValue(
+		slog.String("message", e.Message),
+		slog.Any("value", e.Value),
+		slog.String("stack", string(e.Stack)))
+}
+
 // errorCodes are the codes of ErrorCode, in the order they are tested: an
 // error that wraps several sentinels gets the first one's code.
 var errorCodes = []struct {
 	code string
 	err  error
 }{
-	{"validation", ErrCommandValidation},
+	{"validation", ErrValidation},
 	{"not_found", ErrHandlerNotFound},
 	{"nil_message", ErrNilMessage},
 	{"result_type", ErrResultType},

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
-	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -272,7 +271,9 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 		return nil, fmt.Errorf("%w: subscribing to an event", ErrNilBus)
 	}
 	t := reflect.TypeFor[E]()
-	spec := &Spec{Kind: KindEvent, Name: nameOf(t, KindEvent), MessageType: t,
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	spec := &Spec{Kind: KindEvent, Name: b.nameFor(t), MessageType: t,
 		ResultType: reflect.TypeFor[NoResult](), Subscriber: name}
 	if err := checkSubscriberName(name); err != nil {
 		return nil, fmt.Errorf("%w: subscribing to %s: %q: %s", ErrInvalidName, spec, name, err)
@@ -280,9 +281,6 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 	if fn == nil {
 		return nil, fmt.Errorf("%w: subscribing %s", ErrNilHandler, spec)
 	}
-
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	r, err := routeOf[E](b, t, spec.Name)
 	if err != nil {
 		return nil, err
@@ -293,7 +291,7 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 	s := &subscriber[E]{spec: spec, log: b.logger()}
 	if len(mws) == 0 && len(b.cfg.interceptors) == 0 {
 		s.fn = fn
-	} else if s.handler, err = decorate(spec, subscriberHandler(spec, fn), mws, b.cfg.interceptors); err != nil {
+	} else if s.handler, err = decorate(spec, subscriberHandler(spec, s.log, fn), mws, b.cfg.interceptors); err != nil {
 		return nil, err
 	}
 	if b.cfg.metrics {
@@ -336,9 +334,29 @@ func routeOf[E any](b *EventBus, t reflect.Type, name string) (*eventRoute[E], e
 	r.list.Store(newSubscriberList[E](nil))
 	e := &eventEntry{spec: spec, typed: r, route: r}
 	if err := b.routes.Add(t, name, e); err != nil {
-		return nil, registrationError(err, spec, t)
+		return nil, fmt.Errorf("%w: %s: another event type on the bus has that name (this one is %s); declare another EventName",
+			ErrHandlerExists, spec, typePath(t))
 	}
 	return r, nil
+}
+
+// nameFor names event type t on b as [Register] names message types: its
+// declared EventName, else its %T name, unless another event type on b
+// already has that name: then its %T name with its full import path.
+func (b *EventBus) nameFor(t reflect.Type) string {
+	if e, ok := b.routes.Lookup(registry.KeyOf(t)); ok {
+		return e.spec.Name
+	}
+	name := nameOf(t, KindEvent)
+	if name != t.String() {
+		return name
+	}
+	for _, e := range b.routes.Entries() {
+		if e.Name == name && typePath(e.Type) != typePath(t) {
+			return typePath(t)
+		}
+	}
+	return name
 }
 
 // Subscription is one subscriber's place on an [EventBus], returned by
@@ -535,28 +553,15 @@ func (s *subscriber[E]) call(ctx context.Context, evt E) (err error) {
 // subscriberHandler adapts fn to a Handler that returns a panic in fn as a
 // *PanicError, so that every middleware and interceptor around it sees
 // the panic as the subscriber's error.
-func subscriberHandler[E any](spec *Spec, fn func(context.Context, E) error) Handler[E, NoResult] {
+func subscriberHandler[E any](spec *Spec, log *slog.Logger, fn func(context.Context, E) error) Handler[E, NoResult] {
 	return HandlerFunc[E, NoResult](func(ctx context.Context, evt E) (_ NoResult, err error) {
 		defer func() {
 			if v := recover(); v != nil {
-				err = &PanicError{Message: spec.String(), Value: v, Stack: debug.Stack()}
+				err = panicked(ctx, log, spec, v)
 			}
 		}()
 		return NoResult{}, fn(ctx, evt)
 	})
-}
-
-// panicked makes the *PanicError of a panic recovered around a subscriber
-// and logs it.
-func panicked(ctx context.Context, log *slog.Logger, spec *Spec, v any) error {
-	pe := &PanicError{Message: spec.String(), Value: v, Stack: debug.Stack()}
-	log.LogAttrs(ctx, slog.LevelError, "cqrs: subscriber panicked",
-		slog.String("kind", spec.Kind.String()),
-		slog.String("message", spec.Name),
-		slog.String("subscriber", spec.Subscriber),
-		slog.Any("panic", v),
-		slog.String("stack", string(pe.Stack)))
-	return pe
 }
 
 // failed wraps a subscriber's error with its names.

@@ -553,7 +553,7 @@ func TestPanickingInterceptorIsRecoveredAndLogged(t *testing.T) {
 	assert.Empty(t, rec.list())
 	mu.Lock()
 	defer mu.Unlock()
-	assert.Contains(t, logs.String(), "cqrs: subscriber panicked")
+	assert.Contains(t, logs.String(), "cqrs: handler panicked")
 	assert.Contains(t, logs.String(), "subscriber=a")
 }
 

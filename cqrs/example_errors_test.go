@@ -46,7 +46,7 @@ func Example_errors() {
 	_, err = cqrs.Dispatch[Order](cancelled, queries, &GetOrder{ID: "o-1"})
 	fmt.Println(errors.Is(err, context.Canceled))
 	// Output:
-	// true cqrs: handler not found for query cqrs_test.GetOrder
+	// true cqrs: handler not found for cqrs_test.GetOrder on the query bus
 	// true cqrs: nil message: query *cqrs_test.GetOrder
 	// true
 }
@@ -69,7 +69,7 @@ func ExampleWithLogger() {
 	}
 	_, _ = cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, PlaceOrder{})
 	// Output:
-	// level=ERROR msg="cqrs: handler panicked" kind=command message=cqrs_test.PlaceOrder panic=boom
+	// level=ERROR msg="cqrs: handler panicked" kind=command message=cqrs_test.PlaceOrder panic.message="command cqrs_test.PlaceOrder" panic.value=boom
 }
 
 func ExampleErrorCode() {

@@ -97,19 +97,19 @@ func ExampleExecuteTyped() {
 	// cqrs: wrong result type: query cqrs_test.GetOrder returns cqrs_test.Order, not string
 }
 
-func ExampleCommandBus_ExecuteCommand() {
+func ExampleCommandBus_Execute() {
 	commands := cqrs.NewCommandBus()
 	if err := cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](placeOrder)); err != nil {
 		panic(err)
 	}
-	res, err := commands.ExecuteCommand(context.Background(), PlaceOrder{ID: "o-3", Items: 1})
+	res, err := commands.Execute(context.Background(), PlaceOrder{ID: "o-3", Items: 1})
 	fmt.Printf("%T %v\n", res, err)
 
-	_, err = commands.ExecuteCommand(context.Background(), "not a command")
+	_, err = commands.Execute(context.Background(), "not a command")
 	fmt.Println(err)
 	// Output:
 	// cqrs.NoResult <nil>
-	// cqrs: handler not found for command string
+	// cqrs: handler not found for string on the command bus
 }
 
 func ExampleQueryBus_Execute() {

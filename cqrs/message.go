@@ -1,6 +1,9 @@
 package cqrs
 
-import "reflect"
+import (
+	"reflect"
+	"strconv"
+)
 
 // nameOf returns the name of message type t on a bus of the given kind: the
 // name the type declares with CommandName, QueryName or EventName, or else
@@ -21,6 +24,58 @@ func nameOf(t reflect.Type, kind Kind) string {
 		}
 	}
 	return t.String()
+}
+
+// Key returns the identity of the registration s describes: its kind and
+// the full import path of its message type, such as
+// "command github.com/acme/shop/orders.PlaceOrder", whatever name the type
+// declares. Two message types that print alike, from two packages of the
+// same name, have different keys, and so do the registrations of one type
+// on a command and on a query bus. Key state kept per message type (a
+// breaker, a limiter, a metrics series) by Key, or by Kind and
+// MessageType; [Spec.Name] is for people and may be chosen by the type.
+//
+// Types declared inside functions are the exception: two of the same name
+// in one package have the same key. Unnamed struct, func and interface
+// types are written as %T writes them.
+func (s Spec) Key() string {
+	return s.Kind.String() + " " + typePath(s.MessageType)
+}
+
+// typePath writes t as %T does, but with the full import path of every
+// named type in it, as reflect writes the type arguments of a generic
+// type.
+func typePath(t reflect.Type) string {
+	if t == nil {
+		return "<nil>"
+	}
+	if name := t.Name(); name != "" {
+		if t.PkgPath() == "" {
+			return name // predeclared, such as int or error
+		}
+		return t.PkgPath() + "." + name
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return "*" + typePath(t.Elem())
+	case reflect.Slice:
+		return "[]" + typePath(t.Elem())
+	case reflect.Array:
+		return "[" + strconv.Itoa(t.Len()) + "]" + typePath(t.Elem())
+	case reflect.Map:
+		return "map[" + typePath(t.Key()) + "]" + typePath(t.Elem())
+	case reflect.Chan:
+		switch t.ChanDir() {
+		case reflect.RecvDir:
+			return "<-chan " + typePath(t.Elem())
+		case reflect.SendDir:
+			return "chan<- " + typePath(t.Elem())
+		default:
+			return "chan " + typePath(t.Elem())
+		}
+	default:
+		return t.String()
+	}
 }
 
 // declaredName calls v's CommandName or QueryName method, if it has the one

@@ -13,6 +13,9 @@ import (
 //
 // Given to [Register] in the order m1, m2, m3, middleware runs as
 // m1(m2(m3(handler))): the first listed is the outermost.
+//
+// The returned Handler must be safe to call concurrently. A nil Middleware,
+// or one that returns nil, is refused by Register with [ErrNilHandler].
 type Middleware[C, R any] func(next Handler[C, R]) Handler[C, R]
 
 // Interceptor is middleware for a whole bus, given with [WithInterceptors],
@@ -38,11 +41,18 @@ type Middleware[C, R any] func(next Handler[C, R]) Handler[C, R]
 // inner handler directly. When any reports true the whole chain runs, so
 // an interceptor must still check its own condition when invoked. A logger
 // whose level is off is the case this serves.
+//
+// Intercept may be called from several goroutines at once, when handlers
+// are registered concurrently, and the returned [Invoker] must be safe to
+// call concurrently. A nil Interceptor, or one whose Intercept returns nil,
+// is refused by Register with [ErrNilHandler].
 type Interceptor interface {
 	Intercept(spec Spec, next Invoker) Invoker
 }
 
-// InterceptorFunc adapts a function to the [Interceptor] interface.
+// InterceptorFunc adapts a function to the [Interceptor] interface; the
+// rules of Intercept apply to the function. A nil InterceptorFunc is
+// refused as a nil Interceptor is.
 type InterceptorFunc func(spec Spec, next Invoker) Invoker
 
 // Intercept calls f(spec, next).
@@ -55,10 +65,13 @@ type gate interface {
 
 // Invoker runs the rest of a dispatch: the inner interceptors, the typed
 // middleware and the handler. It returns the handler's error; the result is
-// then available from [Call.Result].
+// then available from [Call.Result]. An Invoker is called by every
+// dispatch of its message type, so it must be safe to call concurrently.
 type Invoker func(ctx context.Context, call Call) error
 
-// Spec describes a registered message type.
+// Spec describes a registered message type. It is a plain value, safe to
+// copy and to share between goroutines; its zero value describes no type
+// (its Kind is zero and its MessageType nil).
 type Spec struct {
 	// Kind is the kind of the bus the type is registered on.
 	Kind Kind
@@ -87,11 +100,7 @@ func (s Spec) String() string {
 // result R on bus b: what typed middleware needs to name what it decorates.
 // A nil b gives a Spec whose Kind is zero.
 func SpecFor[C, R any](b Bus) Spec {
-	var kind Kind
-	if b != nil {
-		kind = b.Kind()
-	}
-	return *specOf[C, R](kind)
+	return *specOn[C, R](b)
 }
 
 // specOf returns the Spec of message type C with result R on a bus of the

@@ -2,7 +2,9 @@ package cqrs
 
 import "log/slog"
 
-// Option configures a bus made by [NewCommandBus] or [NewQueryBus].
+// Option configures a bus made by [NewCommandBus] or [NewQueryBus]. It is
+// applied once, when the bus is made, so one Option may be shared by any
+// number of buses and goroutines. A nil Option is ignored.
 type Option interface {
 	apply(*config)
 }

@@ -48,7 +48,7 @@ func TestDeclaredQueryThroughValidationAndCache(t *testing.T) {
 
 	// The validator sees the message's own fields, not the marker.
 	_, err = cqrs.Ask(ctx, queries, findProduct{})
-	require.ErrorIs(t, err, cqrs.ErrCommandValidation)
+	require.ErrorIs(t, err, cqrs.ErrValidation)
 	var verr *middleware.ValidationError
 	require.ErrorAs(t, err, &verr)
 	require.Len(t, verr.Fields, 1)

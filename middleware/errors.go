@@ -59,3 +59,15 @@ var errPermanent = errors.New("middleware: permanent")
 func (e *permanentError) Error() string        { return e.err.Error() }
 func (e *permanentError) Unwrap() error        { return e.err }
 func (e *permanentError) Is(target error) bool { return target == errPermanent }
+
+// ValidationError is [cqrs.ValidationError], the error of a message that
+// failed [Validation].
+//
+// Deprecated: use [cqrs.ValidationError], which lives next to its
+// sentinel, [cqrs.ErrValidation].
+type ValidationError = cqrs.ValidationError
+
+// FieldError is [cqrs.FieldError], one field in a [cqrs.ValidationError].
+//
+// Deprecated: use [cqrs.FieldError].
+type FieldError = cqrs.FieldError

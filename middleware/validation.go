@@ -3,9 +3,7 @@ package middleware
 import (
 	"context"
 	"errors"
-	"fmt"
 	"reflect"
-	"strings"
 	"sync"
 
 	"github.com/go-playground/validator/v10"
@@ -20,58 +18,6 @@ type ValidationConfig struct {
 	// validator caches what it learns of each struct type, so share one;
 	// never make one per call.
 	Validator *validator.Validate
-}
-
-// FieldError is one field that failed validation.
-type FieldError struct {
-	// Field is the field's path from the message, such as
-	// "CreateUser.Address.City".
-	Field string
-	// Tag is the failed rule, such as "required" or "email", and Param
-	// its parameter, such as "3" for "min=3".
-	Tag, Param string
-	// Value is the field's value.
-	Value any
-}
-
-// ValidationError is the error of a message that failed validation. It
-// wraps [cqrs.ErrCommandValidation] and the error that found the fault:
-// [validator.ValidationErrors] for struct tags, or the error of the
-// message's own Validate method.
-type ValidationError struct {
-	// Message names the message, such as "command users.CreateUser".
-	Message string
-	// Fields lists the fields that failed their struct tags; it is empty
-	// when the message's Validate method failed.
-	Fields []FieldError
-	// Err is the validator's or the Validate method's error.
-	Err error
-}
-
-// Error lists the failed fields, or the Validate method's error.
-func (e *ValidationError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%v: %s", cqrs.ErrCommandValidation, e.Message)
-	if len(e.Fields) == 0 {
-		fmt.Fprintf(&b, ": %v", e.Err)
-		return b.String()
-	}
-	for i, f := range e.Fields {
-		sep := ", "
-		if i == 0 {
-			sep = ": "
-		}
-		fmt.Fprintf(&b, "%s%s fails %q", sep, f.Field, f.Tag)
-		if f.Param != "" {
-			fmt.Fprintf(&b, " (%s)", f.Param)
-		}
-	}
-	return b.String()
-}
-
-// Unwrap returns [cqrs.ErrCommandValidation] and Err.
-func (e *ValidationError) Unwrap() []error {
-	return []error{cqrs.ErrCommandValidation, e.Err}
 }
 
 // validatable is a message that checks itself.

@@ -21,7 +21,7 @@ func TestRun(t *testing.T) {
 query GetUser -> {ID:1 Name:Ada Email:ada@example.com}
 ExecuteTyped -> Ada <ada@example.com>
 handler error: a user needs a name
-not found: true (cqrs: handler not found for query main.CreateUser)
+not found: true (cqrs: handler not found for main.CreateUser on the query bus)
 wrong result type: true
 metrics: command main.CreateUser: 2 calls, 1 errors
 metrics: query main.GetUser: 2 calls, 0 errors

@@ -1,0 +1,62 @@
+package middleware_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
+)
+
+// TestPanicSeenByLoggingAndMetrics: a panicking handler under Logging and
+// Metrics, on a bus with metrics of its own, shows up as one error record
+// and one failed call in each count, with the original panic value.
+func TestPanicSeenByLoggingAndMetrics(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	metrics := middleware.NewMetrics()
+	var got error
+	witness := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			got = next(ctx, c)
+			return got
+		}
+	})
+	bus := cqrs.NewCommandBus(cqrs.WithMetrics(), cqrs.WithInterceptors(
+		middleware.Logging(middleware.LoggingConfig{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}),
+		metrics,
+		witness,
+	))
+	j := &jobs{}
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Job, Done](j.handle)))
+
+	_, err := run(bus, Job{Do: "panic"})
+	require.ErrorIs(t, err, cqrs.ErrHandlerPanic)
+
+	var pe *cqrs.PanicError
+	require.ErrorAs(t, got, &pe, "the innermost interceptor sees the panic as an error")
+	assert.Equal(t, "job exploded", pe.Value)
+
+	var records []map[string]any
+	for line := range bytes.Lines(logs.Bytes()) {
+		var r map[string]any
+		require.NoError(t, json.Unmarshal(line, &r))
+		records = append(records, r)
+	}
+	require.Len(t, records, 1, "one log record: %s", logs.String())
+	assert.Equal(t, "ERROR", records[0]["level"])
+	assert.Equal(t, "error", records[0]["outcome"])
+	assert.Equal(t, "middleware_test.Job", records[0]["message"])
+
+	for name, snap := range map[string][]cqrs.MessageMetrics{"middleware": metrics.Snapshot(), "bus": bus.Metrics()} {
+		require.Len(t, snap, 1, name)
+		assert.Equal(t, uint64(1), snap[0].Calls, name)
+		assert.Equal(t, uint64(1), snap[0].Errors, name)
+	}
+}
