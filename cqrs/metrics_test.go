@@ -157,7 +157,6 @@ func TestMetricsExactUnderConcurrency(t *testing.T) {
 }
 
 func TestRecorder(t *testing.T) {
-	t.Parallel()
 	spec := cqrs.SpecFor[Sleep, cqrs.NoResult](cqrs.NewQueryBus())
 	r := cqrs.NewRecorder(spec)
 	assert.Equal(t, spec, r.Spec())
