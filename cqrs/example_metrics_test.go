@@ -3,6 +3,7 @@ package cqrs_test
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/typedcqrs/dispatch/cqrs"
 )
@@ -33,4 +34,18 @@ func ExampleQueryBus_Metrics() {
 	fmt.Println(queries.Metrics() == nil)
 	// Output:
 	// true
+}
+
+func ExampleRecorder() {
+	// A transport or an interceptor that times dispatches itself keeps
+	// its figures in a Recorder, and reports them as a bus does.
+	spec := cqrs.SpecFor[GetOrder, Order](cqrs.NewQueryBus())
+	r := cqrs.NewRecorder(spec)
+	for _, ms := range []int{3, 4, 5, 40} {
+		r.Record(time.Duration(ms)*time.Millisecond, ms > 10)
+	}
+	m := r.Metrics()
+	fmt.Printf("%s %s: %d calls, %d errors, min %v, max %v, mean %v\n", m.Kind, m.Name, m.Calls, m.Errors, m.Min, m.Max, m.Mean)
+	// Output:
+	// query cqrs_test.GetOrder: 4 calls, 1 errors, min 3ms, max 40ms, mean 13ms
 }

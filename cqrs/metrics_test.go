@@ -155,3 +155,29 @@ func TestMetricsExactUnderConcurrency(t *testing.T) {
 	assert.LessOrEqual(t, m.Min, m.P50)
 	assert.LessOrEqual(t, m.P99, m.Max)
 }
+
+func TestRecorder(t *testing.T) {
+	spec := cqrs.SpecFor[Sleep, cqrs.NoResult](cqrs.NewQueryBus())
+	r := cqrs.NewRecorder(spec)
+	assert.Equal(t, spec, r.Spec())
+	assert.Equal(t, cqrs.MessageMetrics{Kind: cqrs.KindQuery, Name: spec.Name}, r.Metrics(), "nothing recorded")
+
+	for i := 1; i <= 100; i++ {
+		r.Record(time.Duration(i)*time.Millisecond, i%10 == 0)
+	}
+	r.Record(-time.Second, false)
+	m := r.Metrics()
+	assert.Equal(t, cqrs.KindQuery, m.Kind)
+	assert.Equal(t, spec.Name, m.Name)
+	assert.Equal(t, uint64(101), m.Calls)
+	assert.Equal(t, uint64(10), m.Errors)
+	assert.Zero(t, m.Min, "a negative duration counts as zero")
+	assert.Equal(t, 100*time.Millisecond, m.Max)
+	assertWithin(t, 50*time.Millisecond, m.P50)
+	assertWithin(t, 99*time.Millisecond, m.P99)
+	assert.Zero(t, testing.AllocsPerRun(100, func() { r.Record(time.Millisecond, false) }))
+
+	var zero cqrs.Recorder
+	zero.Record(time.Second, true)
+	assert.Zero(t, zero.Metrics().Calls, "the zero Recorder records nothing")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"sync"
 )
 
 // Middleware decorates the handler of one message type. It is applied once,
@@ -29,16 +30,16 @@ type Middleware[C, R any] func(next Handler[C, R]) Handler[C, R]
 // it can set up what it keeps per message type (a circuit breaker, a rate
 // limiter, precomputed log attributes) there, and the [Invoker] it returns
 // is what dispatches of that type call. All the interceptors of one
-// dispatch share one Call, which costs one allocation per dispatch however
-// many interceptors there are.
+// dispatch share one Call, which the bus reuses from dispatch to dispatch:
+// a dispatch through interceptors allocates nothing itself, however many
+// there are.
 //
 // An Interceptor may also have the method
 //
 //	Enabled(ctx context.Context) bool
 //
 // When every interceptor of a chain has it and all report false for a
-// dispatch, the bus skips the chain, and its allocation, and calls the
-// inner handler directly. When any reports true the whole chain runs, so
+// dispatch, the bus skips the chain and calls the inner handler directly. When any reports true the whole chain runs, so
 // an interceptor must still check its own condition when invoked. A logger
 // whose level is off is the case this serves.
 //
@@ -111,8 +112,21 @@ func specOf[C, R any](kind Kind) *Spec {
 }
 
 // Call is one dispatch as an [Interceptor] sees it. Its methods are safe to
-// call from the interceptor's goroutine while the dispatch runs; a Call must
-// not be kept after the dispatch returns. Only the bus makes Calls.
+// call from the interceptor's goroutine while the dispatch runs. Only the
+// bus makes Calls.
+//
+// A Call must not be kept, nor passed to an [Invoker], after the
+// interceptor's own Invoker has returned: the bus reuses it for a later
+// dispatch of the same message type, which is how a dispatch through
+// interceptors costs no allocation. An interceptor that breaks this rule
+// (keeps a Call, or runs next on a goroutine it does not wait for) gets a
+// data race, never unsafe memory: every Call is an ordinary Go value, so a
+// Call read after its dispatch returned shows the zero message and result,
+// or those of a later dispatch of the same type, and an abandoned Invoker
+// can run the handler with such a message. The bus keeps the worst of it
+// away from other callers: a Call whose handler is still running when its
+// dispatch returns is never reused, so a late result cannot overwrite a
+// later dispatch's.
 type Call interface {
 	// Spec describes the message's type.
 	Spec() Spec
@@ -125,11 +139,16 @@ type Call interface {
 	sealed()
 }
 
-// call is the one allocation of a dispatch through interceptors.
+// call is a dispatch through interceptors. Calls are pooled per message
+// type (see [intercepted]), so a dispatch does not allocate one.
 type call[C, R any] struct {
 	spec *Spec
 	msg  C
 	res  R
+	// busy is set while the inner Invoker runs the handler: a call still
+	// busy when its dispatch returns was handed to a goroutine that
+	// outlived the dispatch, and is left to the garbage collector.
+	busy bool
 }
 
 func (c *call[C, R]) Spec() Spec   { return *c.spec }
@@ -169,15 +188,34 @@ type intercepted[C, R any] struct {
 	invoke Invoker
 	next   Handler[C, R]
 	gates  []gate // every interceptor's gate, or nil if one has none
+
+	// calls recycles the *call[C, R] of finished dispatches. A Call
+	// cannot live on the dispatcher's stack, since the interceptors it is
+	// passed to are opaque, and the Call contract lets the bus reuse it
+	// once the dispatch returns. A sync.Pool keeps a call per processor,
+	// so parallel dispatches do not share one.
+	calls sync.Pool
 }
 
 func (h *intercepted[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	if h.gates != nil && !anyEnabled(ctx, h.gates) {
 		return h.next.Handle(ctx, msg)
 	}
-	c := &call[C, R]{spec: h.spec, msg: msg}
+	c, _ := h.calls.Get().(*call[C, R])
+	if c == nil {
+		c = &call[C, R]{spec: h.spec}
+	}
+	c.msg = msg
 	err := h.invoke(ctx, c)
-	return c.res, err
+	res := c.res
+	if !c.busy {
+		// Keep no message or result alive in the pool.
+		var zc C
+		var zr R
+		c.msg, c.res = zc, zr
+		h.calls.Put(c)
+	}
+	return res, err
 }
 
 func anyEnabled(ctx context.Context, gates []gate) bool {
@@ -197,8 +235,9 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R]) (Han
 		if !ok {
 			return fmt.Errorf("cqrs: %s: an interceptor passed on a Call for %s", spec, c.Spec())
 		}
+		cc.busy = true
 		res, err := next.Handle(ctx, cc.msg)
-		cc.res = res
+		cc.res, cc.busy = res, false
 		return err
 	})
 	gates := make([]gate, 0, len(ics))

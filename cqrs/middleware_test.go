@@ -229,8 +229,8 @@ func TestAllocations(t *testing.T) {
 		{"Dispatch with typed middleware", 0, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, typed, q) }},
 		{"Dispatch with metrics", 0, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, metered, q) }},
 		{"ExecuteTyped of a boxed message", 0, func() (UserView, error) { return cqrs.ExecuteTyped[UserView](ctx, plain, boxed) }},
-		{"one interceptor", 1, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, one, q) }},
-		{"five interceptors", 1, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, five, q) }},
+		{"one interceptor", 0, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, one, q) }},
+		{"five interceptors", 0, func() (UserView, error) { return cqrs.Dispatch[UserView](ctx, five, q) }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -239,8 +239,94 @@ func TestAllocations(t *testing.T) {
 					t.Fatalf("got %v, %v", v, err)
 				}
 			})
-			assert.Equal(t, tc.want, allocs)
+			assertAllocs(t, tc.want, allocs)
 		})
+	}
+}
+
+// assertAllocs checks a count of allocations per dispatch. Under the race
+// detector a sync.Pool drops some of what it is given, so the pooled Call
+// of an intercepted dispatch is made again now and then: less than one per
+// dispatch.
+func assertAllocs(t *testing.T, want, got float64) {
+	t.Helper()
+	if raceEnabled {
+		assert.Less(t, got, want+1)
+		return
+	}
+	assert.Equal(t, want, got)
+}
+
+// TestKeptCallHoldsNoMessage checks that a Call an interceptor keeps past
+// its dispatch, against the contract, shows neither that dispatch's
+// message nor its result: the bus clears a Call before reusing it, so it
+// keeps no message alive either.
+func TestKeptCallHoldsNoMessage(t *testing.T) {
+	var kept cqrs.Call
+	keeper := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			kept = c
+			return next(ctx, c)
+		}
+	})
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(keeper))
+	require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[GetUser, UserView](getUser)))
+
+	v, err := cqrs.Dispatch[UserView](context.Background(), queries, GetUser{ID: 42})
+	require.NoError(t, err)
+	require.Equal(t, 42, v.ID)
+	require.NotNil(t, kept)
+	assert.Equal(t, GetUser{}, kept.Message(), "the kept Call still holds the message")
+	assert.Equal(t, UserView{}, kept.Result(), "the kept Call still holds the result")
+	assert.Equal(t, "query "+reflect.TypeFor[GetUser]().String(), kept.Spec().String(), "the Spec stays")
+}
+
+// TestAbandonedCallIsNotReused runs an interceptor that breaks the Call
+// contract the way a careless timeout would: it runs the rest of the chain
+// on a goroutine and returns while the handler still runs. The bus must
+// not give that Call to a later dispatch, whose result the late handler
+// would otherwise overwrite.
+func TestAbandonedCallIsNotReused(t *testing.T) {
+	started, release, finished := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var seen []cqrs.Call
+	abandon := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			seen = append(seen, c)
+			if c.Message().(GetUser).ID != 1 {
+				return next(ctx, c)
+			}
+			go func() {
+				defer close(finished)
+				_ = next(ctx, c)
+			}()
+			<-started // the handler runs; the dispatch gives up on it
+			return errors.New("gave up")
+		}
+	})
+	slowFirst := cqrs.HandlerFunc[GetUser, UserView](func(_ context.Context, q GetUser) (UserView, error) {
+		if q.ID == 1 {
+			close(started)
+			<-release
+		}
+		return UserView{ID: q.ID}, nil
+	})
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(abandon))
+	require.NoError(t, cqrs.Register(queries, slowFirst))
+	ctx := context.Background()
+
+	_, err := cqrs.Dispatch[UserView](ctx, queries, GetUser{ID: 1})
+	require.Error(t, err)
+	for id := 2; id <= 20; id++ {
+		v, err := cqrs.Dispatch[UserView](ctx, queries, GetUser{ID: id})
+		require.NoError(t, err)
+		assert.Equal(t, id, v.ID)
+	}
+	close(release)
+	<-finished
+
+	require.Len(t, seen, 20)
+	for i, c := range seen[1:] {
+		assert.False(t, c == seen[0], "dispatch %d reused the Call of the abandoned one", i+2)
 	}
 }
 
@@ -368,12 +454,20 @@ func TestEnabledSkipsTheChain(t *testing.T) {
 
 	oneOn := cqrs.NewQueryBus(cqrs.WithInterceptors(off, on))
 	require.NoError(t, cqrs.Register(oneOn, viewOnly))
-	assert.Equal(t, 1.0, dispatchAllocs(oneOn))
+	assertAllocs(t, 0, dispatchAllocs(oneOn))
 	assert.Positive(t, on.calls, "one is on: the chain runs")
 
-	ungated := cqrs.NewQueryBus(cqrs.WithInterceptors(off, passThrough))
+	var ungatedCalls int
+	counting := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			ungatedCalls++
+			return next(ctx, c)
+		}
+	})
+	ungated := cqrs.NewQueryBus(cqrs.WithInterceptors(off, counting))
 	require.NoError(t, cqrs.Register(ungated, viewOnly))
-	assert.Equal(t, 1.0, dispatchAllocs(ungated), "an interceptor without Enabled always runs")
+	assertAllocs(t, 0, dispatchAllocs(ungated))
+	assert.Positive(t, ungatedCalls, "an interceptor without Enabled always runs")
 
 	// Turning the switch on takes effect on the next dispatch.
 	off.on = true

@@ -1,11 +1,11 @@
-// Package registry holds the copy-on-write map behind every bus: message
-// types to handler entries, read without locks and replaced whole on each
-// registration.
+// Package registry holds the map behind every bus: message types to
+// handler entries, read without locks and written in place, one slot at a
+// time, on each registration.
 package registry
 
 import (
 	"errors"
-	"maps"
+	"math/bits"
 	"reflect"
 	"slices"
 	"strings"
@@ -46,33 +46,95 @@ type Entry[V any] struct {
 	Value V
 }
 
-// table is one immutable generation of the registry.
-type table[V any] struct {
-	byKey  map[Key]V
-	byName map[string]Key
-	sorted []Entry[V] // ordered by Name
+// descriptor stands for the runtime's type descriptor a Key points to. It
+// is never read: a *descriptor is only compared.
+type descriptor struct{}
+
+// slot is one cell of a table. A writer fills an empty slot in place: it
+// writes val, then publishes key atomically, so a reader that loads the
+// key sees the value written before it. A filled slot never changes.
+type slot[V any] struct {
+	key atomic.Pointer[descriptor]
+	val V
 }
 
-// Registry maps types to values. Lookups never lock and never allocate;
-// additions copy the whole table and publish the copy atomically, so they
-// cost O(n) and are meant for start-up, not for every request.
+// table is an open-addressing hash table of slots with linear probing. It
+// is at most half full; a writer that would fill it more copies the
+// entries into a table twice the size and publishes that instead.
+type table[V any] struct {
+	slots []slot[V]
+	shift uint // 64 - log2(len(slots)): the hash's top bits index a slot
+	used  int  // written under the Registry's mutex only
+}
+
+const minSlots = 8
+
+func newTable[V any](size int) *table[V] {
+	return &table[V]{slots: make([]slot[V], size), shift: uint(64 - bits.TrailingZeros(uint(size)))}
+}
+
+// home returns the slot where the search for p starts: Fibonacci hashing
+// of the descriptor's address, whose low bits are alignment and whose
+// high bits are the same for every type.
+func (t *table[V]) home(p *descriptor) uint {
+	return uint(uint64(uintptr(unsafe.Pointer(p))) * 0x9E3779B97F4A7C15 >> t.shift)
+}
+
+// find returns the value for p.
+func (t *table[V]) find(p *descriptor) (V, bool) {
+	mask := uint(len(t.slots) - 1)
+	for i := t.home(p); ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		switch s.key.Load() {
+		case p:
+			return s.val, true
+		case nil:
+			var zero V
+			return zero, false
+		}
+	}
+}
+
+// insert fills the first empty slot of p's probe sequence. p must not be
+// in t, and t must have an empty slot.
+func (t *table[V]) insert(p *descriptor, v V) {
+	mask := uint(len(t.slots) - 1)
+	i := t.home(p)
+	for t.slots[i].key.Load() != nil {
+		i = (i + 1) & mask
+	}
+	t.slots[i].val = v
+	t.slots[i].key.Store(p)
+	t.used++
+}
+
+// Registry maps types to values. Lookups never lock and never allocate:
+// one atomic load of the table, and a probe of an open-addressing table by
+// the type descriptor's address. Additions lock out other writers only,
+// fill a slot in place and publish it atomically, and double the table
+// when it is half full, so n additions cost O(n) in all.
 //
 // A Registry is safe for concurrent use. The zero value is empty and ready
 // to use. A Registry must not be copied after first use.
 type Registry[V any] struct {
-	mu  sync.Mutex // serialises writers; readers never take it
-	cur atomic.Pointer[table[V]]
+	cur atomic.Pointer[table[V]] // read without locks
+
+	mu      sync.Mutex // serialises writers and guards what follows
+	byName  map[string]Key
+	entries []Entry[V] // in the order added
+	sorted  []Entry[V] // entries ordered by name, made when asked; nil when stale
 }
+
+func (k Key) descriptor() *descriptor { return (*descriptor)(k.p) }
 
 // Lookup returns the value registered for k.
 func (r *Registry[V]) Lookup(k Key) (V, bool) {
 	t := r.cur.Load()
-	if t == nil {
+	if t == nil || k.p == nil {
 		var zero V
 		return zero, false
 	}
-	v, ok := t.byKey[k]
-	return v, ok
+	return t.find(k.descriptor())
 }
 
 // Add registers v for type t under name. It fails with [ErrKeyExists] if t
@@ -82,33 +144,33 @@ func (r *Registry[V]) Add(t reflect.Type, name string, v V) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
-	old := r.cur.Load()
-	if old == nil {
-		old = &table[V]{}
-	}
 	k := KeyOf(t)
-	if _, ok := old.byKey[k]; ok {
-		return ErrKeyExists
+	if err := r.check(k, name); err != nil {
+		return err
 	}
-	if _, ok := old.byName[name]; ok {
-		return ErrNameExists
+	if r.byName == nil {
+		r.byName = make(map[string]Key)
 	}
+	r.byName[name] = k
+	r.entries = append(r.entries, Entry[V]{Type: t, Name: name, Value: v})
+	r.sorted = nil
 
-	next := &table[V]{
-		byKey:  make(map[Key]V, len(old.byKey)+1),
-		byName: make(map[string]Key, len(old.byName)+1),
+	cur := r.cur.Load()
+	if cur == nil || 2*(cur.used+1) > len(cur.slots) {
+		// Grow: readers keep using the old table until the new one,
+		// complete, is published.
+		size := minSlots
+		if cur != nil {
+			size = 2 * len(cur.slots)
+		}
+		next := newTable[V](size)
+		for _, e := range r.entries {
+			next.insert(KeyOf(e.Type).descriptor(), e.Value)
+		}
+		r.cur.Store(next)
+		return nil
 	}
-	maps.Copy(next.byKey, old.byKey)
-	maps.Copy(next.byName, old.byName)
-	next.byKey[k] = v
-	next.byName[name] = k
-
-	i, _ := slices.BinarySearchFunc(old.sorted, name, func(e Entry[V], n string) int {
-		return strings.Compare(e.Name, n)
-	})
-	next.sorted = slices.Insert(slices.Clone(old.sorted), i, Entry[V]{Type: t, Name: name, Value: v})
-
-	r.cur.Store(next)
+	cur.insert(k.descriptor(), v)
 	return nil
 }
 
@@ -116,26 +178,33 @@ func (r *Registry[V]) Add(t reflect.Type, name string, v V) error {
 // [ErrKeyExists], [ErrNameExists] or nil. It lets a caller refuse early,
 // before work it would otherwise do for nothing; Add checks again.
 func (r *Registry[V]) Check(t reflect.Type, name string) error {
-	cur := r.cur.Load()
-	if cur == nil {
-		return nil
-	}
-	if _, ok := cur.byKey[KeyOf(t)]; ok {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.check(KeyOf(t), name)
+}
+
+func (r *Registry[V]) check(k Key, name string) error {
+	if _, ok := r.Lookup(k); ok {
 		return ErrKeyExists
 	}
-	if _, ok := cur.byName[name]; ok {
+	if _, ok := r.byName[name]; ok {
 		return ErrNameExists
 	}
 	return nil
 }
 
 // Entries returns the registered entries ordered by name. The slice is
-// shared with the registry and must not be modified.
+// shared with the registry and must not be modified. The first call after
+// an addition sorts, in O(n log n); later calls return the same slice.
 func (r *Registry[V]) Entries() []Entry[V] {
-	if t := r.cur.Load(); t != nil {
-		return t.sorted
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sorted == nil && len(r.entries) > 0 {
+		r.sorted = slices.SortedFunc(slices.Values(r.entries), func(a, b Entry[V]) int {
+			return strings.Compare(a.Name, b.Name)
+		})
 	}
-	return nil
+	return r.sorted
 }
 
 // Names returns the registered names in sorted order, in a new slice.

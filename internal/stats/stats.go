@@ -72,28 +72,46 @@ func Now() time.Duration { return time.Since(epoch) }
 // times, such as a token bucket.
 func Time() time.Time { return epoch.Add(time.Since(epoch)) }
 
-// shard is the part of a message type's metrics that one dispatch updates.
-// A dispatch picks its shard by the token of the processor it runs on (see
-// [shardToken]), so each processor keeps writing the same shards and cache
-// lines seldom move between cores.
-type shard struct {
-	errors  atomic.Uint64
-	sum     atomic.Uint64 // nanoseconds
-	min     atomic.Int64
-	max     atomic.Int64
-	buckets [nBuckets]atomic.Uint64
-	_       [64]byte // keep the next shard's counters off this cache line
-}
-
 // Stats are the metrics of one message type: counts and a latency
 // histogram. A Stats is safe for concurrent use; make one with [New].
+//
+// The memory of a Stats does not grow with the number of processors
+// beyond a 64-byte shard each (at most [maxShards]): the histogram is one,
+// shared by every processor, and a processor seldom writes it. Each shard
+// keeps the hot counters (errors, sum, min, max) and a small write-combining
+// cache of histogram buckets: a dispatch adds one to the count of its
+// bucket there, and the shard moves a count into the shared histogram only
+// when another bucket takes its slot. Latencies of one message type fall in
+// few buckets, so the shared histogram is written far less often than once
+// per dispatch, and no two processors write one cache line on the path.
 type Stats struct {
 	shards []shard
 	mask   uint64
+	hist   [nBuckets]atomic.Uint64
 }
 
-// maxShards bounds the memory of one message type's metrics: about 2.5 KiB
-// a shard.
+// shard is the part of a message type's metrics that one dispatch updates:
+// one cache line. A dispatch picks its shard by the token of the processor
+// it runs on (see [shardToken]), so each processor keeps writing the same
+// shards and cache lines seldom move between cores.
+type shard struct {
+	errors atomic.Uint64
+	sum    atomic.Uint64 // nanoseconds
+	min    atomic.Int64
+	max    atomic.Int64
+	// slots are the shard's pending histogram counts, direct-mapped by
+	// bucket: each holds (bucket+1)<<countBits | count, or zero.
+	slots [nSlots]atomic.Uint64
+}
+
+const (
+	nSlots    = 4
+	countBits = 48
+	countMask = 1<<countBits - 1
+)
+
+// maxShards bounds the memory of one message type's metrics: 64 bytes a
+// shard, besides the shared histogram's 2.4 KiB.
 const maxShards = 16
 
 // New returns empty Stats.
@@ -102,6 +120,8 @@ func New() *Stats {
 	// draw the same one.
 	n := 1 << bits.Len(uint(2*runtime.GOMAXPROCS(0)-1))
 	n = min(n, maxShards)
+	// A shard is 64 bytes and n a power of two, so the allocation is
+	// aligned to a cache line and each shard has one to itself.
 	s := &Stats{shards: make([]shard, n), mask: uint64(n - 1)}
 	for i := range s.shards {
 		s.shards[i].min.Store(math.MaxInt64)
@@ -127,17 +147,40 @@ func (s *Stats) Record(d time.Duration, failed bool) {
 	if !ok {
 		tok = &shardToken{n: tokenCount.Add(1)}
 	}
-	defer shardTokens.Put(tok)
-
 	sh := &s.shards[tok.n&s.mask]
+	shardTokens.Put(tok)
+
 	ns := max(int64(d), 0)
 	if failed {
 		sh.errors.Add(1)
 	}
 	sh.sum.Add(uint64(ns))
-	sh.buckets[bucketOf(uint64(ns))].Add(1)
+	s.count(sh, bucketOf(uint64(ns)))
 	lower(&sh.min, ns)
 	raise(&sh.max, ns)
+}
+
+// count adds one to bucket b through the shard's slot for it.
+func (s *Stats) count(sh *shard, b int) {
+	slot := &sh.slots[b%nSlots]
+	tag := uint64(b+1) << countBits
+	for {
+		old := slot.Load()
+		if old&^countMask == tag && old&countMask != countMask {
+			if slot.CompareAndSwap(old, old+1) {
+				return
+			}
+			continue
+		}
+		// Another bucket holds the slot (or none, or it is full): take
+		// it, and move its count to the shared histogram.
+		if slot.CompareAndSwap(old, tag|1) {
+			if old != 0 {
+				s.hist[old>>countBits-1].Add(old & countMask)
+			}
+			return
+		}
+	}
 }
 
 // lower sets v to x if x is smaller. Once the minimum is known it seldom
@@ -166,6 +209,13 @@ func raise(v *atomic.Int64, x int64) {
 func (s *Stats) Snapshot() Snapshot {
 	var m Snapshot
 	var hist [nBuckets]uint64
+	// The shared histogram first, the shards' slots after: a count moves
+	// from a slot to the histogram after the slot is taken, so read in
+	// this order it is never counted twice (only, for an instant, not
+	// yet).
+	for b := range hist {
+		hist[b] = s.hist[b].Load()
+	}
 	var sum uint64
 	lo, hi := int64(math.MaxInt64), int64(0)
 	for i := range s.shards {
@@ -174,8 +224,10 @@ func (s *Stats) Snapshot() Snapshot {
 		sum += sh.sum.Load()
 		lo = min(lo, sh.min.Load())
 		hi = max(hi, sh.max.Load())
-		for b := range hist {
-			hist[b] += sh.buckets[b].Load()
+		for j := range sh.slots {
+			if v := sh.slots[j].Load(); v != 0 {
+				hist[v>>countBits-1] += v & countMask
+			}
 		}
 	}
 	for _, n := range hist {

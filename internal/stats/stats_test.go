@@ -2,6 +2,8 @@ package stats
 
 import (
 	"math/rand/v2"
+	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -103,4 +105,79 @@ func TestCounterIsExactUnderConcurrency(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, uint64(32000), c.Load())
 	assert.Zero(t, testing.AllocsPerRun(100, func() { c.Add(2) }))
+}
+
+func TestCountsAreExactUnderConcurrency(t *testing.T) {
+	s := New()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 7))
+			for i := range 5000 {
+				// Many buckets, so that slots change hands and spill
+				// into the shared histogram all the time.
+				s.Record(time.Duration(r.Uint64N(1<<30)), i%10 == 0)
+			}
+		})
+	}
+	wg.Wait()
+	snap := s.Snapshot()
+	assert.Equal(t, uint64(40000), snap.Calls)
+	assert.Equal(t, uint64(4000), snap.Errors)
+}
+
+func TestFullSlotSpills(t *testing.T) {
+	t.Parallel()
+	s := New()
+	b := bucketOf(1000)
+	for i := range s.shards {
+		s.shards[i].slots[b%nSlots].Store(uint64(b+1)<<countBits | countMask)
+	}
+	s.Record(1000*time.Nanosecond, false)
+	var total uint64
+	for i := range s.shards {
+		total += s.shards[i].slots[b%nSlots].Load() & countMask
+	}
+	total += s.hist[b].Load()
+	assert.Equal(t, uint64(len(s.shards))*countMask+1, total, "a full slot moves its count to the histogram")
+}
+
+// TestMemoryPerType bounds the heap one message type's metrics take, at
+// a processor count of 16, where a histogram per processor would take ten
+// times as much.
+func TestMemoryPerType(t *testing.T) {
+	for _, procs := range []int{2, 16, 64} {
+		t.Run(strconv.Itoa(procs), func(t *testing.T) {
+			bytes := HeapPerType(procs, 1000)
+			assert.LessOrEqual(t, bytes, 4096.0, "heap per message type at GOMAXPROCS=%d", procs)
+		})
+	}
+}
+
+// BenchmarkHeapPerType reports the heap of one message type's metrics at
+// each GOMAXPROCS given with -cpu.
+func BenchmarkHeapPerType(b *testing.B) {
+	var bytes float64
+	for b.Loop() {
+		bytes = HeapPerType(runtime.GOMAXPROCS(0), 1000)
+	}
+	b.ReportMetric(bytes, "B/type")
+}
+
+func BenchmarkRecord(b *testing.B) {
+	s := New()
+	b.Run("Serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			s.Record(80*time.Nanosecond, false)
+		}
+	})
+	b.Run("Parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				s.Record(80*time.Nanosecond, false)
+			}
+		})
+	})
 }
