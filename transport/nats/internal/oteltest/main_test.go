@@ -2,9 +2,9 @@ package oteltest_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	natstest "github.com/nats-io/nats-server/v2/test"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -14,14 +14,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// startServer runs an embedded NATS server on a free loopback port. It
-// stops with the test.
+// startServer runs an embedded NATS server on a free loopback port, as
+// nats-server's own tests do. It stops with the test.
 func startServer(t testing.TB) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	require.NoError(t, err)
-	go s.Start()
-	require.True(t, s.ReadyForConnections(10*time.Second), "NATS server did not start")
+	s := natstest.RunRandClientPortServer()
 	t.Cleanup(func() {
 		s.Shutdown()
 		s.WaitForShutdown()
