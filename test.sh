@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the tests of every Go module in this repository with the race
-# detector: the core and the modules that keep heavy dependencies apart
-# (middleware/otel, examples/observability). Extra arguments go to
-# go test, as in ./test.sh -count=1.
+# detector: every directory that holds a go.mod, found afresh each run, so
+# a new module is tested without editing this script. Extra arguments go
+# to go test, as in ./test.sh -count=1.
 set -euo pipefail
 cd "$(dirname "$0")"
 

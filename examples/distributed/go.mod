@@ -6,8 +6,8 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/stretchr/testify v1.12.1
-	github.com/typedcqrs/dispatch v0.0.0
-	github.com/typedcqrs/dispatch/transport/nats v0.0.0
+	github.com/typedcqrs/dispatch v0.1.0
+	github.com/typedcqrs/dispatch/transport/nats v0.1.0
 	go.uber.org/goleak v1.3.0
 )
 
@@ -46,7 +46,5 @@ require (
 // Built against the code beside it, in this repository.
 replace (
 	github.com/typedcqrs/dispatch => ../..
-	// Needed by transport/nats's tests, which go mod tidy considers.
-	github.com/typedcqrs/dispatch/middleware/otel => ../../middleware/otel
 	github.com/typedcqrs/dispatch/transport/nats => ../../transport/nats
 )

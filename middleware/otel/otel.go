@@ -36,7 +36,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/typedcqrs/dispatch/cqrs"
-	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
 // ScopeName is the instrumentation scope of the tracer and the meter.
@@ -162,12 +161,12 @@ func (i *interceptor) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker 
 		measure := i.duration.Enabled(ctx)
 		var start time.Duration
 		if measure {
-			start = stats.Now()
+			start = now()
 		}
 		err := next(ctx, c)
 		var seconds float64
 		if measure {
-			seconds = (stats.Now() - start).Seconds()
+			seconds = (now() - start).Seconds()
 		}
 		if err == nil {
 			if measure {
@@ -188,3 +187,11 @@ func (i *interceptor) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker 
 		return err
 	}
 }
+
+// epoch anchors now.
+var epoch = time.Now()
+
+// now reads the monotonic clock alone: half the cost of [time.Now].
+// (The core keeps the same clock in an internal package, which a
+// sub-module must not import.)
+func now() time.Duration { return time.Since(epoch) }

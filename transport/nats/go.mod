@@ -6,8 +6,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/stretchr/testify v1.12.1
-	github.com/typedcqrs/dispatch v0.0.0
-	github.com/typedcqrs/dispatch/middleware/otel v0.0.0-00010101000000-000000000000
+	github.com/typedcqrs/dispatch v0.1.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0
@@ -47,8 +46,4 @@ require (
 
 // Developed in the same repository as the core: build against the code
 // beside it. Consumers get the version their go.mod requires.
-replace (
-	github.com/typedcqrs/dispatch => ../..
-	// Used only by the tests, to check that traces cross the wire.
-	github.com/typedcqrs/dispatch/middleware/otel => ../../middleware/otel
-)
+replace github.com/typedcqrs/dispatch => ../..

@@ -1,4 +1,4 @@
-package nats_test
+package oteltest_test
 
 import (
 	"context"
@@ -15,11 +15,21 @@ import (
 	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
 )
 
+// PlaceOrder is the command sent across NATS; Order is its result.
+type PlaceOrder struct {
+	ID   int    `json:"id"`
+	Item string `json:"item"`
+}
+
+type Order struct {
+	ID int
+}
+
 // TestTraceWithTheOpenTelemetryModule puts the OpenTelemetry interceptor
 // on both sides: the serving process's dispatch span is the child of the
 // calling process's, across NATS.
 func TestTraceWithTheOpenTelemetryModule(t *testing.T) {
-	ns := startServer(t, -1)
+	ns := startServer(t)
 	w3c := cqrsnats.WithPropagator(propagation.TraceContext{})
 	tracing := func(t *testing.T) (*tracetest.SpanRecorder, cqrs.Interceptor) {
 		spans := tracetest.NewSpanRecorder()
@@ -51,8 +61,8 @@ func TestTraceWithTheOpenTelemetryModule(t *testing.T) {
 	require.Len(t, clientSpans.Ended(), 1)
 	require.Len(t, serverSpans.Ended(), 1)
 	caller, handler := clientSpans.Ended()[0], serverSpans.Ended()[0]
-	assert.Equal(t, "command nats_test.PlaceOrder", caller.Name())
-	assert.Equal(t, "command nats_test.PlaceOrder", handler.Name())
+	assert.Equal(t, "command oteltest_test.PlaceOrder", caller.Name())
+	assert.Equal(t, "command oteltest_test.PlaceOrder", handler.Name())
 	assert.Equal(t, caller.SpanContext().TraceID(), handler.SpanContext().TraceID(), "one trace across the processes")
 	assert.Equal(t, caller.SpanContext().SpanID(), handler.Parent().SpanID(), "the serving span is the calling span's child")
 	assert.True(t, handler.Parent().IsRemote())
