@@ -79,9 +79,11 @@ func IsRetryable(err error) bool {
 // it fails with a retryable error, waiting between attempts with
 // exponential backoff and jitter (github.com/cenkalti/backoff/v5). It stops
 // at the first success, at an error that is not retryable, after
-// MaxAttempts, or as soon as the context ends, and then returns the last
-// attempt's error (or the context's). The handler must be safe to call
-// more than once with the same message.
+// MaxAttempts, or as soon as the context ends, and returns the last
+// attempt's error. No attempt starts on a done context: when the context
+// ends during a wait, or as it ends, the error wraps both ctx.Err() and
+// the last attempt's error, so [errors.Is] finds either. The handler must
+// be safe to call more than once with the same message.
 //
 // A successful first attempt costs nothing beyond the call. A config that
 // is invalid for [Config] (see [RetryConfig]) is corrected to its defaults.
@@ -120,12 +122,29 @@ func retry(ctx context.Context, cfg RetryConfig, next cqrs.Invoker, c cqrs.Call,
 		timer.Reset(delays.NextBackOff())
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (after %d attempts, the last failed with: %w)", ctx.Err(), attempt-1, err)
 		case <-timer.C:
+		}
+		// The context may end as the wait does, and select picks either
+		// (or its timer has yet to run): check it, and its deadline, so
+		// that no attempt starts on a done context.
+		if done := ended(ctx); done != nil {
+			return fmt.Errorf("%w (after %d attempts, the last failed with: %w)", done, attempt-1, err)
 		}
 		if err = next(ctx, c); err == nil || !cfg.Retryable(err) {
 			return err
 		}
 	}
 	return err
+}
+
+// ended returns ctx's error, or [context.DeadlineExceeded] if its deadline
+// has come though the context has not yet been told.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

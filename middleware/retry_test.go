@@ -153,3 +153,21 @@ func TestPermanentErrorsAreNotRetried(t *testing.T) {
 		assert.NoError(t, middleware.Permanent(nil))
 	})
 }
+
+// TestRetryNoAttemptOnADoneContext ends the context at the very instant the
+// backoff wait ends: both are ready together, and no attempt may start on
+// the done context whichever the wait sees first.
+func TestRetryNoAttemptOnADoneContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		for range 32 {
+			f := &flaky{n: 10, err: errJob}
+			bus := flakyBus(t, f, middleware.RetryConfig{MaxAttempts: 3, BaseDelay: time.Second, Jitter: -1})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err := runCtx(ctx, bus, Job{})
+			cancel()
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			require.ErrorIs(t, err, errJob, "the last attempt's error is kept")
+			require.Len(t, f.calls, 1, "the attempt due when the context ended did not start")
+		}
+	})
+}
