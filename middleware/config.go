@@ -42,7 +42,8 @@ type Config struct {
 }
 
 // BreakerConfig is the part of [gobreaker.Settings] a file can hold. Its
-// zero value is gobreaker's defaults.
+// zero value is the defaults of [NewBreaker]: a breaker opens after 5
+// consecutive failures.
 type BreakerConfig struct {
 	// ConsecutiveFailures opens the breaker when this many dispatches in
 	// a row have failed. Zero means 5.
@@ -61,7 +62,7 @@ type BreakerConfig struct {
 func (c BreakerConfig) Settings() gobreaker.Settings {
 	failures := c.ConsecutiveFailures
 	if failures == 0 {
-		failures = 5
+		failures = DefaultBreakerFailures
 	}
 	return gobreaker.Settings{
 		MaxRequests: c.HalfOpenRequests,
