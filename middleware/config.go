@@ -88,7 +88,7 @@ func (c Config) Validate() error {
 		errs = append(errs, c.Retry.validate())
 	}
 	if c.Cache != nil {
-		errs = append(errs, c.Cache.validate())
+		errs = append(errs, validateCache(*c.Cache))
 	}
 	return errors.Join(errs...)
 }
@@ -185,4 +185,14 @@ func (c Config) Build(logger *slog.Logger) (*Stack, error) {
 		s.Interceptors = append(s.Interceptors, s.Breaker)
 	}
 	return s, nil
+}
+
+func validateCache(c CacheConfig) error {
+	switch {
+	case c.TTL <= 0:
+		return fmt.Errorf("middleware: cache: ttl must be positive, not %v", c.TTL)
+	case c.MaxEntries < 0:
+		return fmt.Errorf("middleware: cache: max_entries must not be negative, not %d", c.MaxEntries)
+	}
+	return nil
 }
