@@ -224,7 +224,9 @@ type cachedHandler[K comparable, C, R any] struct {
 // value, and the bus recovers it as if there were no cache.
 type loadPanic struct{ value any }
 
-func (p *loadPanic) Error() string { return fmt.Sprintf("middleware: cache: handler panicked: %v", p.value) }
+func (p *loadPanic) Error() string {
+	return fmt.Sprintf("middleware: cache: handler panicked: %v", p.value)
+}
 
 func (h *cachedHandler[K, C, R]) Handle(ctx context.Context, q C) (R, error) {
 	key := h.key(q)
