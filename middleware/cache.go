@@ -73,6 +73,9 @@ type Keyer interface {
 // methods do nothing.
 type Cache[C, R any] struct {
 	store store[C, R]
+	// placed, for a cache of a Stack, runs the stack's inner layers
+	// inside the cache.
+	placed cqrs.Middleware[C, R]
 }
 
 // CacheOption configures a [Cache] of results R beyond its [CacheConfig].
@@ -163,10 +166,14 @@ func newCache[K comparable, C, R any](cfg CacheConfig, key func(C) K, opts []Cac
 // Middleware returns the typed middleware that serves C's queries from the
 // cache.
 func (c *Cache[C, R]) Middleware() cqrs.Middleware[C, R] {
-	if c.store == nil {
-		return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return next }
+	wrap := func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return next }
+	if c.store != nil {
+		wrap = c.store.wrap
 	}
-	return c.store.wrap
+	if c.placed == nil {
+		return wrap
+	}
+	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return wrap(c.placed(next)) }
 }
 
 // Stats returns what the cache has done so far.
