@@ -181,3 +181,25 @@ func TestBuild(t *testing.T) {
 	_, err = middleware.Config{Timeout: -time.Second}.Build(nil)
 	require.ErrorIs(t, err, middleware.ErrConfig)
 }
+
+// BenchmarkParseConfigRepeatedKeys parses 10 KB of one key repeated, the
+// input that took seconds when the YAML decoder checked repeats itself.
+func BenchmarkParseConfigRepeatedKeys(b *testing.B) {
+	doc := []byte(strings.Repeat("timeout: 1s\n", 850))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := middleware.ParseConfig(doc); err == nil {
+			b.Fatal("repeated keys accepted")
+		}
+	}
+}
+
+// BenchmarkParseConfigFull parses the full config of these tests.
+func BenchmarkParseConfigFull(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := middleware.ParseConfig([]byte(fullYAML)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
