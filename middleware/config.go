@@ -188,9 +188,9 @@ type Stack struct {
 	// gets the inner layers (rate limit, timeout, retry, breaker) inside
 	// the cache instead, so that a hit skips them.
 	Queries []cqrs.Interceptor
-	// Interceptors is Commands.
-	//
-	// Deprecated: a stack is built per kind; use Commands and Queries.
+	// Interceptors is Commands, kept for callers written when one stack
+	// served both buses. Use Commands and Queries: a query bus given
+	// Interceptors is not retried and gets no cache placement.
 	Interceptors []cqrs.Interceptor
 	// Metrics reads the stack's metrics; nil unless Config.Metrics.
 	Metrics *Metrics
