@@ -3,7 +3,11 @@ package middleware
 import (
 	"context"
 	"fmt"
+	"iter"
 	"maps"
+	"reflect"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/sony/gobreaker/v2"
@@ -11,11 +15,17 @@ import (
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
+// DefaultBreakerFailures is the default of every breaker of this package:
+// a breaker opens after this many consecutive failures.
+const DefaultBreakerFailures = 5
+
 // Breaker is an interceptor that gives each message type its own circuit
 // breaker, from github.com/sony/gobreaker/v2: a type whose handler keeps
 // failing stops being called for a while, and failing fast spares both the
 // caller and what the handler depends on. A failing type never opens
-// another type's breaker.
+// another type's breaker: breakers are keyed by the message's Go type and
+// the bus's kind, never by its printed name, so two types that print alike
+// (a/orders.Place and b/orders.Place) have one each.
 //
 // While a type's breaker is open, and while it is half-open with as many
 // probes in flight as the settings allow, its dispatches fail at once with
@@ -24,40 +34,73 @@ import (
 // takes its lock only to decide and to record, never while a handler runs,
 // so concurrent calls are not serialised.
 //
-// Breaker is safe for concurrent use. Make one with [NewBreaker].
+// Breaker is safe for concurrent use. The zero value is a Breaker with the
+// settings of NewBreaker(gobreaker.Settings{}), ready to use; a Breaker
+// must not be copied after first use.
 type Breaker struct {
 	settings gobreaker.Settings
 
 	mu       sync.Mutex
-	breakers map[string]*gobreaker.CircuitBreaker[struct{}] // by Spec.String()
+	breakers map[breakerKey]*typeBreaker
 }
 
-// NewBreaker returns a Breaker whose per-type breakers use st, with these
-// changes: each breaker's Name is its message's name, and a nil
-// st.IsExcluded becomes [IsCallerError], so validation failures, missing
-// handlers and the caller's cancellations neither count as failures nor
-// as successes. The other defaults are gobreaker's: trip after more than 5
-// consecutive failures, stay open for 60 seconds, let 1 probe through when
-// half-open.
+// breakerKey is the identity of a message type on a kind of bus.
+type breakerKey struct {
+	kind cqrs.Kind
+	typ  reflect.Type
+}
+
+type typeBreaker struct {
+	spec cqrs.Spec
+	cb   *gobreaker.CircuitBreaker[struct{}]
+}
+
+// NewBreaker returns a Breaker whose per-type breakers use st, normalised
+// so:
+//
+//   - Name is set to each breaker's message name.
+//   - If st.ReadyToTrip is nil, a breaker opens after
+//     [DefaultBreakerFailures] (5) consecutive failures.
+//   - If st.IsExcluded is nil, [IsCallerError] is used, so validation
+//     failures, missing handlers and the caller's cancellations count
+//     neither as failures nor as successes.
+//   - The other fields are normalised by gobreaker: if MaxRequests is 0,
+//     1 probe goes through when half-open; if Timeout <= 0, a breaker
+//     stays open for 60 seconds; if Interval <= 0, the counts are cleared
+//     only when the state changes.
 func NewBreaker(st gobreaker.Settings) *Breaker {
+	return &Breaker{settings: st}
+}
+
+// settingsFor returns b's settings for one message type.
+func (b *Breaker) settingsFor(spec cqrs.Spec) gobreaker.Settings {
+	st := b.settings
+	st.Name = spec.Name
+	if st.ReadyToTrip == nil {
+		st.ReadyToTrip = func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= DefaultBreakerFailures }
+	}
 	if st.IsExcluded == nil {
 		st.IsExcluded = IsCallerError
 	}
-	return &Breaker{settings: st, breakers: make(map[string]*gobreaker.CircuitBreaker[struct{}])}
+	return st
 }
 
 // Intercept makes the breaker of spec's message type, or reuses it when
-// the Breaker serves the same type on another bus or in another chain.
+// the Breaker serves the same type on another bus of the same kind or in
+// another chain.
 func (b *Breaker) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
-	st := b.settings
-	st.Name = spec.Name
+	key := breakerKey{kind: spec.Kind, typ: spec.MessageType}
 	b.mu.Lock()
-	cb, ok := b.breakers[spec.String()]
+	if b.breakers == nil {
+		b.breakers = make(map[breakerKey]*typeBreaker)
+	}
+	tb, ok := b.breakers[key]
 	if !ok {
-		cb = gobreaker.NewCircuitBreaker[struct{}](st)
-		b.breakers[spec.String()] = cb
+		tb = &typeBreaker{spec: spec, cb: gobreaker.NewCircuitBreaker[struct{}](b.settingsFor(spec))}
+		b.breakers[key] = tb
 	}
 	b.mu.Unlock()
+	cb := tb.cb
 
 	return func(ctx context.Context, c cqrs.Call) error {
 		called := false
@@ -73,26 +116,49 @@ func (b *Breaker) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 }
 
 // State returns the state of the breaker of the message type that spec
-// describes, and false if no such type was set up.
+// describes (by its Kind and MessageType), and false if no such type was
+// set up.
 func (b *Breaker) State(spec cqrs.Spec) (gobreaker.State, bool) {
 	b.mu.Lock()
-	cb, ok := b.breakers[spec.String()]
+	tb, ok := b.breakers[breakerKey{kind: spec.Kind, typ: spec.MessageType}]
 	b.mu.Unlock()
 	if !ok {
 		return 0, false
 	}
-	return cb.State(), true
+	return tb.cb.State(), true
+}
+
+// All yields the Spec and state of every breaker, sorted by Spec.String()
+// and then by the type's package path. It is what a dashboard or a metrics
+// exporter reads: each Spec's Kind, Name and MessageType identify its type
+// without parsing a string.
+func (b *Breaker) All() iter.Seq2[cqrs.Spec, gobreaker.State] {
+	b.mu.Lock()
+	all := slices.Collect(maps.Values(b.breakers))
+	b.mu.Unlock()
+	slices.SortFunc(all, func(x, y *typeBreaker) int {
+		if c := strings.Compare(x.spec.String(), y.spec.String()); c != 0 {
+			return c
+		}
+		return strings.Compare(x.spec.MessageType.PkgPath(), y.spec.MessageType.PkgPath())
+	})
+	return func(yield func(cqrs.Spec, gobreaker.State) bool) {
+		for _, tb := range all {
+			if !yield(tb.spec, tb.cb.State()) {
+				return
+			}
+		}
+	}
 }
 
 // States returns the state of every breaker, by kind and message name
-// (Spec.String(), such as "command orders.PlaceOrder").
+// (Spec.String(), such as "command orders.PlaceOrder"). Two types that
+// print alike share a key, and only one of their states is kept: use
+// [Breaker.All] to tell them apart.
 func (b *Breaker) States() map[string]gobreaker.State {
-	b.mu.Lock()
-	breakers := maps.Clone(b.breakers)
-	b.mu.Unlock()
-	out := make(map[string]gobreaker.State, len(breakers))
-	for name, cb := range breakers {
-		out[name] = cb.State()
+	out := make(map[string]gobreaker.State)
+	for spec, state := range b.All() {
+		out[spec.String()] = state
 	}
 	return out
 }

@@ -160,3 +160,33 @@ func TestBreakerDoesNotSerialiseCalls(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func gobreakerTripAfter(n uint32) gobreaker.Settings {
+	return gobreaker.Settings{ReadyToTrip: tripAfter(n)}
+}
+
+// TestBreakerDefaultOpensAtFive pins the one default: a breaker opens
+// after 5 consecutive failures, made by NewBreaker, by a zero Breaker or
+// by a Config.
+func TestBreakerDefaultOpensAtFive(t *testing.T) {
+	cfgStack, err := middleware.Config{Breaker: &middleware.BreakerConfig{}}.Build(nil)
+	require.NoError(t, err)
+	for name, br := range map[string]*middleware.Breaker{
+		"NewBreaker": middleware.NewBreaker(gobreaker.Settings{}),
+		"zero":       new(middleware.Breaker),
+		"Config":     cfgStack.Breaker,
+	} {
+		t.Run(name, func(t *testing.T) {
+			bus, j := jobBus(t, br)
+			for range 4 {
+				_, err := run(bus, Job{Do: "fail"})
+				require.ErrorIs(t, err, errJob)
+			}
+			_, err := run(bus, Job{Do: "fail"})
+			require.ErrorIs(t, err, errJob, "the fifth failure reaches the handler")
+			_, err = run(bus, Job{})
+			require.ErrorIs(t, err, cqrs.ErrCircuitOpen, "and opens the breaker")
+			assert.Equal(t, int64(5), j.calls.Load())
+		})
+	}
+}

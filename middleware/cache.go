@@ -13,13 +13,15 @@ import (
 	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
-// CacheConfig configures a [Cache].
+// CacheConfig configures a [Cache]. Each field is normalised as its
+// comment says; [ParseConfig] refuses the same values in a file instead.
 type CacheConfig struct {
-	// TTL is how long a result stays cached after it was computed. It
-	// must be positive.
+	// TTL is how long a result stays cached after it was computed. If TTL
+	// <= 0, nothing is cached: every query reaches the handler.
 	TTL time.Duration `yaml:"ttl" json:"ttl"`
 	// MaxEntries bounds the results kept; past it the cache evicts the
-	// entries least likely to be asked for again. Zero means 10,000.
+	// entries least likely to be asked for again. If MaxEntries <= 0,
+	// 10,000 is used.
 	MaxEntries int `yaml:"max_entries" json:"max_entries"`
 	// CountHits makes the cache count its hits for [Cache.Stats], at
 	// about 5ns a hit. Misses are always counted.
@@ -28,14 +30,11 @@ type CacheConfig struct {
 
 const defaultMaxEntries = 10_000
 
-func (c CacheConfig) validate() error {
-	switch {
-	case c.TTL <= 0:
-		return fmt.Errorf("middleware: cache: ttl must be positive, not %v", c.TTL)
-	case c.MaxEntries < 0:
-		return fmt.Errorf("middleware: cache: max_entries must not be negative, not %d", c.MaxEntries)
+func (c CacheConfig) normalised() CacheConfig {
+	if c.MaxEntries <= 0 {
+		c.MaxEntries = defaultMaxEntries
 	}
-	return nil
+	return c
 }
 
 // Keyer is a query that names its own cache key: two queries with the same
@@ -48,20 +47,51 @@ type Keyer interface {
 // on the entries, with github.com/maypok86/otter/v2. Give its
 // [Cache.Middleware] to [cqrs.Register] for C's handler.
 //
-// Only successful results are cached; errors never are. A hit costs no
+// Only successful results are cached; errors and panics never are. A
+// handler's panic reaches the bus as it would without the cache, with its
+// own value, and becomes the bus's [*cqrs.PanicError]; every caller that
+// was waiting for that result gets the same panic value. A hit costs no
 // allocation. Concurrent misses for the same query run the handler once
 // and share its result, so an expired popular entry causes no stampede.
 // Invalidate and InvalidateAll drop entries, typically from the handler of
 // a command that changed what the query reads.
+//
+// Results are shared: by default every caller gets the very R value the
+// handler returned, so a result that holds a slice, a map or a pointer
+// shares what it points to with every later caller, and a caller that
+// changes it changes what the next one gets. Give [WithClone] a function
+// that copies R, and each caller, the one whose miss ran the handler
+// included, gets a copy of its own.
 //
 // An entry lives for its TTL give or take 1% (the cache reads a clock
 // that a goroutine updates every TTL/100, between 1ms and 1s, since
 // reading the precise time would be a third of the cost of a hit).
 //
 // A Cache is safe for concurrent use. It runs two goroutines, one that
-// expires entries and the clock's; Close stops them.
+// expires entries and the clock's; Close stops them. The zero value caches
+// nothing: its middleware calls the handler every time, and its other
+// methods do nothing.
 type Cache[C, R any] struct {
 	store store[C, R]
+	// placed, for a cache of a Stack, runs the stack's inner layers
+	// inside the cache.
+	placed cqrs.Middleware[C, R]
+}
+
+// CacheOption configures a [Cache] of results R beyond its [CacheConfig].
+type CacheOption[R any] func(*cacheOptions[R])
+
+type cacheOptions[R any] struct {
+	clone func(R) R
+}
+
+// WithClone makes the cache give each caller clone(result) rather than
+// the cached result itself, so that no caller sees another's changes.
+// clone must return a value that shares nothing mutable with its
+// argument, and must be safe to call concurrently; it runs on every hit.
+// A nil clone is ignored.
+func WithClone[R any](clone func(R) R) CacheOption[R] {
+	return func(o *cacheOptions[R]) { o.clone = clone }
 }
 
 // store is a cache keyed one way or another.
@@ -88,25 +118,30 @@ type CacheStats struct {
 // must say all there is to the query, so it may not hold pointers,
 // interfaces, channels or maps, which compare by identity or not at all;
 // such a type gets an error, and should implement [Keyer] and use
-// [NewKeyedCache].
-func NewCache[C comparable, R any](cfg CacheConfig) (*Cache[C, R], error) {
+// [NewKeyedCache]. cfg is normalised as [CacheConfig] says.
+func NewCache[C comparable, R any](cfg CacheConfig, opts ...CacheOption[R]) (*Cache[C, R], error) {
 	if err := keyable(reflect.TypeFor[C](), reflect.TypeFor[C]()); err != nil {
 		return nil, err
 	}
-	return newCache[C, C, R](cfg, func(q C) C { return q })
+	return newCache[C, C, R](cfg, func(q C) C { return q }, opts)
 }
 
-// NewKeyedCache returns a cache of query type C keyed by C's CacheKey.
-func NewKeyedCache[C Keyer, R any](cfg CacheConfig) (*Cache[C, R], error) {
-	return newCache[string, C, R](cfg, C.CacheKey)
+// NewKeyedCache returns a cache of query type C keyed by C's CacheKey. cfg
+// is normalised as [CacheConfig] says.
+func NewKeyedCache[C Keyer, R any](cfg CacheConfig, opts ...CacheOption[R]) (*Cache[C, R], error) {
+	return newCache[string, C, R](cfg, C.CacheKey, opts)
 }
 
-func newCache[K comparable, C, R any](cfg CacheConfig, key func(C) K) (*Cache[C, R], error) {
-	if err := cfg.validate(); err != nil {
-		return nil, err
+func newCache[K comparable, C, R any](cfg CacheConfig, key func(C) K, opts []CacheOption[R]) (*Cache[C, R], error) {
+	cfg = cfg.normalised()
+	if cfg.TTL <= 0 {
+		return &Cache[C, R]{}, nil
 	}
-	if cfg.MaxEntries == 0 {
-		cfg.MaxEntries = defaultMaxEntries
+	var o cacheOptions[R]
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
 	}
 	// Reading the precise time is a third of a hit; a clock that a
 	// goroutine reads every TTL/100 costs a load instead, and an entry
@@ -121,7 +156,7 @@ func newCache[K comparable, C, R any](cfg CacheConfig, key func(C) K) (*Cache[C,
 		clock.Stop()
 		return nil, fmt.Errorf("middleware: cache: %w", err)
 	}
-	k := &keyed[K, C, R]{cache: c, clock: clock, key: key}
+	k := &keyed[K, C, R]{cache: c, clock: clock, key: key, clone: o.clone}
 	if cfg.CountHits {
 		k.hits = stats.NewCounter()
 	}
@@ -131,21 +166,45 @@ func newCache[K comparable, C, R any](cfg CacheConfig, key func(C) K) (*Cache[C,
 // Middleware returns the typed middleware that serves C's queries from the
 // cache.
 func (c *Cache[C, R]) Middleware() cqrs.Middleware[C, R] {
-	return c.store.wrap
+	wrap := func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return next }
+	if c.store != nil {
+		wrap = c.store.wrap
+	}
+	if c.placed == nil {
+		return wrap
+	}
+	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return wrap(c.placed(next)) }
 }
 
 // Stats returns what the cache has done so far.
-func (c *Cache[C, R]) Stats() CacheStats { return c.store.stats() }
+func (c *Cache[C, R]) Stats() CacheStats {
+	if c.store == nil {
+		return CacheStats{}
+	}
+	return c.store.stats()
+}
 
 // Invalidate drops the cached result of q, if any.
-func (c *Cache[C, R]) Invalidate(q C) { c.store.invalidate(q) }
+func (c *Cache[C, R]) Invalidate(q C) {
+	if c.store != nil {
+		c.store.invalidate(q)
+	}
+}
 
 // InvalidateAll drops every cached result.
-func (c *Cache[C, R]) InvalidateAll() { c.store.invalidateAll() }
+func (c *Cache[C, R]) InvalidateAll() {
+	if c.store != nil {
+		c.store.invalidateAll()
+	}
+}
 
 // Close stops the cache's goroutines. The cache still answers
 // afterwards, expiring entries by the precise time as it is used.
-func (c *Cache[C, R]) Close() { c.store.close() }
+func (c *Cache[C, R]) Close() {
+	if c.store != nil {
+		c.store.close()
+	}
+}
 
 // keyed is a store whose entries are keyed by key(q).
 type keyed[K comparable, C, R any] struct {
@@ -154,6 +213,7 @@ type keyed[K comparable, C, R any] struct {
 	hits  *stats.Counter // spread over cells: hits are the hot path
 	loads atomic.Uint64  // the misses that called the handler
 	key   func(C) K
+	clone func(R) R // nil: results are shared
 }
 
 func (k *keyed[K, C, R]) wrap(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
@@ -166,18 +226,47 @@ type cachedHandler[K comparable, C, R any] struct {
 	next cqrs.Handler[C, R]
 }
 
+// loadPanic carries a panic of the handler out of the cache's loader, so
+// that the cache library does not wrap it: Handle panics again with the
+// value, and the bus recovers it as if there were no cache.
+type loadPanic struct{ value any }
+
+func (p *loadPanic) Error() string {
+	return fmt.Sprintf("middleware: cache: handler panicked: %v", p.value)
+}
+
 func (h *cachedHandler[K, C, R]) Handle(ctx context.Context, q C) (R, error) {
 	key := h.key(q)
 	if res, ok := h.cache.GetIfPresent(key); ok {
 		if h.hits != nil {
 			h.hits.Add(1)
 		}
-		return res, nil
+		return h.give(res), nil
 	}
-	return h.cache.Get(ctx, key, otter.LoaderFunc[K, R](func(ctx context.Context, _ K) (R, error) {
+	res, err := h.cache.Get(ctx, key, otter.LoaderFunc[K, R](func(ctx context.Context, _ K) (res R, err error) {
 		h.loads.Add(1)
+		defer func() {
+			if v := recover(); v != nil {
+				err = &loadPanic{value: v}
+			}
+		}()
 		return h.next.Handle(ctx, q)
 	}))
+	if p, ok := err.(*loadPanic); ok { //nolint:errorlint // only the loader makes it, unwrapped
+		panic(p.value)
+	}
+	if err != nil {
+		return res, err
+	}
+	return h.give(res), nil
+}
+
+// give returns what a caller gets of a cached result.
+func (h *cachedHandler[K, C, R]) give(res R) R {
+	if h.clone == nil {
+		return res
+	}
+	return h.clone(res)
 }
 
 func (k *keyed[K, C, R]) invalidate(q C) { k.cache.Invalidate(k.key(q)) }

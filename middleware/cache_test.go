@@ -229,8 +229,25 @@ func TestCacheRejectsKeysThatLie(t *testing.T) {
 	require.NoError(t, err, "arrays of plain structs are fine")
 	arrays.Close()
 
-	_, err = middleware.NewCache[FindUser, int](middleware.CacheConfig{})
-	require.ErrorContains(t, err, "ttl must be positive")
-	_, err = middleware.NewCache[FindUser, int](middleware.CacheConfig{TTL: time.Second, MaxEntries: -1})
-	require.ErrorContains(t, err, "max_entries")
+}
+
+// TestCacheNormalisesItsConfig: a TTL <= 0 caches nothing, and a
+// MaxEntries <= 0 means 10,000; neither is an error.
+func TestCacheNormalisesItsConfig(t *testing.T) {
+	for _, ttl := range []time.Duration{0, -time.Second} {
+		d := &directory{}
+		bus, _ := cachedBus(t, d, middleware.CacheConfig{TTL: ttl})
+		find(t, bus, FindUser{ID: 1})
+		find(t, bus, FindUser{ID: 1})
+		assert.Equal(t, int64(2), d.calls.Load(), "TTL %v: nothing cached", ttl)
+	}
+	d := &directory{}
+	bus, cache := cachedBus(t, d, middleware.CacheConfig{TTL: time.Minute, MaxEntries: -1})
+	for i := range 200 {
+		find(t, bus, FindUser{ID: i})
+	}
+	for i := range 200 {
+		find(t, bus, FindUser{ID: i})
+	}
+	assert.Equal(t, uint64(200), cache.Stats().Misses, "room for every entry: the bound is not -1")
 }

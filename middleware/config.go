@@ -1,24 +1,29 @@
 package middleware
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
+	"math"
+	"reflect"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
-// Config describes the standard production stack, so that a service can
-// load its settings from a file (see [LoadConfig]) and build the stack in
-// the recommended order with [Config.Build]. Each part is off when its
-// field is zero or nil.
+// Config describes the standard production stack of both buses, so that a
+// service can load its settings from a file (see [LoadConfig]) and build
+// the stack in the recommended order with [Config.Build]. Each part is off
+// when its field is zero or nil.
+//
+// The top-level parts apply to both buses. Retries and the query cache are
+// set per kind, in Commands and Queries, and are off unless set there:
+// commands change state and are seldom idempotent, so a command is retried
+// only when Commands.Retry asks for it.
 type Config struct {
 	// Validation checks struct tags and Validate methods ([Validation]).
 	Validation bool `yaml:"validation" json:"validation"`
@@ -28,21 +33,37 @@ type Config struct {
 	Breaker *BreakerConfig `yaml:"breaker" json:"breaker"`
 	// RateLimit limits each message type's rate ([NewRateLimit]).
 	RateLimit *RateLimitConfig `yaml:"rate_limit" json:"rate_limit"`
-	// Retry retries retryable failures ([Retry]).
-	Retry *RetryConfig `yaml:"retry" json:"retry"`
-	// Cache is the setting for query caches; the stack cannot build them,
-	// since a cache is typed by its query: give it to [NewCache] or
-	// [NewKeyedCache].
-	Cache *CacheConfig `yaml:"cache" json:"cache"`
 	// Logging logs every dispatch ([Logging]) to the logger given to
 	// Build.
 	Logging *LoggingConfig `yaml:"logging" json:"logging"`
 	// Metrics counts and times every dispatch ([NewMetrics]).
 	Metrics bool `yaml:"metrics" json:"metrics"`
+	// Commands holds what applies to commands only.
+	Commands CommandConfig `yaml:"commands" json:"commands"`
+	// Queries holds what applies to queries only.
+	Queries QueryConfig `yaml:"queries" json:"queries"`
+}
+
+// CommandConfig is the part of a [Config] for commands only.
+type CommandConfig struct {
+	// Retry, if set, retries commands that fail with a retryable error
+	// ([Retry]). Set it only for handlers that are idempotent.
+	Retry *RetryConfig `yaml:"retry" json:"retry"`
+}
+
+// QueryConfig is the part of a [Config] for queries only.
+type QueryConfig struct {
+	// Retry, if set, retries queries that fail with a retryable error
+	// ([Retry]).
+	Retry *RetryConfig `yaml:"retry" json:"retry"`
+	// Cache is the setting of the query caches made with
+	// [NewQueryCache] and [NewKeyedQueryCache] from the built [Stack].
+	Cache *CacheConfig `yaml:"cache" json:"cache"`
 }
 
 // BreakerConfig is the part of [gobreaker.Settings] a file can hold. Its
-// zero value is gobreaker's defaults.
+// zero value is the defaults of [NewBreaker]: a breaker opens after 5
+// consecutive failures.
 type BreakerConfig struct {
 	// ConsecutiveFailures opens the breaker when this many dispatches in
 	// a row have failed. Zero means 5.
@@ -61,7 +82,7 @@ type BreakerConfig struct {
 func (c BreakerConfig) Settings() gobreaker.Settings {
 	failures := c.ConsecutiveFailures
 	if failures == 0 {
-		failures = 5
+		failures = DefaultBreakerFailures
 	}
 	return gobreaker.Settings{
 		MaxRequests: c.HalfOpenRequests,
@@ -71,117 +92,287 @@ func (c BreakerConfig) Settings() gobreaker.Settings {
 	}
 }
 
-// Validate reports every setting of c that is out of range.
+// ErrConfig is wrapped by every error that reports a setting of a
+// [Config] out of range, or a file that is not a valid Config.
+var ErrConfig = errors.New("middleware: config")
+
+// fieldError reports a setting out of range: which, what it was and what
+// is accepted.
+func fieldError(path string, got any, want string) error {
+	return fmt.Errorf("%w: %s: got %v, want %s", ErrConfig, path, got, want)
+}
+
+// Validate reports every setting of c that is out of range, each by its
+// name in a file (such as "queries.cache.ttl"), with what it was and what
+// is accepted. The constructors accept any value and normalise it, as
+// each field's comment says; a Config is strict instead, so that a typo
+// in a file never silently becomes a default. Zero values are accepted
+// where the field's comment gives them a meaning.
 func (c Config) Validate() error {
 	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("middleware: timeout must not be negative, not %v", c.Timeout))
+		add(fieldError("timeout", c.Timeout, "a duration of 0 (no timeout) or more, such as \"2s\""))
 	}
-	if b := c.Breaker; b != nil && (b.OpenTimeout < 0 || b.Interval < 0) {
-		errs = append(errs, fmt.Errorf("middleware: breaker: durations must not be negative, not %v and %v", b.OpenTimeout, b.Interval))
+	if b := c.Breaker; b != nil {
+		if b.OpenTimeout < 0 {
+			add(fieldError("breaker.open_timeout", b.OpenTimeout, "a duration of 0 (60s) or more"))
+		}
+		if b.Interval < 0 {
+			add(fieldError("breaker.interval", b.Interval, "a duration of 0 (never) or more"))
+		}
 	}
-	if c.RateLimit != nil {
-		errs = append(errs, c.RateLimit.validate())
+	if r := c.RateLimit; r != nil {
+		if !(r.Rate > 0) || math.IsInf(r.Rate, 0) {
+			add(fieldError("rate_limit.rate", r.Rate, "a positive, finite number of dispatches a second"))
+		}
+		if r.Burst < 0 {
+			add(fieldError("rate_limit.burst", r.Burst, "0 (the rate rounded up) or more"))
+		}
+		if r.MaxKeys < 0 {
+			add(fieldError("rate_limit.max_keys", r.MaxKeys, "0 (10,000) or more"))
+		}
 	}
-	if c.Retry != nil {
-		errs = append(errs, c.Retry.validate())
-	}
-	if c.Cache != nil {
-		errs = append(errs, c.Cache.validate())
+	add(validateRetry("commands.retry", c.Commands.Retry))
+	add(validateRetry("queries.retry", c.Queries.Retry))
+	if q := c.Queries.Cache; q != nil {
+		if q.TTL <= 0 {
+			add(fieldError("queries.cache.ttl", q.TTL, "a positive duration, such as \"1m\""))
+		}
+		if q.MaxEntries < 0 {
+			add(fieldError("queries.cache.max_entries", q.MaxEntries, "0 (10,000) or more"))
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// ParseConfig reads a Config from YAML or JSON (a JSON document is also a
-// YAML one). Durations are strings such as "250ms" or "2s"; log levels are
-// names such as "info" or "debug". An unknown field, a value of the wrong
-// type or a setting out of range is an error.
-func ParseConfig(data []byte) (Config, error) {
-	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("middleware: config: %w", err)
+func validateRetry(path string, r *RetryConfig) error {
+	if r == nil {
+		return nil
 	}
-	if err := c.Validate(); err != nil {
-		return Config{}, err
+	var errs []error
+	if r.MaxAttempts < 0 {
+		errs = append(errs, fieldError(path+".max_attempts", r.MaxAttempts, "0 (3) or more"))
 	}
-	return c, nil
+	if r.BaseDelay < 0 {
+		errs = append(errs, fieldError(path+".base_delay", r.BaseDelay, "a duration of 0 (100ms) or more"))
+	}
+	if r.MaxDelay < 0 {
+		errs = append(errs, fieldError(path+".max_delay", r.MaxDelay, "a duration of 0 (10s) or more"))
+	}
+	if r.MaxDelay > 0 && r.BaseDelay > r.MaxDelay {
+		errs = append(errs, fieldError(path+".base_delay", r.BaseDelay, fmt.Sprintf("at most max_delay (%v)", r.MaxDelay)))
+	}
+	if math.IsNaN(r.Jitter) || r.Jitter < -1 || r.Jitter > 1 {
+		errs = append(errs, fieldError(path+".jitter", r.Jitter, "a number from -1 to 1 (0: 0.5, negative: none)"))
+	}
+	return errors.Join(errs...)
 }
 
-// LoadConfig reads a Config from the YAML or JSON file at path; see
-// [ParseConfig].
-func LoadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("middleware: config: %w", err)
-	}
-	c, err := ParseConfig(data)
-	if err != nil {
-		return Config{}, fmt.Errorf("%w (in %s)", err, path)
-	}
-	return c, nil
-}
-
-// Stack is the production stack a [Config] builds: its interceptors in the
-// recommended order, and the parts a service may want to read from.
+// Stack is the production stack a [Config] builds: the interceptors of
+// each bus in the recommended order, and the parts a service may want to
+// read from. The two buses share one Breaker and one Metrics, whose state
+// is kept per message type and kind.
+//
+// A Stack is safe for concurrent use. Make one with [Config.Build]; a zero
+// Stack has no interceptors and no cache settings.
 type Stack struct {
-	// Interceptors are for [cqrs.WithInterceptors], or for [cqrs.Intercept]
-	// to give them to one handler.
+	// Commands are for the command bus's [cqrs.WithInterceptors].
+	Commands []cqrs.Interceptor
+	// Queries are for the query bus's [cqrs.WithInterceptors]. A query
+	// registered with a cache from [NewQueryCache] or [NewKeyedQueryCache]
+	// gets the inner layers (rate limit, timeout, retry, breaker) inside
+	// the cache instead, so that a hit skips them.
+	Queries []cqrs.Interceptor
+	// Interceptors is Commands, kept for callers written when one stack
+	// served both buses. Use Commands and Queries: a query bus given
+	// Interceptors is not retried and gets no cache placement.
 	Interceptors []cqrs.Interceptor
 	// Metrics reads the stack's metrics; nil unless Config.Metrics.
 	Metrics *Metrics
 	// Breaker reads the breakers' states; nil unless Config.Breaker.
 	Breaker *Breaker
+
+	cache      *CacheConfig       // nil unless Config.Queries.Cache
+	queryInner []cqrs.Interceptor // the query layers a cache hit skips
+
+	mu     sync.Mutex
+	cached map[reflect.Type]bool // query types whose cache holds queryInner
 }
 
 // Build returns the stack c describes, logging to logger (nil discards).
-// From outermost to innermost:
+// From outermost to innermost, on each bus:
 //
-//	metrics, logging, validation, rate limit, timeout, retry, breaker
+//	commands: metrics, logging, validation, rate limit, timeout, retry (if commands.retry), breaker
+//	queries:  metrics, logging, validation, cache (if queries.cache), rate limit, timeout, retry (if queries.retry), breaker
 //
 // Metrics and logging come first so that they see every outcome, refusals
-// by the inner layers included, and the latency the caller sees.
-// Validation comes before anything that spends a resource on the message.
-// The rate limit comes before the timeout, so that a wait for a token is
-// bounded by the caller's deadline and does not eat into the handler's
-// time. The timeout bounds all attempts together, so retrying stops when
-// the caller's budget is spent. Retry comes outside the breaker so that the
-// breaker sees every attempt, and an open breaker, which is not retryable,
-// ends the retries.
+// by the inner layers and cache hits included, and the latency the caller
+// sees. Validation comes before anything that spends a resource on the
+// message, and before the cache, so that an invalid query is never
+// answered from it. A cache hit skips what follows it: it spends no
+// rate-limit token, needs no timeout, and is answered even while the
+// breaker is open. The rate limit comes before the timeout, so that a
+// wait for a token is bounded by the caller's deadline and does not eat
+// into the handler's time. The timeout bounds all attempts together, so
+// retrying stops when the caller's budget is spent. Retry comes outside
+// the breaker so that the breaker sees every attempt, and an open breaker,
+// which is not retryable, ends the retries.
+//
+// The cache is typed by its query, so Build cannot make it for a bus: it
+// keeps the settings, and [NewQueryCache] makes each query's cache, in
+// its place in the stack.
 func (c Config) Build(logger *slog.Logger) (*Stack, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Stack{}
+	s := &Stack{cache: c.Queries.Cache, cached: make(map[reflect.Type]bool)}
+	var outer []cqrs.Interceptor // both kinds, outside any cache
 	if c.Metrics {
 		s.Metrics = NewMetrics()
-		s.Interceptors = append(s.Interceptors, s.Metrics)
+		outer = append(outer, s.Metrics)
 	}
 	if c.Logging != nil {
 		lc := *c.Logging
 		lc.Logger = logger
-		s.Interceptors = append(s.Interceptors, Logging(lc))
+		outer = append(outer, Logging(lc))
 	}
 	if c.Validation {
-		s.Interceptors = append(s.Interceptors, Validation(ValidationConfig{}))
+		outer = append(outer, Validation(ValidationConfig{}))
 	}
+
+	var before, after []cqrs.Interceptor // around retry, inside any cache
 	if c.RateLimit != nil {
 		rl, err := NewRateLimit(*c.RateLimit)
 		if err != nil {
 			return nil, err
 		}
-		s.Interceptors = append(s.Interceptors, rl)
+		before = append(before, rl)
 	}
 	if c.Timeout > 0 {
-		s.Interceptors = append(s.Interceptors, Timeout(c.Timeout))
-	}
-	if c.Retry != nil {
-		s.Interceptors = append(s.Interceptors, Retry(*c.Retry))
+		before = append(before, Timeout(c.Timeout))
 	}
 	if c.Breaker != nil {
 		s.Breaker = NewBreaker(c.Breaker.Settings())
-		s.Interceptors = append(s.Interceptors, s.Breaker)
+		after = append(after, s.Breaker)
+	}
+
+	s.Commands = slices.Concat(outer, before)
+	if c.Commands.Retry != nil {
+		s.Commands = append(s.Commands, Retry(*c.Commands.Retry))
+	}
+	s.Commands = append(s.Commands, after...)
+	s.Interceptors = s.Commands
+
+	s.queryInner = slices.Clone(before)
+	if c.Queries.Retry != nil {
+		s.queryInner = append(s.queryInner, Retry(*c.Queries.Retry))
+	}
+	s.queryInner = append(s.queryInner, after...)
+	s.Queries = slices.Clone(outer)
+	for _, ic := range s.queryInner {
+		s.Queries = append(s.Queries, unlessCached{stack: s, next: ic})
 	}
 	return s, nil
+}
+
+// unlessCached is an inner query layer on the bus: it steps aside for a
+// query type whose stack cache runs it inside the cache.
+type unlessCached struct {
+	stack *Stack
+	next  cqrs.Interceptor
+}
+
+func (u unlessCached) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	if u.stack.isCached(spec.MessageType) {
+		return next
+	}
+	return u.next.Intercept(spec, next)
+}
+
+func (s *Stack) isCached(t reflect.Type) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cached[t]
+}
+
+// markCached records that query type t's cache runs the inner layers.
+func (s *Stack) markCached(t reflect.Type) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cached == nil {
+		s.cached = make(map[reflect.Type]bool)
+	}
+	s.cached[t] = true
+}
+
+// errNoCache is NewQueryCache's error for a stack built without a cache.
+var errNoCache = fmt.Errorf("%w: queries.cache is not set: the stack has no cache settings", ErrConfig)
+
+// NewQueryCache returns the cache of query type C on bus b that the
+// stack's queries.cache describes, keyed as [NewCache] keys it. Its
+// [Cache.Middleware] places the cache where [Config.Build] says, inside
+// the stack's metrics, logging and validation and outside its rate limit,
+// timeout, retry and breaker, which then run inside the cache for C
+// rather than on the bus: a hit skips them, a miss goes through them.
+//
+//	cache, err := middleware.NewQueryCache[GetUser, User](stack, queries)
+//	err = cqrs.Register(queries, getUser, cache.Middleware())
+//
+// It fails if the stack has no cache settings, if b is not a query bus,
+// or as NewCache does.
+func NewQueryCache[C comparable, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
+	if err := s.canCache(b); err != nil {
+		return nil, err
+	}
+	c, err := NewCache[C, R](*s.cache, opts...)
+	if err != nil {
+		return nil, err
+	}
+	place(s, c, b)
+	return c, nil
+}
+
+// NewKeyedQueryCache is [NewQueryCache] for a query keyed by its
+// CacheKey, as [NewKeyedCache] keys it.
+func NewKeyedQueryCache[C Keyer, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
+	if err := s.canCache(b); err != nil {
+		return nil, err
+	}
+	c, err := NewKeyedCache[C, R](*s.cache, opts...)
+	if err != nil {
+		return nil, err
+	}
+	place(s, c, b)
+	return c, nil
+}
+
+func (s *Stack) canCache(b cqrs.Bus) error {
+	switch {
+	case s == nil || s.cache == nil:
+		return errNoCache
+	case b == nil:
+		return fmt.Errorf("middleware: query cache: %w", cqrs.ErrNilBus)
+	case b.Kind() != cqrs.KindQuery:
+		return fmt.Errorf("%w: a cache is for a query bus, not a %s bus", ErrConfig, b.Kind())
+	}
+	return nil
+}
+
+// place makes c's middleware run the stack's inner query layers inside
+// the cache, and take them off the bus for C.
+func place[C, R any](s *Stack, c *Cache[C, R], b cqrs.Bus) {
+	inner := s.queryInner
+	t := reflect.TypeFor[C]()
+	c.placed = func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
+		s.markCached(t) // before Register sets up the bus's layers for C
+		if len(inner) == 0 {
+			return next
+		}
+		return cqrs.Intercept[C, R](b, inner...)(next)
+	}
 }

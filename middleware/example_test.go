@@ -251,20 +251,25 @@ func ExampleParseConfig() {
 validation: true
 timeout: 2s
 rate_limit: {rate: 100}
-retry: {max_attempts: 3}
 breaker: {consecutive_failures: 5, open_timeout: 30s}
 metrics: true
+queries:
+  retry: {max_attempts: 3}
+  cache: {ttl: 1m}
 `))
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println(cfg.Timeout, cfg.RateLimit.Rate, cfg.Retry.MaxAttempts, cfg.Breaker.OpenTimeout)
+	fmt.Println(cfg.Timeout, cfg.RateLimit.Rate, cfg.Queries.Retry.MaxAttempts, cfg.Commands.Retry, cfg.Queries.Cache.TTL)
 
 	_, err = middleware.ParseConfig([]byte("timeout: -1s"))
 	fmt.Println(err)
+	_, err = middleware.ParseConfig([]byte("queries:\n  cache:\n    ttl: 60\n"))
+	fmt.Println(err)
 	// Output:
-	// 2s 100 3 30s
-	// middleware: timeout must not be negative, not -1s
+	// 2s 100 3 <nil> 1m0s
+	// middleware: config: timeout: got -1s, want a duration of 0 (no timeout) or more, such as "2s"
+	// middleware: config: queries.cache.ttl (line 3): got "60", want a duration such as "250ms", "2s" or "1m" (a number needs a unit)
 }
 
 func ExampleConfig_Build() {
@@ -273,7 +278,7 @@ func ExampleConfig_Build() {
 	if err != nil {
 		panic(err)
 	}
-	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Interceptors...))
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Commands...))
 	if err := cqrs.Register(commands, cqrs.HandlerFunc[Signup, cqrs.NoResult](signup)); err != nil {
 		panic(err)
 	}
@@ -323,7 +328,7 @@ func ExampleLoadConfig() {
 		panic(err)
 	}
 	stack, err := cfg.Build(nil)
-	fmt.Println(cfg.Timeout, len(stack.Interceptors), err)
+	fmt.Println(cfg.Timeout, len(stack.Commands), err)
 	// Output:
 	// 2s 3 <nil>
 }

@@ -11,12 +11,22 @@ import (
 
 // LoggingConfig configures [Logging] and [LoggingFor]. The zero value logs
 // nothing: it has no logger.
+//
+// A dispatch is logged at one of three levels: Level when it succeeds;
+// CallerErrorLevel when it failed by the caller's doing ([IsCallerError]:
+// validation failed, rate limited, no handler, a cancelled context, a
+// handler's error marked [Permanent] such as "no such order"), which says
+// nothing about the service's health; and [slog.LevelError] for every
+// other failure, a fault of the handler or of what it depends on.
 type LoggingConfig struct {
 	// Logger receives one record per dispatch. Nil discards everything.
 	Logger *slog.Logger `yaml:"-" json:"-"`
 	// Level is the level of successful dispatches; the zero value is
-	// [slog.LevelInfo]. Failed dispatches are logged at [slog.LevelError].
+	// [slog.LevelInfo].
 	Level slog.Level `yaml:"level" json:"level"`
+	// CallerErrorLevel is the level of dispatches refused or failed by
+	// the caller's doing. If it is nil, [slog.LevelWarn] is used.
+	CallerErrorLevel *slog.Level `yaml:"caller_error_level" json:"caller_error_level"`
 }
 
 // The record's message and attribute keys.
@@ -35,7 +45,8 @@ const (
 type logging struct {
 	logger *slog.Logger
 	level  slog.Level
-	max    slog.Level // the higher of level and LevelError
+	caller slog.Level // of caller errors
+	max    slog.Level // the highest of the three levels
 }
 
 func newLogging(cfg LoggingConfig) *logging {
@@ -43,7 +54,11 @@ func newLogging(cfg LoggingConfig) *logging {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &logging{logger: logger, level: cfg.Level, max: max(cfg.Level, slog.LevelError)}
+	caller := slog.LevelWarn
+	if cfg.CallerErrorLevel != nil {
+		caller = *cfg.CallerErrorLevel
+	}
+	return &logging{logger: logger, level: cfg.Level, caller: caller, max: max(cfg.Level, caller, slog.LevelError)}
 }
 
 // Enabled reports whether a dispatch with ctx may be logged. It lets the
@@ -73,7 +88,11 @@ func (l *logging) finish(ctx context.Context, spec *cqrs.Spec, start time.Durati
 			slog.String(keyOutcome, outcomeOK))
 		return
 	}
-	l.logger.LogAttrs(ctx, slog.LevelError, logMessage,
+	level := slog.LevelError
+	if IsCallerError(err) {
+		level = l.caller
+	}
+	l.logger.LogAttrs(ctx, level, logMessage,
 		slog.String(keyKind, spec.Kind.String()),
 		slog.String(keyMessage, spec.Name),
 		slog.Duration(keyDuration, stats.Now()-start),
@@ -94,15 +113,18 @@ func (l *logging) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 }
 
 // Logging returns an interceptor that logs every dispatch: its kind,
-// message name, duration and outcome, and the error of a failed one. It
+// message name, duration and outcome, and the error of a failed one, at
+// the level [LoggingConfig] gives its outcome. It
 // logs with the ...Context methods of [slog], so a handler that adds trace
 // ids to the context finds them in the record.
 //
-// When the logger's level is above both cfg.Level and [slog.LevelError]
-// for a dispatch, logging costs one level check and builds nothing; if it
+// When the logger's level is above cfg.Level, cfg.CallerErrorLevel and
+// [slog.LevelError] for a dispatch, logging costs one level check and builds nothing; if it
 // is the bus's only interceptor, or all of them are off likewise, the bus
 // skips the chain and its allocation too (see [cqrs.Interceptor]). For a
-// single handler with no allocation at all, use [LoggingFor].
+// single handler with no allocation at all, use [LoggingFor]. The
+// interceptor is safe for concurrent use if the logger's handler is, as
+// slog's own are.
 func Logging(cfg LoggingConfig) cqrs.Interceptor {
 	return newLogging(cfg)
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -125,4 +127,60 @@ func TestLoggingWithoutLogger(t *testing.T) {
 	done, err := run(bus, Job{ID: 3})
 	require.NoError(t, err)
 	assert.Equal(t, 3, done.ID)
+}
+
+// levels counts the records of buf by level.
+func levels(t *testing.T, buf *bytes.Buffer) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, rec := range records(t, buf) {
+		out[rec["level"].(string)]++
+	}
+	return out
+}
+
+// TestLoggingCallerErrorsBelowError: a rate-limited burst is the caller's
+// doing and is logged at WARN, or at the level asked; only the handler's
+// own fault is an ERROR.
+func TestLoggingCallerErrorsBelowError(t *testing.T) {
+	info := slog.LevelInfo
+	for name, tc := range map[string]struct {
+		level *slog.Level
+		want  map[string]int
+	}{
+		"default": {nil, map[string]int{"INFO": 1, "WARN": 20, "ERROR": 1}},
+		"info":    {&info, map[string]int{"INFO": 21, "ERROR": 1}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var buf bytes.Buffer
+				rl := rateLimit(t, middleware.RateLimitConfig{Rate: 1, Burst: 1})
+				bus, _ := jobBus(t, middleware.Logging(middleware.LoggingConfig{Logger: jsonLogger(&buf, slog.LevelDebug), CallerErrorLevel: tc.level}), rl)
+				_, err := run(bus, Job{})
+				require.NoError(t, err)
+				for range 19 {
+					_, err := run(bus, Job{})
+					require.ErrorIs(t, err, cqrs.ErrRateLimited)
+				}
+				time.Sleep(time.Second)
+				_, err = run(bus, Job{Do: "fail"})
+				require.ErrorIs(t, err, errJob)
+				time.Sleep(time.Second)
+				_, err = run(bus, Job{Do: "validate"})
+				require.ErrorIs(t, err, cqrs.ErrCommandValidation)
+				assert.Equal(t, tc.want, levels(t, &buf))
+			})
+		})
+	}
+}
+
+// TestLoggingConfigCallerErrorLevel: the level is a setting of the file.
+func TestLoggingConfigCallerErrorLevel(t *testing.T) {
+	t.Parallel()
+	cfg, err := middleware.ParseConfig([]byte("logging: {level: debug, caller_error_level: info}\n"))
+	require.NoError(t, err)
+	require.NotNil(t, cfg.Logging.CallerErrorLevel)
+	assert.Equal(t, slog.LevelInfo, *cfg.Logging.CallerErrorLevel)
+	_, err = middleware.ParseConfig([]byte("logging: {caller_error_level: quiet}\n"))
+	require.ErrorContains(t, err, `logging.caller_error_level (line 1): got "quiet", want a level`)
 }

@@ -31,7 +31,7 @@ func orderStack(t *testing.T, cfg middleware.Config) (*middleware.Stack, *cqrs.C
 	logs := &bytes.Buffer{}
 	stack, err := cfg.Build(slog.New(slog.NewTextHandler(logs, nil)))
 	require.NoError(t, err)
-	bus := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Interceptors...))
+	bus := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Commands...))
 	calls := new(atomic.Int64)
 	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Order, cqrs.NoResult](func(context.Context, Order) (cqrs.NoResult, error) {
 		calls.Add(1)
@@ -82,8 +82,8 @@ func TestOrderOuterLayersSeeValidationAndRateLimits(t *testing.T) {
 func TestOrderOpenBreakerEndsRetries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, bus, calls, _ := orderStack(t, middleware.Config{
-			Retry:   &middleware.RetryConfig{MaxAttempts: 10, BaseDelay: time.Millisecond},
-			Breaker: &middleware.BreakerConfig{ConsecutiveFailures: 2},
+			Commands: middleware.CommandConfig{Retry: &middleware.RetryConfig{MaxAttempts: 10, BaseDelay: time.Millisecond}},
+			Breaker:  &middleware.BreakerConfig{ConsecutiveFailures: 2},
 		})
 		err := send(bus, Order{Email: "a@example.com", Fail: true})
 		require.ErrorIs(t, err, cqrs.ErrCircuitOpen)
@@ -94,8 +94,8 @@ func TestOrderOpenBreakerEndsRetries(t *testing.T) {
 func TestOrderTimeoutBoundsAllAttempts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		_, bus, calls, _ := orderStack(t, middleware.Config{
-			Timeout: time.Second,
-			Retry:   &middleware.RetryConfig{MaxAttempts: 100, BaseDelay: 300 * time.Millisecond, MaxDelay: 300 * time.Millisecond, Jitter: -1},
+			Timeout:  time.Second,
+			Commands: middleware.CommandConfig{Retry: &middleware.RetryConfig{MaxAttempts: 100, BaseDelay: 300 * time.Millisecond, MaxDelay: 300 * time.Millisecond, Jitter: -1}},
 		})
 		start := time.Now()
 		err := send(bus, Order{Email: "a@example.com", Fail: true})

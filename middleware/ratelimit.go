@@ -12,39 +12,46 @@ import (
 	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
-// RateLimitConfig configures [NewRateLimit].
+// RateLimitConfig configures [NewRateLimit]. Each field is normalised as
+// its comment says; [ParseConfig] refuses the same values in a file
+// instead.
 type RateLimitConfig struct {
 	// Rate is how many dispatches a second each message type (or each
-	// key) may make, on average. It must be positive.
+	// key) may make, on average. If Rate is zero, negative, NaN or +Inf,
+	// nothing is limited: the interceptor passes every dispatch on.
 	Rate float64 `yaml:"rate" json:"rate"`
-	// Burst is how many may be made at once. Zero means Rate rounded up,
-	// and at least 1.
+	// Burst is how many may be made at once. If Burst <= 0, Rate rounded
+	// up is used, and at least 1.
 	Burst int `yaml:"burst" json:"burst"`
 	// Wait, when true, makes a dispatch with no token wait for one, as
 	// long as the context's deadline allows; when false it fails at once.
 	Wait bool `yaml:"wait" json:"wait"`
 	// Key, if not nil, splits each message type's limit by a key taken
 	// from the message, such as its tenant: each key gets its own bucket.
-	// It boxes the message, which costs an allocation per dispatch.
+	// It boxes the message, which costs an allocation per dispatch. It
+	// must be safe to call concurrently.
 	Key func(msg any) string `yaml:"-" json:"-"`
 	// MaxKeys bounds the buckets kept per message type when Key is set:
 	// the least recently used key's bucket is dropped to make room, and
-	// starts full if the key comes back. Zero means 10,000.
+	// starts full if the key comes back. If MaxKeys <= 0, 10,000 is used.
 	MaxKeys int `yaml:"max_keys" json:"max_keys"`
 }
 
 const defaultMaxKeys = 10_000
 
-func (c RateLimitConfig) validate() error {
-	switch {
-	case !(c.Rate > 0) || math.IsInf(c.Rate, 0):
-		return fmt.Errorf("middleware: rate limit: rate must be a positive number, not %v", c.Rate)
-	case c.Burst < 0:
-		return fmt.Errorf("middleware: rate limit: burst must not be negative, not %d", c.Burst)
-	case c.MaxKeys < 0:
-		return fmt.Errorf("middleware: rate limit: max_keys must not be negative, not %d", c.MaxKeys)
+// normalised returns c with every field normalised as its comment says,
+// and whether it limits anything.
+func (c RateLimitConfig) normalised() (RateLimitConfig, bool) {
+	if !(c.Rate > 0) || math.IsInf(c.Rate, 1) {
+		return c, false
 	}
-	return nil
+	if c.Burst <= 0 {
+		c.Burst = int(min(math.Ceil(c.Rate), math.MaxInt32))
+	}
+	if c.MaxKeys <= 0 {
+		c.MaxKeys = defaultMaxKeys
+	}
+	return c, true
 }
 
 // RateLimit is an interceptor that limits the rate of dispatches of each
@@ -57,28 +64,29 @@ func (c RateLimitConfig) validate() error {
 // outlast the context's deadline. A context that ends while waiting
 // returns its own error.
 //
-// RateLimit is safe for concurrent use. Make one with [NewRateLimit].
+// RateLimit is safe for concurrent use. Make one with [NewRateLimit]; the
+// zero value limits nothing. Each registration of a message type gets
+// buckets of its own, so two types never share one, even when they print
+// alike.
 type RateLimit struct {
 	cfg RateLimitConfig
+	on  bool
 }
 
-// NewRateLimit returns a RateLimit, or an error if cfg is invalid.
+// NewRateLimit returns a RateLimit with cfg, normalised as
+// [RateLimitConfig] says. The error is always nil: it is kept so that
+// callers written when a config could be refused still compile.
 func NewRateLimit(cfg RateLimitConfig) (*RateLimit, error) {
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	if cfg.Burst == 0 {
-		cfg.Burst = max(1, int(math.Ceil(cfg.Rate)))
-	}
-	if cfg.MaxKeys == 0 {
-		cfg.MaxKeys = defaultMaxKeys
-	}
-	return &RateLimit{cfg: cfg}, nil
+	cfg, on := cfg.normalised()
+	return &RateLimit{cfg: cfg, on: on}, nil
 }
 
 // Intercept makes the bucket, or the bounded set of keyed buckets, of
 // spec's message type.
 func (l *RateLimit) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	if !l.on {
+		return next
+	}
 	limit := rate.Limit(l.cfg.Rate)
 	if l.cfg.Key == nil {
 		lim := rate.NewLimiter(limit, l.cfg.Burst)
@@ -91,8 +99,8 @@ func (l *RateLimit) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	}
 
 	keys, err := lru.New[string, *rate.Limiter](l.cfg.MaxKeys)
-	if err != nil { // only for a size below 1, which NewRateLimit rules out
-		panic(err)
+	if err != nil { // only for a size below 1, which normalised rules out
+		return func(context.Context, cqrs.Call) error { return fmt.Errorf("middleware: rate limit: %s: %w", spec, err) }
 	}
 	return func(ctx context.Context, c cqrs.Call) error {
 		key := l.cfg.Key(c.Message())

@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -112,13 +113,64 @@ func TestRateLimitPerKey(t *testing.T) {
 	})
 }
 
-func TestRateLimitConfigErrors(t *testing.T) {
-	t.Parallel()
-	for _, cfg := range []middleware.RateLimitConfig{
-		{}, {Rate: -1}, {Rate: 1, Burst: -1}, {Rate: 1, MaxKeys: -3},
-	} {
-		_, err := middleware.NewRateLimit(cfg)
-		require.Error(t, err, fmt.Sprintf("%+v", cfg))
-		assert.Contains(t, err.Error(), "middleware: rate limit:")
+// TestRateLimitNormalisesItsConfig pins each field's normalisation: a
+// Rate that is not a positive finite number limits nothing, a Burst <= 0
+// is the rate rounded up, and a MaxKeys <= 0 is 10,000. None is an error.
+func TestRateLimitNormalisesItsConfig(t *testing.T) {
+	for _, r := range []float64{0, -1, math.NaN(), math.Inf(1), math.Inf(-1)} {
+		t.Run(fmt.Sprint("rate ", r), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				bus, j := jobBus(t, rateLimit(t, middleware.RateLimitConfig{Rate: r}))
+				for range 1000 {
+					_, err := run(bus, Job{})
+					require.NoError(t, err)
+				}
+				assert.Equal(t, int64(1000), j.calls.Load())
+			})
+		})
 	}
+	for name, tc := range map[string]struct {
+		cfg   middleware.RateLimitConfig
+		burst int
+	}{
+		"burst 0 is the rate rounded up": {middleware.RateLimitConfig{Rate: 2.5}, 3},
+		"burst -4 likewise":              {middleware.RateLimitConfig{Rate: 2.5, Burst: -4}, 3},
+		"at least 1":                     {middleware.RateLimitConfig{Rate: 0.1}, 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				bus, _ := jobBus(t, rateLimit(t, tc.cfg))
+				for range tc.burst {
+					_, err := run(bus, Job{})
+					require.NoError(t, err)
+				}
+				_, err := run(bus, Job{})
+				require.ErrorIs(t, err, cqrs.ErrRateLimited)
+			})
+		})
+	}
+	t.Run("max keys", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			bus, _ := jobBus(t, rateLimit(t, middleware.RateLimitConfig{
+				Rate: 1, Burst: 1, MaxKeys: -3, Key: func(msg any) string { return fmt.Sprint(msg.(Job).ID) },
+			}))
+			for id := range 100 {
+				_, err := run(bus, Job{ID: id})
+				require.NoError(t, err)
+			}
+			for id := range 100 {
+				_, err := run(bus, Job{ID: id})
+				require.ErrorIs(t, err, cqrs.ErrRateLimited, "key %d's bucket was kept: the bound is not -3", id)
+			}
+		})
+	})
+}
+
+func TestRateLimitZeroValue(t *testing.T) {
+	bus, j := jobBus(t, new(middleware.RateLimit))
+	for range 10 {
+		_, err := run(bus, Job{})
+		require.NoError(t, err)
+	}
+	assert.Equal(t, int64(10), j.calls.Load())
 }

@@ -3,6 +3,8 @@ package middleware_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -152,4 +154,73 @@ func TestPermanentErrorsAreNotRetried(t *testing.T) {
 		assert.True(t, middleware.IsCallerError(err))
 		assert.NoError(t, middleware.Permanent(nil))
 	})
+}
+
+// TestRetryNoAttemptOnADoneContext ends the context at the very instant the
+// backoff wait ends: both are ready together, and no attempt may start on
+// the done context whichever the wait sees first.
+func TestRetryNoAttemptOnADoneContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		for range 32 {
+			f := &flaky{n: 10, err: errJob}
+			bus := flakyBus(t, f, middleware.RetryConfig{MaxAttempts: 3, BaseDelay: time.Second, Jitter: -1})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err := runCtx(ctx, bus, Job{})
+			cancel()
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			require.ErrorIs(t, err, errJob, "the last attempt's error is kept")
+			require.Len(t, f.calls, 1, "the attempt due when the context ended did not start")
+		}
+	})
+}
+
+// TestRetryNormalisesItsConfig pins each field's normalisation: an out of
+// range value is replaced by what RetryConfig documents, field by field,
+// never by resetting the whole config.
+func TestRetryNormalisesItsConfig(t *testing.T) {
+	for name, tc := range map[string]struct {
+		cfg   middleware.RetryConfig
+		fails int
+		gaps  []time.Duration // nil: only count the attempts
+		calls int
+	}{
+		"max attempts -2 is 3": {cfg: middleware.RetryConfig{MaxAttempts: -2, BaseDelay: time.Second, Jitter: -1}, fails: 10, calls: 3},
+		"base delay -1s is 100ms, the rest kept": {
+			cfg: middleware.RetryConfig{MaxAttempts: 3, BaseDelay: -time.Second, Jitter: -1}, fails: 10,
+			gaps: []time.Duration{100 * time.Millisecond, 200 * time.Millisecond},
+		},
+		"max delay below base delay is base delay": {
+			cfg: middleware.RetryConfig{MaxAttempts: 4, BaseDelay: time.Second, MaxDelay: time.Millisecond, Jitter: -1}, fails: 10,
+			gaps: []time.Duration{time.Second, time.Second, time.Second},
+		},
+		"max delay -1 is 10s": {
+			cfg: middleware.RetryConfig{MaxAttempts: 7, BaseDelay: 4 * time.Second, MaxDelay: -1, Jitter: -1}, fails: 10,
+			gaps: []time.Duration{4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := &flaky{n: tc.fails, err: errJob}
+				_, err := run(flakyBus(t, f, tc.cfg), Job{})
+				require.ErrorIs(t, err, errJob)
+				if tc.gaps != nil {
+					assert.Equal(t, tc.gaps, gaps(f.calls))
+				} else {
+					assert.Len(t, f.calls, tc.calls)
+				}
+			})
+		})
+	}
+	for _, jitter := range []float64{math.NaN(), 0, 5, math.Inf(1)} {
+		t.Run(fmt.Sprint("jitter ", jitter), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := &flaky{n: 1, err: errJob}
+				_, err := run(flakyBus(t, f, middleware.RetryConfig{BaseDelay: time.Second, Jitter: jitter}), Job{})
+				require.NoError(t, err)
+				wait := gaps(f.calls)[0]
+				assert.Positive(t, wait, "a NaN or infinite jitter does not turn the backoff off")
+				assert.LessOrEqual(t, wait, 2*time.Second)
+			})
+		})
+	}
 }

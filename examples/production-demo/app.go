@@ -46,8 +46,8 @@ func NewApp(cfg middleware.Config, repo Repository, fraud *FraudCheck, logger *s
 		return nil, err
 	}
 	app := &App{
-		commands: cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Interceptors...), cqrs.WithLogger(logger)),
-		queries:  cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Interceptors...), cqrs.WithLogger(logger)),
+		commands: cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Commands...), cqrs.WithLogger(logger)),
+		queries:  cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...), cqrs.WithLogger(logger)),
 		stack:    stack,
 		fraud:    fraud,
 	}

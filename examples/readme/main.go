@@ -111,12 +111,13 @@ func production(path string, logger *slog.Logger) (*cqrs.CommandBus, *cqrs.Query
 	if err != nil {
 		return nil, nil, err
 	}
-	stack, err := cfg.Build(logger) // metrics, logging, validation, rate limit, timeout, retry, breaker
+	stack, err := cfg.Build(logger) // a stack per bus, in the order docs/middleware.md explains
 	if err != nil {
 		return nil, nil, err
 	}
-	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Interceptors...))
-	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Interceptors...))
+	// Commands are retried only if the file's commands.retry asks for it.
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Commands...))
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...))
 	// readme:end
 	return commands, queries, nil
 }

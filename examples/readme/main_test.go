@@ -3,15 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"testing/synctest"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/typedcqrs/dispatch/cqrs"
 )
 
 func TestMain(m *testing.M) {
@@ -31,6 +36,49 @@ func TestProduction(t *testing.T) {
 	assert.NotNil(t, queries)
 	_, _, err = production("missing.yaml", nil)
 	require.Error(t, err)
+}
+
+// TestProductionStack tries the README's production stack as a new user
+// would: a failing command is not retried though queries are, and a
+// rate-limited burst is logged at WARN, not ERROR.
+func TestProductionStack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "cqrs.yaml")
+		require.NoError(t, os.WriteFile(path, []byte(`
+rate_limit: {rate: 1, burst: 1}
+logging: {level: info}
+queries:
+  retry: {max_attempts: 3, base_delay: 10ms}
+`), 0o600))
+		var logs bytes.Buffer
+		commands, queries, err := production(path, slog.New(slog.NewJSONHandler(&logs, nil)))
+		require.NoError(t, err)
+
+		var creates, gets int
+		require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, int](func(context.Context, CreateUser) (int, error) {
+			creates++
+			return 0, errors.New("database down")
+		})))
+		require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[GetUser, User](func(context.Context, GetUser) (User, error) {
+			gets++
+			return User{}, errors.New("database down")
+		})))
+		ctx := context.Background()
+		_, err = cqrs.Dispatch[int](ctx, commands, CreateUser{Name: "Ada"})
+		require.Error(t, err)
+		assert.Equal(t, 1, creates, "a command is not retried")
+		_, err = cqrs.Dispatch[User](ctx, queries, GetUser{ID: 1})
+		require.Error(t, err)
+		assert.Equal(t, 3, gets, "a query is")
+
+		logs.Reset()
+		for range 10 {
+			_, err = cqrs.Dispatch[int](ctx, commands, CreateUser{Name: "Ada"})
+			require.ErrorIs(t, err, cqrs.ErrRateLimited)
+		}
+		assert.Equal(t, 10, strings.Count(logs.String(), `"level":"WARN"`), logs.String())
+		assert.NotContains(t, logs.String(), `"level":"ERROR"`)
+	})
 }
 
 // regions returns the regions of this package's source marked

@@ -2,7 +2,6 @@ package otel
 
 import (
 	"context"
-	"strings"
 
 	"github.com/sony/gobreaker/v2"
 	"go.opentelemetry.io/otel/attribute"
@@ -28,8 +27,26 @@ func meterOf(opts []Option) metric.Meter {
 	return c.meterProvider.Meter(ScopeName)
 }
 
+// BreakerStateValue returns the value the gauge cqrs.breaker.state takes
+// for state: 0 closed, 1 half-open, 2 open, and -1 for a state gobreaker
+// does not define.
+func BreakerStateValue(state gobreaker.State) int64 {
+	switch state {
+	case gobreaker.StateClosed:
+		return 0
+	case gobreaker.StateHalfOpen:
+		return 1
+	case gobreaker.StateOpen:
+		return 2
+	}
+	return -1
+}
+
 // BreakerState is the value the gauge cqrs.breaker.state takes for each
 // state of a breaker.
+//
+// Deprecated: use [BreakerStateValue]. Changing this map changes nothing:
+// the gauge no longer reads it.
 var BreakerState = map[gobreaker.State]int64{
 	gobreaker.StateClosed:   0,
 	gobreaker.StateHalfOpen: 1,
@@ -49,9 +66,9 @@ func ObserveBreaker(b *middleware.Breaker, opts ...Option) (metric.Registration,
 		return nil, err
 	}
 	return meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		for name, state := range b.States() {
-			kind, msgType, _ := strings.Cut(name, " ")
-			o.ObserveInt64(gauge, BreakerState[state], metric.WithAttributes(KeyKind.String(kind), KeyMessageType.String(msgType)))
+		for spec, state := range b.All() {
+			o.ObserveInt64(gauge, BreakerStateValue(state),
+				metric.WithAttributes(KeyKind.String(spec.Kind.String()), KeyMessageType.String(spec.Name)))
 		}
 		return nil
 	}, gauge)

@@ -260,3 +260,11 @@ func TestPrometheusScrape(t *testing.T) {
 		t.Log(page)
 	}
 }
+
+func TestBreakerStateValue(t *testing.T) {
+	for state, want := range map[gobreaker.State]int64{
+		gobreaker.StateClosed: 0, gobreaker.StateHalfOpen: 1, gobreaker.StateOpen: 2, gobreaker.State(9): -1,
+	} {
+		assert.Equal(t, want, cqrsotel.BreakerStateValue(state), state.String())
+	}
+}

@@ -1,8 +1,9 @@
-// Improved shows middleware: bus-wide interceptors and per-handler ones,
-// validation failures with their fields, a query cache that a command
-// invalidates, and the metrics of it all.
+// Middleware shows the decorators by hand: bus-wide interceptors and
+// per-handler ones, validation failures with their fields, a query cache
+// that a command invalidates, placed outside the timeout so that a hit
+// skips it, and the metrics of it all.
 //
-//	go run ./examples/improved
+//	go run ./examples/middleware
 package main
 
 import (
@@ -86,7 +87,8 @@ func run(w io.Writer) error {
 	))
 	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(metrics))
 
-	// Per handler: GetProduct is cached, and only it gets a timeout.
+	// Per handler: GetProduct is cached, and only it gets a timeout,
+	// inside the cache, so that a hit needs none.
 	cache, err := middleware.NewCache[GetProduct, Product](middleware.CacheConfig{TTL: time.Minute})
 	if err != nil {
 		return err

@@ -1,8 +1,9 @@
-// Simple-production-demo runs the standard production stack, built from a
-// middleware.Config, with the JSON logs of a real service on standard error
-// and a metrics report at the end on standard output.
+// Config-stack runs the standard production stack, built from a
+// middleware.Config with a stack for each bus and a query cache in its
+// place, with the JSON logs of a real service on standard error and a
+// metrics report at the end on standard output.
 //
-//	go run ./examples/simple-production-demo
+//	go run ./examples/config-stack
 package main
 
 import (
@@ -89,13 +90,21 @@ func run(w, logs io.Writer) error {
 	if err != nil {
 		return err
 	}
-	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Interceptors...), cqrs.WithLogger(logger))
-	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Interceptors...), cqrs.WithLogger(logger))
+	// Each bus gets its own stack: commands are not retried, queries are.
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Commands...), cqrs.WithLogger(logger))
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...), cqrs.WithLogger(logger))
+	// The cache of queries.cache, after validation and before the rate
+	// limit: a hit spends no token.
+	cache, err := middleware.NewQueryCache[GetOrder, Order](stack, queries)
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
 	store := &Orders{orders: map[string]Order{}}
 	if err := cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](store.place)); err != nil {
 		return err
 	}
-	if err := cqrs.Register(queries, cqrs.HandlerFunc[GetOrder, Order](store.get)); err != nil {
+	if err := cqrs.Register(queries, cqrs.HandlerFunc[GetOrder, Order](store.get), cache.Middleware()); err != nil {
 		return err
 	}
 
@@ -109,7 +118,7 @@ func run(w, logs io.Writer) error {
 	for _, order := range traffic {
 		_, _ = cqrs.Dispatch[cqrs.NoResult](ctx, commands, order)
 	}
-	for _, id := range []string{"o-1", "o-2", "o-9"} {
+	for _, id := range []string{"o-1", "o-2", "o-9", "o-1", "o-1"} {
 		_, _ = cqrs.Dispatch[Order](ctx, queries, GetOrder{ID: id})
 	}
 
@@ -117,5 +126,7 @@ func run(w, logs io.Writer) error {
 	for _, m := range stack.Metrics.Snapshot() {
 		fmt.Fprintf(w, "%-7s %-16s %5d  %6d   %-9v  %v\n", m.Kind, m.Name, m.Calls, m.Errors, m.Mean, m.P99)
 	}
+	s := cache.Stats()
+	fmt.Fprintf(w, "cache: %d hits, %d misses\n", s.Hits, s.Misses)
 	return nil
 }

@@ -20,22 +20,25 @@ func TestRun(t *testing.T) {
 	require.NoError(t, run(&out, &logs))
 
 	// One JSON record per dispatch, each with the service's attributes.
+	// Refusals (a duplicate, an invalid order, a missing one) are the
+	// caller's doing: WARN, not ERROR.
 	var outcomes []string
 	for line := range strings.Lines(logs.String()) {
 		var rec map[string]any
 		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
 		assert.Equal(t, "orders", rec["service"])
 		assert.Equal(t, "cqrs dispatch", rec["msg"])
-		outcomes = append(outcomes, rec["message"].(string)+" "+rec["outcome"].(string))
+		outcomes = append(outcomes, rec["level"].(string)+" "+rec["message"].(string)+" "+rec["outcome"].(string))
 	}
 	assert.Equal(t, []string{
-		"main.PlaceOrder ok", "main.PlaceOrder ok", "main.PlaceOrder error", "main.PlaceOrder error",
-		"main.GetOrder ok", "main.GetOrder ok", "main.GetOrder error",
+		"INFO main.PlaceOrder ok", "INFO main.PlaceOrder ok", "WARN main.PlaceOrder error", "WARN main.PlaceOrder error",
+		"INFO main.GetOrder ok", "INFO main.GetOrder ok", "WARN main.GetOrder error", "INFO main.GetOrder ok", "INFO main.GetOrder ok",
 	}, outcomes)
 	assert.Contains(t, logs.String(), `"error":"cqrs: validation failed: command main.PlaceOrder: PlaceOrder.Customer fails \"email\", PlaceOrder.Items fails \"min\" (1)"`)
 
 	report := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, report, 3)
+	require.Len(t, report, 4)
 	assert.Regexp(t, `^command main.PlaceOrder\s+4\s+2\s`, report[1])
-	assert.Regexp(t, `^query\s+main.GetOrder\s+3\s+1\s`, report[2])
+	assert.Regexp(t, `^query\s+main.GetOrder\s+5\s+1\s`, report[2])
+	assert.Equal(t, "cache: 2 hits, 3 misses", report[3])
 }
