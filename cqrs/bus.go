@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"reflect"
 	"runtime/debug"
+	"sync/atomic"
 
 	"github.com/typedcqrs/dispatch/internal/registry"
 	"github.com/typedcqrs/dispatch/internal/stats"
@@ -179,7 +180,11 @@ func (c *bus) metrics() []MessageMetrics {
 	var out []MessageMetrics
 	for _, e := range c.routes.Entries() {
 		if e.Value.stats != nil {
-			out = append(out, metricsOf(e.Value.spec, e.Value.stats))
+			m := metricsOf(e.Value.spec, e.Value.stats)
+			if e.Value.items != nil {
+				m.Items = e.Value.items.Load()
+			}
+			out = append(out, m)
 		}
 	}
 	return out
@@ -189,7 +194,8 @@ func (c *bus) metrics() []MessageMetrics {
 // type-erased three ways for the three kinds of entry point.
 type entry struct {
 	spec  *Spec
-	stats *stats.Stats // nil when metrics are off
+	stats *stats.Stats   // nil when metrics are off
+	items *atomic.Uint64 // the items of a streaming query, else nil
 
 	typed   any                                     // *route[C, R], for Dispatch
 	exec    any                                     // func(context.Context, any) (R, error), for ExecuteTyped

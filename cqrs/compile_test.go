@@ -46,6 +46,11 @@ type OrderPlaced struct {
 	ID string
 }
 
+type ListOrders struct {
+	cqrs.StreamQuery[Order]
+	Customer string
+}
+
 func GetOrderHandler(context.Context, GetOrder) (Order, error) { return Order{}, nil }
 
 func PlaceOrderHandler(context.Context, PlaceOrder) (string, error) { return "", nil }
@@ -127,6 +132,26 @@ var compileCases = []struct {
 		want: `B \(type \*cqrs.EventBus\) does not satisfy cqrs.Bus`,
 	},
 	{
+		name: "streaming query asked for one result",
+		body: `_, _ = cqrs.Ask(ctx, queries, msgs.ListOrders{})`,
+		want: `msgs.ListOrders\) does not satisfy cqrs.Message\[R, \*cqrs.QueryBus\] \(missing method declares\)`,
+	},
+	{
+		name: "query with one result streamed",
+		body: `for range cqrs.Stream(ctx, queries, msgs.GetOrder{}) {}`,
+		want: `msgs.GetOrder\) does not satisfy cqrs.StreamMessage\[R\] \(missing method streams\)`,
+	},
+	{
+		name: "stream items ranged into the wrong type",
+		body: `for s, err := range cqrs.Stream(ctx, queries, msgs.ListOrders{}) { var x string = s; _, _ = x, err }`,
+		want: `cannot use s \(variable of struct type msgs.Order\) as string value`,
+	},
+	{
+		name: "stream handler with the wrong items",
+		body: `_ = cqrs.HandleStream(queries, func(context.Context, msgs.ListOrders, func(string) bool) error { return nil })`,
+		want: `msgs.ListOrders\) does not satisfy cqrs.StreamMessage\[R\] \(wrong type for method streams\)`,
+	},
+	{
 		name: "handler on a bus of unknown kind",
 		body: `var b cqrs.Bus = queries; _ = cqrs.Handle(b, msgs.GetOrderHandler)`,
 		want: `msgs.GetOrder\) does not satisfy cqrs.Message\[R, B\]`,
@@ -141,7 +166,11 @@ const compileGood = `_ = cqrs.Handle(queries, msgs.GetOrderHandler)
 	id, _ = cqrs.Send(ctx, commands, msgs.PlaceOrder{Items: 1})
 	_, _ = o, id
 	_, _ = cqrs.Subscribe(events, "mail", func(context.Context, msgs.OrderPlaced) error { return nil })
-	_ = cqrs.Publish(ctx, events, msgs.OrderPlaced{ID: "o-1"})`
+	_ = cqrs.Publish(ctx, events, msgs.OrderPlaced{ID: "o-1"})
+	_ = cqrs.HandleStream(queries, func(context.Context, msgs.ListOrders, func(msgs.Order) bool) error { return nil })
+	for order, err := range cqrs.Stream(ctx, queries, msgs.ListOrders{}) {
+		_, _ = order.ID, err
+	}`
 
 func compileProgram(body string) string {
 	return `package main

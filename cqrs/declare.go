@@ -124,7 +124,8 @@ func Handle[C Message[R, B], R any, B Bus](b B, fn func(ctx context.Context, msg
 // declaration is what a marker says of the message that embeds it.
 type declaration struct {
 	kind   Kind
-	result reflect.Type
+	result reflect.Type // of a stream, its items'
+	stream bool         // declared by StreamQuery
 }
 
 // declarer is implemented by every type that embeds a marker.
@@ -153,6 +154,9 @@ func checkDeclared(t reflect.Type, kind Kind, res reflect.Type) error {
 	switch {
 	case !ok:
 		return nil
+	case d.stream:
+		return fmt.Errorf("%w: %s is declared a streaming query; register it with HandleStream or RegisterStream",
+			ErrInvalidMessageType, t)
 	case d.kind != kind:
 		return fmt.Errorf("%w: %s is declared for the %s bus; it cannot be registered on the %s bus",
 			ErrInvalidMessageType, t, d.kind, kind)

@@ -566,3 +566,35 @@ func TestStrategyNames(t *testing.T) {
 		assert.Equal(t, want, s.String())
 	}
 }
+
+func TestCancelWaitsForThePublishesThatMayCallIt(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		events := cqrs.NewEventBus()
+		release := make(chan struct{})
+		var calls atomic.Int64
+		sub := subscribe(t, events, "slow", func(context.Context, orderPlaced) error {
+			calls.Add(1)
+			<-release
+			return nil
+		})
+		published := make(chan error, 1)
+		go func() { published <- cqrs.Publish(context.Background(), events, orderPlaced{}) }()
+		synctest.Wait() // the publish is inside the subscriber
+
+		var cancelled atomic.Bool
+		go func() {
+			sub.Cancel()
+			cancelled.Store(true)
+		}()
+		synctest.Wait()
+		assert.False(t, cancelled.Load(), "Cancel returned while a publish that called the subscriber ran")
+
+		close(release)
+		require.NoError(t, <-published)
+		synctest.Wait()
+		assert.True(t, cancelled.Load())
+		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{}))
+		assert.Equal(t, int64(1), calls.Load())
+	})
+}

@@ -20,6 +20,10 @@ type MessageMetrics struct {
 	Calls uint64
 	// Errors counts the dispatches that returned an error.
 	Errors uint64
+	// Items counts the items a streaming query yielded, over all its
+	// streams (each stream counts once in Calls); it is zero for other
+	// messages.
+	Items uint64
 
 	// Min, Max and Mean are exact.
 	Min, Max, Mean time.Duration

@@ -82,6 +82,11 @@ type Spec struct {
 	MessageType reflect.Type
 	// ResultType is the Go type of the handler's result.
 	ResultType reflect.Type
+	// Stream is true for a streaming query, registered with
+	// [RegisterStream]: its handler yields items of type ResultType, and
+	// an interceptor sees the whole stream as one Call whose result is a
+	// [StreamSummary].
+	Stream bool
 	// Subscriber is the name of an event's subscriber, given to
 	// [Subscribe]; it is empty for commands and queries. Each subscriber
 	// of an event has a Spec of its own.

@@ -1,0 +1,422 @@
+package cqrs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"reflect"
+	"sync/atomic"
+	"time"
+
+	"github.com/typedcqrs/dispatch/internal/registry"
+	"github.com/typedcqrs/dispatch/internal/stats"
+)
+
+// StreamQuery marks a query whose handler streams items of type R, one at
+// a time, rather than returning one result: embed it as the query's first
+// field, as [Query] is embedded.
+//
+//	type ListOrders struct {
+//		cqrs.StreamQuery[Order]
+//		Customer string
+//	}
+//
+// Its handler is registered with [HandleStream] and its items are read
+// with [Stream]; [Ask], [Handle] and [Register] refuse it.
+//
+// StreamQuery has no state: its zero value is the only value.
+type StreamQuery[R any] struct{}
+
+func (StreamQuery[R]) streams(R) {}
+
+func (StreamQuery[R]) declaration() declaration {
+	return declaration{kind: KindQuery, result: reflect.TypeFor[R](), stream: true}
+}
+
+// StreamMessage is satisfied by every query type that embeds
+// [StreamQuery][R], and by pointers to such types. It is the constraint of
+// [Stream] and [HandleStream]; only StreamQuery implements it.
+type StreamMessage[R any] interface {
+	streams(R)
+}
+
+// StreamHandler produces the items of a streaming query of type Q, pushing
+// each to yield, and returns nil at the end of the stream or the error that
+// ended it.
+//
+// yield returns false when the reader has stopped (it broke out of its
+// loop, or its context ended): the handler should then return at once; a
+// later call to yield does nothing and returns false. yield must be called
+// from the goroutine that called Stream, and not after Stream returns. The
+// handler should also honour ctx, which is cancelled when the reader stops.
+//
+// This push shape is chosen over a handler that returns an iter.Seq2
+// because it is harder to misuse: the handler returns its error once,
+// where the bus can see it, rather than as an item; it cannot be ranged
+// twice or leak a goroutine behind a sequence nobody finishes; and a
+// handler that ignores yield's false gets false again, where an iterator
+// that does makes the range statement panic.
+//
+// A StreamHandler registered with [RegisterStream] is called by every
+// stream of its query, possibly from many goroutines at once, so it must
+// be safe for concurrent use.
+type StreamHandler[Q, R any] interface {
+	Stream(ctx context.Context, q Q, yield func(R) bool) error
+}
+
+// StreamFunc adapts a function to the [StreamHandler] interface.
+type StreamFunc[Q, R any] func(ctx context.Context, q Q, yield func(R) bool) error
+
+// Stream calls f(ctx, q, yield).
+func (f StreamFunc[Q, R]) Stream(ctx context.Context, q Q, yield func(R) bool) error {
+	return f(ctx, q, yield)
+}
+
+// StreamSummary is what an [Interceptor] sees as the result of a streaming
+// query: the stream is one [Call], from the first item to the last, and
+// [Call.Result] returns a StreamSummary once the inner [Invoker] returned.
+type StreamSummary struct {
+	// Items counts the items the handler yielded to the reader.
+	Items int
+}
+
+// StreamOption configures one streaming query's handler, given to
+// [HandleStream] or [RegisterStream].
+type StreamOption interface {
+	applyStream(*streamConfig)
+}
+
+type streamConfig struct {
+	firstItem time.Duration
+}
+
+type streamOptionFunc func(*streamConfig)
+
+func (f streamOptionFunc) applyStream(c *streamConfig) { f(c) }
+
+// WithFirstItemTimeout bounds the wait for a stream's first item: if the
+// handler yields nothing within d, its context is cancelled and the stream
+// ends with an error wrapping [ErrExecutionTimeout] and
+// [context.DeadlineExceeded]. Once the first item arrived, the handler
+// takes as long as it needs; bound the whole stream with a timeout
+// interceptor (middleware.Timeout). If d is less than or equal to 0, there
+// is no bound.
+func WithFirstItemTimeout(d time.Duration) StreamOption {
+	return streamOptionFunc(func(c *streamConfig) { c.firstItem = d })
+}
+
+// HandleStream registers fn as the handler of the declared streaming query
+// Q on b; Q and R are inferred from fn, a plain function or a method value:
+//
+//	err := cqrs.HandleStream(queries, store.ListOrders) // func(context.Context, ListOrders, func(Order) bool) error
+//
+// The compiler refuses a handler whose items are not the type Q declares.
+// It fails as [RegisterStream] does.
+func HandleStream[Q StreamMessage[R], R any](b *QueryBus, fn func(ctx context.Context, q Q, yield func(R) bool) error, opts ...StreamOption) error {
+	return RegisterStream(b, StreamFunc[Q, R](fn), opts...)
+}
+
+// RegisterStream registers h as the handler of the streaming query type Q
+// on b, inside the bus's interceptors, under the rules of [Register]: one
+// handler per type and name, keyed by Q's type, safe while other
+// goroutines dispatch. A nil b is [ErrNilBus], a nil h [ErrNilHandler], a
+// second handler for Q [ErrHandlerExists], an interface Q or one declared
+// as a query with a single result [ErrInvalidMessageType], and a Q that
+// declares items of another type [ErrResultType].
+//
+// A streaming query is read with [Stream] (or [StreamOf]); [Dispatch] and
+// the untyped methods refuse it with [ErrInvalidMessageType].
+func RegisterStream[Q, R any](b *QueryBus, h StreamHandler[Q, R], opts ...StreamOption) error {
+	c := b.core()
+	if c == nil {
+		return fmt.Errorf("%w: registering a stream handler", ErrNilBus)
+	}
+	t := reflect.TypeFor[Q]()
+	if t.Kind() == reflect.Interface {
+		return fmt.Errorf("%w: query %s is an interface type; register a concrete type", ErrInvalidMessageType, t)
+	}
+	in := specOn[Q, R](b)
+	in.Stream = true
+	if isNilValue(h) {
+		return fmt.Errorf("%w: registering %s", ErrNilHandler, in)
+	}
+	if err := checkDeclaredStream(t, in.ResultType, true); err != nil {
+		return err
+	}
+	if err := c.routes.Check(t, in.Name); err != nil {
+		return c.registrationError(err, in, t)
+	}
+	var cfg streamConfig
+	for _, o := range opts {
+		if o != nil {
+			o.applyStream(&cfg)
+		}
+	}
+	r := &streamRoute[Q, R]{spec: in, handler: h, nils: nilKindOf(t), log: c.logger(), firstItem: cfg.firstItem}
+	if c.cfg.metrics {
+		r.stats = stats.New()
+	}
+	if len(c.cfg.interceptors) > 0 {
+		chain, err := decorate(in, Handler[Q, StreamSummary](streamInner[Q, R]{r}), nil, c.cfg.interceptors)
+		if err != nil {
+			return err
+		}
+		r.chain = chain
+	}
+	refuse := func(context.Context, any) (any, error) {
+		return nil, fmt.Errorf("%w: %s streams its results: range over cqrs.Stream", ErrInvalidMessageType, in)
+	}
+	e := &entry{spec: in, stats: r.stats, items: &r.items, typed: r, untyped: refuse}
+	if err := c.routes.Add(t, in.Name, e); err != nil {
+		return c.registrationError(err, in, t)
+	}
+	return nil
+}
+
+// checkDeclaredStream refuses a streaming handler for a type declared as a
+// query with one result, and a plain handler for a type declared as a
+// streaming query (stream says which is being registered); and a stream
+// of items other than those declared.
+func checkDeclaredStream(t reflect.Type, item reflect.Type, stream bool) error {
+	d, ok := declaredBy(t)
+	switch {
+	case !ok || !stream:
+		return nil
+	case !d.stream:
+		return fmt.Errorf("%w: %s is declared a %s with one result; register it with Handle or Register",
+			ErrInvalidMessageType, t, d.kind)
+	case d.result != item:
+		return fmt.Errorf("%w: %s declares items of type %s; its handler yields %s", ErrResultType, t, d.result, item)
+	}
+	return nil
+}
+
+// Stream runs the declared streaming query q on b and returns its items as
+// a sequence, with no type arguments: R is inferred from q's
+// [StreamQuery] marker.
+//
+//	for order, err := range cqrs.Stream(ctx, queries, ListOrders{Customer: "c-1"}) {
+//		if err != nil {
+//			return err
+//		}
+//		fmt.Println(order.ID)
+//	}
+//
+// The handler runs when the sequence is ranged over, on the ranging
+// goroutine, and again each time it is ranged over: a sequence is the
+// query, not a cursor over one result. Each item comes with a nil error.
+// The stream ends:
+//
+//   - when the handler returns nil, with no further item;
+//   - with the handler's error as a last item (zero R, the error), a
+//     [*PanicError] if it panicked;
+//   - when the loop breaks: the handler's ctx is cancelled and its yield
+//     returns false, so it stops, and no error is reported;
+//   - when ctx ends: the last item is ctx.Err();
+//   - before the handler runs, with one error item: [ErrNilBus],
+//     [ErrNilContext], [ErrNilMessage], [ErrHandlerNotFound], or ctx.Err().
+//
+// No goroutine is started. Beyond a fixed few per stream, reading an item
+// allocates nothing.
+func Stream[Q StreamMessage[R], R any](ctx context.Context, b *QueryBus, q Q) iter.Seq2[R, error] {
+	return StreamOf[R](ctx, b, q)
+}
+
+// StreamOf is [Stream] for a streaming query whose type does not declare
+// its items, registered with [RegisterStream]: write the item type.
+//
+//	for line, err := range cqrs.StreamOf[string](ctx, queries, Tail{File: "app.log"}) { … }
+//
+// An item type other than the handler's is [ErrResultType], as the one
+// error item.
+func StreamOf[R, Q any](ctx context.Context, b *QueryBus, q Q) iter.Seq2[R, error] {
+	return func(yield func(R, error) bool) {
+		r, err := streamRouteOf[R](b, q)
+		if err != nil {
+			var zero R
+			yield(zero, err)
+			return
+		}
+		r.run(ctx, q, yield)
+	}
+}
+
+// streamRouteOf finds the stream route of q's type on b.
+func streamRouteOf[R, Q any](b *QueryBus, q Q) (*streamRoute[Q, R], error) {
+	t := reflect.TypeFor[Q]()
+	c := b.core()
+	if c == nil {
+		return nil, fmt.Errorf("%w: streaming a query", ErrNilBus)
+	}
+	e, ok := c.routes.Lookup(registry.KeyOf(t))
+	if !ok {
+		if isNilValue(any(q)) {
+			return nil, fmt.Errorf("%w: query %s", ErrNilMessage, t)
+		}
+		return nil, fmt.Errorf("%w: no handler for %s on the query bus", ErrHandlerNotFound, t)
+	}
+	r, ok := e.typed.(*streamRoute[Q, R])
+	if !ok {
+		if !e.spec.Stream {
+			return nil, fmt.Errorf("%w: %s returns one result, not a stream: use Ask or Dispatch", ErrInvalidMessageType, e.spec)
+		}
+		return nil, fmt.Errorf("%w: %s streams %s, not %s", ErrResultType, e.spec, e.spec.ResultType, reflect.TypeFor[R]())
+	}
+	return r, nil
+}
+
+// streamRoute is the path of one streaming query type.
+type streamRoute[Q, R any] struct {
+	spec      *Spec
+	handler   StreamHandler[Q, R]
+	chain     Handler[Q, StreamSummary] // the interceptors around the handler, or nil
+	nils      nilKind
+	log       *slog.Logger
+	stats     *stats.Stats // nil when metrics are off
+	items     atomic.Uint64
+	firstItem time.Duration
+}
+
+// streamKey carries a stream's state through the interceptors' contexts
+// to the handler.
+type streamKey struct{}
+
+// streamState is one run of a stream.
+type streamState[R any] struct {
+	yield    func(R, error) bool
+	ctx      context.Context // the handler's, cancelled when the reader stops
+	stop     context.CancelCauseFunc
+	items    int
+	broke    bool // the reader broke out of its loop
+	ended    bool // the caller's ctx ended during the stream
+	finished bool // the handler returned: yield does nothing
+	ran      bool // the handler ran once: an interceptor that retries gets its error
+	err      error
+	first    *time.Timer // the first item's timer, stopped when it comes
+}
+
+// errFirstItem is the cause with which a stream's context is cancelled
+// when its first item did not come in time.
+var errFirstItem = errors.New("cqrs: the first item did not come in time")
+
+// checkEvery is how many items pass between two looks at the context of a
+// stream whose handler does not watch it.
+const checkEvery = 64
+
+// push is the handler's yield.
+func (s *streamState[R]) push(item R) bool {
+	if s.broke || s.ended || s.finished {
+		return false
+	}
+	if s.items%checkEvery == checkEvery-1 && s.ctx.Err() != nil {
+		s.ended = true
+		return false
+	}
+	if s.items == 0 && s.first != nil {
+		s.first.Stop()
+	}
+	s.items++
+	if !s.yield(item, nil) {
+		s.broke = true
+		s.stop(nil)
+		return false
+	}
+	return true
+}
+
+// run runs the stream of q into yield.
+func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) bool) {
+	var zero R
+	switch {
+	case ctx == nil:
+		yield(zero, fmt.Errorf("%w: streaming %s", ErrNilContext, r.spec))
+		return
+	case r.nils != neverNil && isNil(r.nils, q):
+		yield(zero, fmt.Errorf("%w: %s", ErrNilMessage, r.spec))
+		return
+	case ctx.Err() != nil:
+		yield(zero, ctx.Err())
+		return
+	}
+	var start time.Duration
+	if r.stats != nil {
+		start = stats.Now()
+	}
+	caller := ctx
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	s := &streamState[R]{yield: yield, ctx: ctx, stop: stop}
+	if r.firstItem > 0 {
+		s.first = time.AfterFunc(r.firstItem, func() { stop(errFirstItem) })
+		defer s.first.Stop()
+	}
+
+	var err error
+	if r.chain != nil {
+		err = r.intercepted(context.WithValue(ctx, streamKey{}, s), q)
+	} else {
+		err = r.produce(ctx, s, q)
+	}
+	s.finished = true
+
+	switch {
+	case s.broke:
+		err = nil // the reader left: nobody to tell
+	case errors.Is(context.Cause(ctx), errFirstItem) && s.items == 0:
+		err = fmt.Errorf("%w: %s yielded nothing within %v: %w", ErrExecutionTimeout, r.spec, r.firstItem, context.DeadlineExceeded)
+	case err == nil && (s.ended || caller.Err() != nil):
+		err = caller.Err() // cut short, whatever the handler said
+	}
+	if r.stats != nil {
+		r.stats.Record(stats.Now()-start, err != nil)
+		r.items.Add(uint64(s.items))
+	}
+	if err != nil && !s.broke {
+		yield(zero, err)
+	}
+}
+
+// intercepted runs the stream inside the bus's interceptors, recovering a
+// panic of theirs.
+func (r *streamRoute[Q, R]) intercepted(ctx context.Context, q Q) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = panicked(ctx, r.log, r.spec, v)
+		}
+	}()
+	_, err = r.chain.Handle(ctx, q)
+	return err
+}
+
+// produce runs the handler, recovering its panic.
+func (r *streamRoute[Q, R]) produce(ctx context.Context, s *streamState[R], q Q) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = panicked(ctx, r.log, r.spec, v)
+		}
+	}()
+	return r.handler.Stream(ctx, q, s.push)
+}
+
+// streamInner is the innermost handler of a stream's interceptor chain:
+// it finds the stream's state in ctx and runs the handler. An interceptor
+// that calls it again, as a retry does, runs the handler again only if no
+// item was yielded; after that it gets the first run's error, since a
+// stream cannot be taken back.
+type streamInner[Q, R any] struct{ r *streamRoute[Q, R] }
+
+func (h streamInner[Q, R]) Handle(ctx context.Context, q Q) (StreamSummary, error) {
+	s, ok := ctx.Value(streamKey{}).(*streamState[R])
+	if !ok {
+		return StreamSummary{}, fmt.Errorf("cqrs: %s: an interceptor replaced the stream's context with one not derived from it", h.r.spec)
+	}
+	if !s.ran || (s.items == 0 && !s.broke) {
+		s.ran = true
+		// The handler's panic is recovered here, innermost, so that the
+		// interceptors see it as the stream's error.
+		s.err = h.r.produce(ctx, s, q)
+	}
+	return StreamSummary{Items: s.items}, s.err
+}
