@@ -112,7 +112,7 @@ func registerLocal(b cqrs.Bus) error {
 }
 
 func registerOtherLocal(b cqrs.Bus) error {
-	type Local struct{ n int }
+	type Local struct{}
 	return cqrs.Register(b, cqrs.HandlerFunc[Local, cqrs.NoResult](noop[Local]))
 }
 
