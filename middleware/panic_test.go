@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -89,4 +90,15 @@ func TestPanicUnderCacheKeepsItsShape(t *testing.T) {
 		assert.Equal(t, "cqrs: handler panicked: query middleware_test.Quote: price exploded", err.Error())
 	}
 	assert.Equal(t, 2, calls, "a panic is not cached")
+}
+
+// TestPanicIsNotRetried: Retry now sees a handler's panic as an error, and
+// must not call the handler again for it.
+func TestPanicIsNotRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus, j := jobBus(t, middleware.Retry(middleware.RetryConfig{MaxAttempts: 3}))
+		_, err := run(bus, Job{Do: "panic"})
+		require.ErrorIs(t, err, cqrs.ErrHandlerPanic)
+		assert.Equal(t, int64(1), j.calls.Load(), "a panic is not retried")
+	})
 }
