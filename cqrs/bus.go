@@ -275,8 +275,16 @@ func panicked(ctx context.Context, log *slog.Logger, spec *Spec, v any) error {
 	if spec.Subscriber != "" {
 		attrs = append(attrs, slog.String("subscriber", spec.Subscriber))
 	}
-	log.LogAttrs(ctx, slog.LevelError, "cqrs: handler panicked", attrs...)
+	logAttrs(ctx, log, slog.LevelError, "cqrs: handler panicked", attrs...)
 	return pe
+}
+
+// logAttrs logs with l, and loses the record if l's handler panics: a
+// logger is user code, and its panic must not cross Register or a
+// dispatch.
+func logAttrs(ctx context.Context, l *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
+	defer func() { _ = recover() }()
+	l.LogAttrs(ctx, level, msg, attrs...)
 }
 
 // Register registers h as the handler of messages of type C on bus b,
@@ -358,7 +366,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	if err := c.routes.Add(t, in.Name, e); err != nil {
 		return c.registrationError(err, in, t)
 	}
-	r.log.LogAttrs(context.Background(), slog.LevelDebug, "cqrs: handler registered",
+	logAttrs(context.Background(), r.log, slog.LevelDebug, "cqrs: handler registered",
 		slog.String("kind", in.Kind.String()),
 		slog.String("message", in.Name),
 		slog.String("type", t.String()),

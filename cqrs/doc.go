@@ -65,16 +65,21 @@
 // # Errors
 //
 // Errors are sentinel values wrapped with context: compare them with
-// [errors.Is]. A handler's own error is returned unchanged. A panic in a
-// handler or middleware is recovered by the bus and returned as a
-// [*PanicError], which matches [ErrHandlerPanic]. A handler's panic is
-// recovered where the handler is called, inside its middleware and
-// interceptors, so each of them sees the *PanicError come back as an
-// ordinary error: logging, metrics and tracing record a panic as a failed
-// dispatch. A panic in a middleware or interceptor itself is recovered
-// outermost, and unwinds through the layers outside it. A context that is done
-// before the dispatch starts is returned as ctx.Err() and the handler does
-// not run. No input makes a dispatch panic.
+// [errors.Is]. A handler's own error is returned unchanged. A message with
+// no handler gets [ErrHandlerNotFound], in an error that names the bus it
+// was sent to. Middleware reports a message that fails validation, a
+// command or a query, with [ErrValidation] and a [*ValidationError].
+//
+// A panic in a handler or middleware is recovered by the bus and returned
+// as a [*PanicError], which matches [ErrHandlerPanic] and logs itself with
+// its stack. A handler's panic is recovered where the handler is called,
+// inside its middleware and interceptors, so each of them sees the
+// *PanicError come back as an ordinary error: logging, metrics and tracing
+// record a panic as a failed dispatch. A panic in a middleware or
+// interceptor itself is recovered outermost, and unwinds through the
+// layers outside it. A context that is done before the dispatch starts is
+// returned as ctx.Err() and the handler does not run. No input makes
+// Register or a dispatch panic.
 //
 // # Performance
 //

@@ -12,8 +12,8 @@ import (
 var errOdd = errors.New("odd")
 
 // fuzzBus has handlers that succeed, fail, panic and read pointers.
-func fuzzBus(t testing.TB) *cqrs.QueryBus {
-	b := cqrs.NewQueryBus(cqrs.WithMetrics())
+func fuzzBus(t testing.TB, opts ...cqrs.Option) *cqrs.QueryBus {
+	b := cqrs.NewQueryBus(append(opts, cqrs.WithMetrics())...)
 	must := func(err error) {
 		if err != nil {
 			t.Fatal(err)
@@ -47,7 +47,9 @@ func FuzzDispatch(f *testing.F) {
 	f.Add(uint8(3), int64(3), "\x00", uint8(3))
 	f.Add(uint8(4), int64(-14), "é", uint8(4))
 	f.Add(uint8(5), int64(1), "q", uint8(5))
-	bus := fuzzBus(f)
+	// The same handlers bare and inside interceptors: decorating them
+	// changes no outcome, and a panic is recovered on either path.
+	buses := []*cqrs.QueryBus{fuzzBus(f), fuzzBus(f, cqrs.WithInterceptors(passThrough, passThrough))}
 	documented := []error{
 		cqrs.ErrHandlerNotFound, cqrs.ErrResultType, cqrs.ErrNilMessage, cqrs.ErrHandlerPanic, errOdd,
 	}
@@ -71,45 +73,53 @@ func FuzzDispatch(f *testing.F) {
 			msg = []byte(s)
 		}
 
-		var res any
-		var err error
-		ctx := context.Background()
-		switch entry % 6 {
-		case 0:
-			res, err = cqrs.ExecuteTyped[UserView](ctx, bus, msg)
-		case 1:
-			res, err = cqrs.ExecuteTyped[int](ctx, bus, msg)
-		case 2:
-			res, err = cqrs.ExecuteTyped[string](ctx, bus, msg)
-		case 3:
-			res, err = cqrs.ExecuteTyped[any](ctx, bus, msg)
-		case 4:
-			res, err = bus.Execute(ctx, msg)
-		case 5:
-			res, err = cqrs.Dispatch[fmt.Stringer](ctx, bus, msg)
-		}
-
-		if err != nil {
-			for _, target := range documented {
-				if errors.Is(err, target) {
-					return
-				}
-			}
-			t.Fatalf("undocumented error for %#v: %v", msg, err)
-		}
-		var want any
-		switch m := msg.(type) {
-		case GetUser:
-			want = UserView{ID: m.ID}
-		case *GetUser:
-			want = m.ID
-		case string:
-			want = m + m
-		default:
-			t.Fatalf("%#v succeeded with %#v", msg, res)
-		}
-		if fmt.Sprint(res) != fmt.Sprint(want) {
-			t.Fatalf("%#v: got %#v, want %#v", msg, res, want)
+		for _, bus := range buses {
+			fuzzOne(t, bus, msg, entry, documented)
 		}
 	})
+}
+
+// fuzzOne sends msg to bus by the entry point entry selects and checks
+// the outcome.
+func fuzzOne(t *testing.T, bus *cqrs.QueryBus, msg any, entry uint8, documented []error) {
+	var res any
+	var err error
+	ctx := context.Background()
+	switch entry % 6 {
+	case 0:
+		res, err = cqrs.ExecuteTyped[UserView](ctx, bus, msg)
+	case 1:
+		res, err = cqrs.ExecuteTyped[int](ctx, bus, msg)
+	case 2:
+		res, err = cqrs.ExecuteTyped[string](ctx, bus, msg)
+	case 3:
+		res, err = cqrs.ExecuteTyped[any](ctx, bus, msg)
+	case 4:
+		res, err = bus.Execute(ctx, msg)
+	case 5:
+		res, err = cqrs.Dispatch[fmt.Stringer](ctx, bus, msg)
+	}
+
+	if err != nil {
+		for _, target := range documented {
+			if errors.Is(err, target) {
+				return
+			}
+		}
+		t.Fatalf("undocumented error for %#v: %v", msg, err)
+	}
+	var want any
+	switch m := msg.(type) {
+	case GetUser:
+		want = UserView{ID: m.ID}
+	case *GetUser:
+		want = m.ID
+	case string:
+		want = m + m
+	default:
+		t.Fatalf("%#v succeeded with %#v", msg, res)
+	}
+	if fmt.Sprint(res) != fmt.Sprint(want) {
+		t.Fatalf("%#v: got %#v, want %#v", msg, res, want)
+	}
 }

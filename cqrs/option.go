@@ -43,7 +43,8 @@ func WithMetrics() Option {
 // WithLogger sets the logger the bus reports to: handler panics at
 // [slog.LevelError] with their stack, and registrations at
 // [slog.LevelDebug]. The default discards everything; a nil logger restores
-// that default.
+// that default. A record whose handler panics is lost; the panic does not
+// cross [Register] or a dispatch.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) { c.logger = l })
 }

@@ -429,7 +429,7 @@ func (r *eventRoute[E]) handleQueued(ctx context.Context, evt E) {
 	defer l.release()
 	for _, sub := range l.subs {
 		if err := sub.call(ctx, evt); err != nil {
-			sub.log.LogAttrs(ctx, slog.LevelError, "cqrs: subscriber failed",
+			logAttrs(ctx, sub.log, slog.LevelError, "cqrs: subscriber failed",
 				slog.String("kind", sub.spec.Kind.String()),
 				slog.String("message", sub.spec.Name),
 				slog.String("subscriber", sub.spec.Subscriber),

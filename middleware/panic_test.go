@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -59,4 +61,44 @@ func TestPanicSeenByLoggingAndMetrics(t *testing.T) {
 		assert.Equal(t, uint64(1), snap[0].Calls, name)
 		assert.Equal(t, uint64(1), snap[0].Errors, name)
 	}
+}
+
+// Quote is a query whose handler panics.
+type Quote struct{ SKU string }
+
+// TestPanicUnderCacheKeepsItsShape: the cache now sees a handler's panic
+// as an error, recovered inside it; it must not cache it, and the caller
+// gets the bus's *PanicError with the original value and a one-line
+// message.
+func TestPanicUnderCacheKeepsItsShape(t *testing.T) {
+	t.Parallel()
+	cache, err := middleware.NewCache[Quote, int](middleware.CacheConfig{TTL: time.Minute})
+	require.NoError(t, err)
+	t.Cleanup(cache.Close)
+	queries := cqrs.NewQueryBus()
+	calls := 0
+	require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[Quote, int](func(context.Context, Quote) (int, error) {
+		calls++
+		panic("price exploded")
+	}), cache.Middleware()))
+
+	for range 2 {
+		_, err := cqrs.Dispatch[int](context.Background(), queries, Quote{SKU: "s-1"})
+		var pe *cqrs.PanicError
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "price exploded", pe.Value)
+		assert.Equal(t, "cqrs: handler panicked: query middleware_test.Quote: price exploded", err.Error())
+	}
+	assert.Equal(t, 2, calls, "a panic is not cached")
+}
+
+// TestPanicIsNotRetried: Retry now sees a handler's panic as an error, and
+// must not call the handler again for it.
+func TestPanicIsNotRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bus, j := jobBus(t, middleware.Retry(middleware.RetryConfig{MaxAttempts: 3}))
+		_, err := run(bus, Job{Do: "panic"})
+		require.ErrorIs(t, err, cqrs.ErrHandlerPanic)
+		assert.Equal(t, int64(1), j.calls.Load(), "a panic is not retried")
+	})
 }
