@@ -1,30 +1,54 @@
-// Package cqrs dispatches commands and queries to typed handlers.
+// Package cqrs dispatches commands, queries and events to typed handlers.
 //
-// A handler is a [Handler][C, R]: it handles messages of type C and returns
-// an R. It is registered on a bus with [Register], keyed by C's type, and
-// found again by [Dispatch], [ExecuteTyped] or a bus's untyped method. The
-// compiler checks message and result types wherever the caller knows them,
-// and the bus checks the rest before a handler runs.
+// A message declares what it is and what it returns by embedding a marker
+// as its first field: [Command][R], [Query][R], [StreamQuery][R] or
+// [Event]. The compiler then infers every type at the call site and
+// refuses every mismatch: a command sent to the query bus, a result
+// assigned to the wrong type, a handler that returns something else, a
+// message with no marker. What it cannot see, a handler that was never
+// registered, [Require] finds at start-up.
+//
+//	type PlaceOrder struct {
+//		cqrs.Command[OrderID]
+//		Items []Item
+//	}
+//
+//	type GetOrder struct {
+//		cqrs.Query[Order]
+//		ID OrderID
+//	}
+//
+//	commands, queries := cqrs.NewCommandBus(), cqrs.NewQueryBus()
+//	err := cqrs.Handle(commands, orders.Place) // func(context.Context, PlaceOrder) (OrderID, error)
+//	err = cqrs.Handle(queries, orders.Get)     // func(context.Context, GetOrder) (Order, error)
+//	err = cqrs.Require(commands, PlaceOrder{}) // at start-up
+//
+//	id, err := cqrs.Send(ctx, commands, PlaceOrder{Items: items}) // id is an OrderID
+//	order, err := cqrs.Ask(ctx, queries, GetOrder{ID: id})         // order is an Order
+//
+// The markers have no fields and no size: encoding/json, encoding/gob and
+// the validator see a message as they would without one.
+//
+// For message types that declare nothing (types of another package,
+// messages held in an interface), the generic entry points take the types
+// written out: a handler is a [Handler][C, R], registered with [Register]
+// and found again by [Dispatch], [ExecuteTyped] or a bus's untyped Execute
+// method; the bus checks at run time what the compiler could not.
 //
 // # Commands
 //
-// A [CommandBus] carries commands: messages that change state. A command
-// that returns nothing but an error has the result type [NoResult].
-//
-//	commands := cqrs.NewCommandBus()
-//	err := cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](placeOrder))
-//	_, err = cqrs.Dispatch[cqrs.NoResult](ctx, commands, PlaceOrder{ID: "o-1"})
+// A [CommandBus] carries commands: messages that change state, each to the
+// one handler registered for its type. A command that returns nothing but
+// an error declares [NoResult]. [Send] dispatches a declared command.
 //
 // # Queries
 //
 // A [QueryBus] carries queries: messages that read state. It works as the
 // command bus does; the two differ in their names in errors, logs and
 // metrics, and in the method a message may use to name itself
-// (CommandName or QueryName).
+// (CommandName or QueryName). [Ask] dispatches a declared query.
 //
-//	queries := cqrs.NewQueryBus()
-//	err := cqrs.Register(queries, cqrs.HandlerFunc[GetOrder, Order](getOrder))
-//	order, err := cqrs.Dispatch[Order](ctx, queries, GetOrder{ID: "o-1"})
+//	order, err := cqrs.Dispatch[Order](ctx, queries, GetOrder{ID: "o-1"}) // the same, types written
 //
 // [Dispatch] is fully static: write the result type and C is inferred from
 // the message. [ExecuteTyped] takes a message held in an interface and
@@ -32,6 +56,28 @@
 // [QueryBus.Execute] take and return interfaces, for routers and
 // transports. A message type and a pointer to it are different types with
 // different handlers.
+//
+// # Streaming queries
+//
+// A query whose result is large or unbounded declares [StreamQuery][R];
+// its handler, registered with [HandleStream], pushes items one at a time
+// to a yield function, and [Stream] returns them as an iter.Seq2[R, error]
+// to range over. Breaking out of the loop stops the handler; its error, or
+// its panic, is the last item. No goroutine is started.
+//
+//	for order, err := range cqrs.Stream(ctx, queries, ListOrders{Customer: "c-1"}) { … }
+//
+// # Events
+//
+// An [EventBus] delivers events, which declare [Event], to every
+// subscriber of their type. Each subscriber has a name and runs inside the
+// bus's interceptors with a [Spec] of its own; [Subscribe] returns a
+// [Subscription] to cancel. [Publish] runs the subscribers with the bus's
+// [Strategy] ([Sequential] by default, [StopOnError], [Concurrent],
+// [Async] with a bounded queue), and [PublishWith] with another.
+//
+//	sub, err := cqrs.Subscribe(events, "email", mailer.OrderPlaced)
+//	err = cqrs.Publish(ctx, events, OrderPlaced{Order: id})
 //
 // # Names
 //
@@ -55,9 +101,9 @@
 //     It is given to a whole bus with [WithInterceptors], or to one
 //     registration with [Intercept]. It is set up once per message type
 //     with that type's [Spec], and sees each dispatch as a [Call] that
-//     boxes the message or result only if asked. A dispatch through any
-//     number of interceptors allocates once, and not at all when every
-//     interceptor reports itself disabled (see [Interceptor]).
+//     boxes the message or result only if asked. The bus reuses a Call
+//     once its dispatch has returned, so a dispatch through any number of
+//     interceptors allocates nothing of its own (see [Interceptor]).
 //
 // A bus's interceptors run outside a handler's own middleware; in each
 // list, the first one given runs outermost.
@@ -83,16 +129,16 @@
 //
 // # Performance
 //
-// Handlers live in a map keyed by the identity of the message type, behind
-// an atomic pointer and replaced whole by each registration: a dispatch
-// takes no lock and, with no interceptors, allocates nothing. Registering is
-// safe while other goroutines dispatch, and costs time proportional to the
-// number of handlers, so it belongs in start-up code. The benchmarks
-// directory compares a dispatch with a direct call and with a map of
-// string-keyed interface handlers behind a mutex.
+// Handlers live in a table keyed by the identity of the message type,
+// behind an atomic pointer: a dispatch takes no lock and, with no
+// interceptors, allocates nothing. [Send], [Ask] and [Dispatch] cost the
+// same. Registering is safe while other goroutines dispatch, and costs
+// amortized constant time, however many types are registered. The
+// benchmarks directory compares a dispatch with a direct call and with a
+// map of string-keyed interface handlers behind a mutex.
 //
 // With [WithMetrics], each message type keeps counts and a latency
 // histogram, read with the bus's Metrics method; recording a dispatch
-// takes two readings of the monotonic clock and a few atomic additions
-// spread over per-processor shards, and allocates nothing.
+// takes two readings of the monotonic clock and a few atomic additions,
+// and allocates nothing.
 package cqrs
