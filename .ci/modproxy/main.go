@@ -56,7 +56,7 @@ func main() {
 			os.Exit(1)
 		}
 		// The size, for a look: what every user downloads.
-		fmt.Printf("%s@%s from %s: %.1f MB zipped\n", m.Path, m.Version, dir, float64(size)/1e6)
+		fmt.Printf("%s@%s from %s: %d kB zipped\n", m.Path, m.Version, dir, (size+999)/1000)
 	}
 }
 
