@@ -50,70 +50,72 @@ func main() {
 			fmt.Fprintf(os.Stderr, "modproxy: %q: want MODULEDIR@VERSION\n", arg)
 			os.Exit(2)
 		}
-		m, err := publish(*out, dir, version, now)
+		m, size, err := publish(*out, dir, version, now)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		fmt.Printf("%s@%s from %s\n", m.Path, m.Version, dir)
+		// The size, for a look: what every user downloads.
+		fmt.Printf("%s@%s from %s: %d kB zipped\n", m.Path, m.Version, dir, (size+999)/1000)
 	}
 }
 
 // publish adds the module in dir to the proxy in out at version, with
-// time t as its commit time, and returns the module's path and version.
-func publish(out, dir, version string, t time.Time) (module.Version, error) {
+// time t as its commit time, and returns the module's path and version and
+// the size of its zip.
+func publish(out, dir, version string, t time.Time) (_ module.Version, size int64, _ error) {
 	gomod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
 	if err != nil {
-		return module.Version{}, fmt.Errorf("modproxy: %w", err)
+		return module.Version{}, 0, fmt.Errorf("modproxy: %w", err)
 	}
 	m := module.Version{Path: modfile.ModulePath(gomod), Version: version}
 	if m.Path == "" {
-		return m, fmt.Errorf("modproxy: %s: no module path in go.mod", dir)
+		return m, 0, fmt.Errorf("modproxy: %s: no module path in go.mod", dir)
 	}
 	if err := module.Check(m.Path, m.Version); err != nil {
-		return m, fmt.Errorf("modproxy: %s: %w", dir, err)
+		return m, 0, fmt.Errorf("modproxy: %s: %w", dir, err)
 	}
 	if canonical := module.CanonicalVersion(version); canonical != version {
-		return m, fmt.Errorf("modproxy: %s: version %s is not canonical (%s)", dir, version, canonical)
+		return m, 0, fmt.Errorf("modproxy: %s: version %s is not canonical (%s)", dir, version, canonical)
 	}
 	escPath, err := module.EscapePath(m.Path)
 	if err != nil {
-		return m, fmt.Errorf("modproxy: %w", err)
+		return m, 0, fmt.Errorf("modproxy: %w", err)
 	}
 	escVersion, err := module.EscapeVersion(m.Version)
 	if err != nil {
-		return m, fmt.Errorf("modproxy: %w", err)
+		return m, 0, fmt.Errorf("modproxy: %w", err)
 	}
 	vdir := filepath.Join(out, filepath.FromSlash(escPath), "@v")
 	if err := os.MkdirAll(vdir, 0o755); err != nil {
-		return m, fmt.Errorf("modproxy: %w", err)
+		return m, 0, fmt.Errorf("modproxy: %w", err)
 	}
 	base := filepath.Join(vdir, escVersion)
 
 	files, err := moduleFiles(dir)
 	if err != nil {
-		return m, fmt.Errorf("modproxy: %s: %w", dir, err)
+		return m, 0, fmt.Errorf("modproxy: %s: %w", dir, err)
 	}
-	if err := writeZip(base+".zip", m, files); err != nil {
-		return m, fmt.Errorf("modproxy: %s: %w", dir, err)
+	if size, err = writeZip(base+".zip", m, files); err != nil {
+		return m, 0, fmt.Errorf("modproxy: %s: %w", dir, err)
 	}
 	info, err := json.Marshal(struct {
 		Version string
 		Time    time.Time
 	}{m.Version, t})
 	if err != nil {
-		return m, fmt.Errorf("modproxy: %w", err)
+		return m, 0, fmt.Errorf("modproxy: %w", err)
 	}
 	if err := os.WriteFile(base+".info", info, 0o644); err != nil {
-		return m, fmt.Errorf("modproxy: %w", err)
+		return m, 0, fmt.Errorf("modproxy: %w", err)
 	}
 	if err := os.WriteFile(base+".mod", gomod, 0o644); err != nil {
-		return m, fmt.Errorf("modproxy: %w", err)
+		return m, 0, fmt.Errorf("modproxy: %w", err)
 	}
 	if err := addToList(filepath.Join(vdir, "list"), m.Version); err != nil {
-		return m, fmt.Errorf("modproxy: %w", err)
+		return m, 0, fmt.Errorf("modproxy: %w", err)
 	}
-	return m, nil
+	return m, size, nil
 }
 
 // moduleFiles lists the regular files under dir, leaving out
@@ -160,13 +162,18 @@ func (f file) Path() string                 { return f.slash }
 func (f file) Lstat() (fs.FileInfo, error)  { return f.info, nil }
 func (f file) Open() (io.ReadCloser, error) { return os.Open(f.path) }
 
-func writeZip(name string, m module.Version, files []zip.File) (err error) {
+// writeZip writes the zip of module m, made of files, to the file name
+// and returns its size.
+func writeZip(name string, m module.Version, files []zip.File) (size int64, err error) {
 	w, err := os.Create(name)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer func() { err = errors.Join(err, w.Close()) }()
-	return zip.Create(w, m, files)
+	if err := zip.Create(w, m, files); err != nil {
+		return 0, err
+	}
+	return w.Seek(0, io.SeekCurrent)
 }
 
 // addToList adds version to the proxy's list of a module's versions.

@@ -60,10 +60,13 @@ func TestPublish(t *testing.T) {
 	out := t.TempDir()
 	at := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
 
-	m, err := publish(out, repo, "v0.1.0", at)
+	m, size, err := publish(out, repo, "v0.1.0", at)
 	require.NoError(t, err)
 	assert.Equal(t, "example.com/Repo", m.Path)
-	sub, err := publish(out, filepath.Join(repo, "sub"), "v0.1.0", at)
+	zipInfo, err := os.Stat(filepath.Join(out, "example.com", "!repo", "@v", "v0.1.0.zip"))
+	require.NoError(t, err)
+	assert.Equal(t, zipInfo.Size(), size)
+	sub, _, err := publish(out, filepath.Join(repo, "sub"), "v0.1.0", at)
 	require.NoError(t, err)
 	assert.Equal(t, "example.com/Repo/sub", sub.Path)
 
@@ -95,9 +98,9 @@ func TestPublish(t *testing.T) {
 	assert.True(t, at.Equal(info.Time))
 
 	// Another version is added to the list; the same one is not repeated.
-	_, err = publish(out, repo, "v0.2.0", at)
+	_, _, err = publish(out, repo, "v0.2.0", at)
 	require.NoError(t, err)
-	_, err = publish(out, repo, "v0.2.0", at)
+	_, _, err = publish(out, repo, "v0.2.0", at)
 	require.NoError(t, err)
 	list, err := os.ReadFile(filepath.Join(vdir, "list"))
 	require.NoError(t, err)
@@ -114,7 +117,7 @@ func TestPublishRefuses(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			out := t.TempDir()
-			_, err := publish(out, tc.dir, tc.version, time.Now())
+			_, _, err := publish(out, tc.dir, tc.version, time.Now())
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), "modproxy: ")
 			entries, err := os.ReadDir(out)
