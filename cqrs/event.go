@@ -281,11 +281,14 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 	if fn == nil {
 		return nil, fmt.Errorf("%w: subscribing %s", ErrNilHandler, spec)
 	}
-	r, err := routeOf[E](b, t, spec.Name)
+	// Refuse a duplicate before the interceptors set anything up for it,
+	// and add the event's route only once the subscriber is built, so
+	// that a failed Subscribe changes nothing.
+	r, err := lookupRoute[E](b, t)
 	if err != nil {
 		return nil, err
 	}
-	if r.has(name) {
+	if r != nil && r.has(name) {
 		return nil, fmt.Errorf("%w: %s: another subscriber has that name", ErrHandlerExists, spec)
 	}
 	s := &subscriber[E]{spec: spec, log: b.logger()}
@@ -293,6 +296,11 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 		s.fn = fn
 	} else if s.handler, err = decorate(spec, subscriberHandler(spec, s.log, fn), mws, b.cfg.interceptors); err != nil {
 		return nil, err
+	}
+	if r == nil {
+		if r, err = addRoute[E](b, t, spec.Name); err != nil {
+			return nil, err
+		}
 	}
 	if b.cfg.metrics {
 		s.stats = stats.New()
@@ -319,16 +327,23 @@ func checkSubscriberName(name string) error {
 	return nil
 }
 
-// routeOf returns the route of event type E on b, adding it on first use.
-// b.mu is held.
-func routeOf[E any](b *EventBus, t reflect.Type, name string) (*eventRoute[E], error) {
-	if e, ok := b.routes.Lookup(registry.KeyOf(t)); ok {
-		r, ok := e.typed.(*eventRoute[E])
-		if !ok {
-			return nil, fmt.Errorf("cqrs: event %s: internal type mismatch", name)
-		}
-		return r, nil
+// lookupRoute returns the route of event type E on b, or nil if E has
+// never had a subscriber.
+func lookupRoute[E any](b *EventBus, t reflect.Type) (*eventRoute[E], error) {
+	e, ok := b.routes.Lookup(registry.KeyOf(t))
+	if !ok {
+		return nil, nil
 	}
+	r, ok := e.typed.(*eventRoute[E])
+	if !ok { // never: the entry was found by E
+		return nil, fmt.Errorf("cqrs: event %s: internal type mismatch", e.spec.Name)
+	}
+	return r, nil
+}
+
+// addRoute adds the route of event type E, named name, to b. b.mu is
+// held.
+func addRoute[E any](b *EventBus, t reflect.Type, name string) (*eventRoute[E], error) {
 	spec := &Spec{Kind: KindEvent, Name: name, MessageType: t, ResultType: reflect.TypeFor[NoResult]()}
 	r := &eventRoute[E]{bus: b, spec: spec, nils: nilKindOf(t)}
 	r.list.Store(newSubscriberList[E](nil))

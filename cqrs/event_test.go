@@ -463,6 +463,7 @@ func TestEventBadInput(t *testing.T) {
 	_, err = cqrs.Subscribe(events, "ok", ok, nil)
 	require.ErrorIs(t, err, cqrs.ErrNilHandler)
 	assert.Empty(t, events.Specs(), "a failed Subscribe changes nothing")
+	assert.Empty(t, events.Registered(), "not even the event's route")
 
 	sub := subscribe(t, events, "ok", ok)
 	assert.Equal(t, "ok", sub.Spec().Subscriber)

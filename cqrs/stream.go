@@ -364,7 +364,7 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 	switch {
 	case s.broke:
 		err = nil // the reader left: nobody to tell
-	case errors.Is(context.Cause(ctx), errFirstItem) && s.items == 0:
+	case errors.Is(context.Cause(ctx), errFirstItem):
 		err = fmt.Errorf("%w: %s yielded nothing within %v: %w", ErrExecutionTimeout, r.spec, r.firstItem, context.DeadlineExceeded)
 	case err == nil && (s.ended || caller.Err() != nil):
 		err = caller.Err() // cut short, whatever the handler said
