@@ -18,7 +18,8 @@ import (
 // Config describes the standard production stack of both buses, so that a
 // service can load its settings from a file (see [LoadConfig]) and build
 // the stack in the recommended order with [Config.Build]. Each part is off
-// when its field is zero or nil.
+// when its field is zero or nil. A Config is a plain value: its zero value
+// builds an empty stack.
 //
 // The top-level parts apply to both buses. Retries and the query cache are
 // set per kind, in Commands and Queries, and are off unless set there:
