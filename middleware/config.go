@@ -305,10 +305,7 @@ func (s *Stack) isCached(t reflect.Type) bool {
 func (s *Stack) markCached(t reflect.Type) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cached == nil {
-		s.cached = make(map[reflect.Type]bool)
-	}
-	s.cached[t] = true
+	s.cached[t] = true // made by Build, the only maker of a Stack that caches
 }
 
 // errNoCache is NewQueryCache's error for a stack built without a cache.

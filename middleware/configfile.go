@@ -90,9 +90,8 @@ func LoadConfig(path string) (Config, error) {
 }
 
 var (
-	durationType    = reflect.TypeFor[time.Duration]()
-	levelType       = reflect.TypeFor[slog.Level]()
-	unmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+	durationType = reflect.TypeFor[time.Duration]()
+	levelType    = reflect.TypeFor[slog.Level]()
 )
 
 // movedKeys are top-level keys of an older Config, with where they went.
@@ -244,12 +243,7 @@ func wrongValue(n *yaml.Node, path, want string) error {
 	return fmt.Errorf("%w: %s%s: got %s, want %s", ErrConfig, name(path), at(n.Line), got, want)
 }
 
-func kindName(t reflect.Type) string {
-	if t.Implements(unmarshalerType) || reflect.PointerTo(t).Implements(unmarshalerType) {
-		return "text"
-	}
-	return t.Kind().String()
-}
+func kindName(t reflect.Type) string { return "a " + t.Kind().String() }
 
 func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
