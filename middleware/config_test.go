@@ -130,7 +130,7 @@ func TestParseConfigBoundsItsWork(t *testing.T) {
 
 func TestParseConfigEmpty(t *testing.T) {
 	t.Parallel()
-	for _, doc := range []string{"", "# nothing\n", "---\n", "{}"} {
+	for _, doc := range []string{"", "# nothing\n", "---\n", "{}", "timeout:\nvalidation:\ncommands:\n"} {
 		cfg, err := middleware.ParseConfig([]byte(doc))
 		require.NoError(t, err, doc)
 		assert.Equal(t, middleware.Config{}, cfg, doc)

@@ -107,10 +107,10 @@ func check(n *yaml.Node, t reflect.Type, path string) error {
 	if n.Kind == yaml.AliasNode || n.Anchor != "" {
 		return fmt.Errorf("%w: %s%s: anchors and aliases are not supported in a config", ErrConfig, name(path), at(n.Line))
 	}
+	if isNull(n) {
+		return nil // "key:" with no value leaves the setting unset
+	}
 	if t.Kind() == reflect.Pointer {
-		if isNull(n) {
-			return nil
-		}
 		t = t.Elem()
 	}
 	switch {
@@ -153,9 +153,6 @@ func check(n *yaml.Node, t reflect.Type, path string) error {
 }
 
 func checkStruct(n *yaml.Node, t reflect.Type, path string) error {
-	if isNull(n) {
-		return nil
-	}
 	if n.Kind != yaml.MappingNode {
 		return wrongValue(n, path, "a mapping of settings")
 	}
