@@ -38,7 +38,8 @@ func (c CacheConfig) normalised() CacheConfig {
 }
 
 // Keyer is a query that names its own cache key: two queries with the same
-// key must ask for the same result.
+// key must ask for the same result. CacheKey is called on every dispatch,
+// from any goroutine.
 type Keyer interface {
 	CacheKey() string
 }

@@ -133,3 +133,37 @@ func TestCacheZeroValue(t *testing.T) {
 	assert.Equal(t, middleware.CacheStats{}, cache.Stats())
 	cache.Close()
 }
+
+// TestPanicShapeThroughTheWholeStack: under every layer of a stack, the
+// cache included, a handler's panic is the bus's *cqrs.PanicError with the
+// value passed to panic.
+func TestPanicShapeThroughTheWholeStack(t *testing.T) {
+	cfg, err := middleware.ParseConfig([]byte(`
+validation: true
+timeout: 1s
+rate_limit: {rate: 1000}
+breaker: {}
+logging: {}
+metrics: true
+queries:
+  retry: {max_attempts: 3}
+  cache: {ttl: 1m}
+`))
+	require.NoError(t, err)
+	stack, err := cfg.Build(nil)
+	require.NoError(t, err)
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...))
+	cache, err := middleware.NewQueryCache[ListOrders, []string](stack, queries)
+	require.NoError(t, err)
+	defer cache.Close()
+	errBoom := errors.New("boom")
+	require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[ListOrders, []string](func(context.Context, ListOrders) ([]string, error) {
+		panic(errBoom)
+	}), cache.Middleware()))
+	_, err = cqrs.Dispatch[[]string](context.Background(), queries, ListOrders{})
+	var pe *cqrs.PanicError
+	require.ErrorAs(t, err, &pe)
+	assert.Equal(t, errBoom, pe.Value)
+	assert.NotContains(t, pe.Error(), "\n")
+	require.ErrorIs(t, err, errBoom)
+}

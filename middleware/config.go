@@ -18,7 +18,8 @@ import (
 // Config describes the standard production stack of both buses, so that a
 // service can load its settings from a file (see [LoadConfig]) and build
 // the stack in the recommended order with [Config.Build]. Each part is off
-// when its field is zero or nil.
+// when its field is zero or nil. A Config is a plain value: its zero value
+// builds an empty stack.
 //
 // The top-level parts apply to both buses. Retries and the query cache are
 // set per kind, in Commands and Queries, and are off unless set there:
@@ -304,10 +305,7 @@ func (s *Stack) isCached(t reflect.Type) bool {
 func (s *Stack) markCached(t reflect.Type) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cached == nil {
-		s.cached = make(map[reflect.Type]bool)
-	}
-	s.cached[t] = true
+	s.cached[t] = true // made by Build, the only maker of a Stack that caches
 }
 
 // errNoCache is NewQueryCache's error for a stack built without a cache.
@@ -326,24 +324,22 @@ var errNoCache = fmt.Errorf("%w: queries.cache is not set: the stack has no cach
 // It fails if the stack has no cache settings, if b is not a query bus,
 // or as NewCache does.
 func NewQueryCache[C comparable, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
-	if err := s.canCache(b); err != nil {
-		return nil, err
-	}
-	c, err := NewCache[C, R](*s.cache, opts...)
-	if err != nil {
-		return nil, err
-	}
-	place(s, c, b)
-	return c, nil
+	return stackCache(s, b, func(cfg CacheConfig) (*Cache[C, R], error) { return NewCache[C, R](cfg, opts...) })
 }
 
 // NewKeyedQueryCache is [NewQueryCache] for a query keyed by its
 // CacheKey, as [NewKeyedCache] keys it.
 func NewKeyedQueryCache[C Keyer, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
+	return stackCache(s, b, func(cfg CacheConfig) (*Cache[C, R], error) { return NewKeyedCache[C, R](cfg, opts...) })
+}
+
+// stackCache makes a cache of s's settings with newCache, for bus b, and
+// places it in the stack.
+func stackCache[C, R any](s *Stack, b cqrs.Bus, newCache func(CacheConfig) (*Cache[C, R], error)) (*Cache[C, R], error) {
 	if err := s.canCache(b); err != nil {
 		return nil, err
 	}
-	c, err := NewKeyedCache[C, R](*s.cache, opts...)
+	c, err := newCache(*s.cache)
 	if err != nil {
 		return nil, err
 	}

@@ -86,6 +86,7 @@ func TestParseConfigErrors(t *testing.T) {
 		"bool":             {"metrics: yes please\n", `metrics (line 1): got "yes please", want true or false`},
 		"int overflow":     {"breaker:\n  consecutive_failures: -1\n", "breaker.consecutive_failures (line 2): got \"-1\", want a whole number that fits a uint32"},
 		"list":             {"timeout: [1s]\n", "timeout (line 1): got a list"},
+		"mapping for bool": {"validation: {a: 1}\n", "validation (line 1): got a mapping, want a bool"},
 		"top-level retry":  {"retry: {max_attempts: 3}\n", "retry (line 1): retry is set per kind now"},
 		"top-level cache":  {"cache: {ttl: 1m}\n", "cache (line 1): cache is set under queries:"},
 		"command cache":    {"commands:\n  cache: {ttl: 1m}\n", "commands.cache (line 2): unknown setting; commands has retry"},
@@ -129,7 +130,7 @@ func TestParseConfigBoundsItsWork(t *testing.T) {
 
 func TestParseConfigEmpty(t *testing.T) {
 	t.Parallel()
-	for _, doc := range []string{"", "# nothing\n", "---\n", "{}"} {
+	for _, doc := range []string{"", "# nothing\n", "---\n", "{}", "timeout:\nvalidation:\ncommands:\n"} {
 		cfg, err := middleware.ParseConfig([]byte(doc))
 		require.NoError(t, err, doc)
 		assert.Equal(t, middleware.Config{}, cfg, doc)

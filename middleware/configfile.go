@@ -90,9 +90,8 @@ func LoadConfig(path string) (Config, error) {
 }
 
 var (
-	durationType    = reflect.TypeFor[time.Duration]()
-	levelType       = reflect.TypeFor[slog.Level]()
-	unmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+	durationType = reflect.TypeFor[time.Duration]()
+	levelType    = reflect.TypeFor[slog.Level]()
 )
 
 // movedKeys are top-level keys of an older Config, with where they went.
@@ -108,10 +107,10 @@ func check(n *yaml.Node, t reflect.Type, path string) error {
 	if n.Kind == yaml.AliasNode || n.Anchor != "" {
 		return fmt.Errorf("%w: %s%s: anchors and aliases are not supported in a config", ErrConfig, name(path), at(n.Line))
 	}
+	if isNull(n) {
+		return nil // "key:" with no value leaves the setting unset
+	}
 	if t.Kind() == reflect.Pointer {
-		if isNull(n) {
-			return nil
-		}
 		t = t.Elem()
 	}
 	switch {
@@ -154,9 +153,6 @@ func check(n *yaml.Node, t reflect.Type, path string) error {
 }
 
 func checkStruct(n *yaml.Node, t reflect.Type, path string) error {
-	if isNull(n) {
-		return nil
-	}
 	if n.Kind != yaml.MappingNode {
 		return wrongValue(n, path, "a mapping of settings")
 	}
@@ -244,12 +240,7 @@ func wrongValue(n *yaml.Node, path, want string) error {
 	return fmt.Errorf("%w: %s%s: got %s, want %s", ErrConfig, name(path), at(n.Line), got, want)
 }
 
-func kindName(t reflect.Type) string {
-	if t.Implements(unmarshalerType) || reflect.PointerTo(t).Implements(unmarshalerType) {
-		return "text"
-	}
-	return t.Kind().String()
-}
+func kindName(t reflect.Type) string { return "a " + t.Kind().String() }
 
 func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"

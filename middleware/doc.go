@@ -22,18 +22,32 @@
 //
 // # The standard stack
 //
-// [Config] describes the whole stack, loadable from YAML or JSON with
-// [LoadConfig], and [Config.Build] assembles it in the recommended order,
-// outermost first:
+// [Config] describes the stack of both buses, loadable from YAML or JSON
+// with [LoadConfig], and [Config.Build] assembles a stack per kind in the
+// recommended order, outermost first:
 //
-//	metrics, logging, validation, rate limit, timeout, retry, breaker
+//	commands: metrics, logging, validation, rate limit, timeout, retry (if asked), breaker
+//	queries:  metrics, logging, validation, cache, rate limit, timeout, retry, breaker
 //
 // The outer layers see what the inner ones do: metrics and logging record
-// a message refused by validation, the rate limit or the breaker; a
-// message that fails validation spends no rate-limit token and never
-// reaches the breaker; the timeout bounds all retries together; and an
-// open breaker, which is not retryable, ends the retries. [Config.Build]
+// a message refused by validation, the rate limit or the breaker, and a
+// cache hit; a message that fails validation spends no rate-limit token
+// and never reaches the breaker; a cache hit ([NewQueryCache]) skips
+// everything after the cache; the timeout bounds all retries together;
+// and an open breaker, which is not retryable, ends the retries. Commands
+// are retried only when the config's commands section asks. [Config.Build]
 // explains each choice.
+//
+// # Settings
+//
+// Constructors accept any setting and normalise each field as its doc
+// comment says ("If MaxAttempts <= 0, 3 is used"); a setting that sizes a
+// layer (a timeout, a rate, a TTL) turns the layer off at zero or below. A
+// config file is strict instead: [ParseConfig] refuses what a constructor
+// would replace, naming the setting, what it was and what is accepted.
+//
+// Every decorator type is safe for concurrent use, and the zero value of
+// each but [Metrics] is usable: see each type's doc.
 //
 // # Errors
 //
@@ -41,8 +55,9 @@
 // library that found them where there is one: [cqrs.ErrCommandValidation]
 // (with a [*ValidationError] listing the fields), [cqrs.ErrExecutionTimeout]
 // (with [context.DeadlineExceeded]), [cqrs.ErrCircuitOpen] (with
-// gobreaker's) and [cqrs.ErrRateLimited]. [IsCallerError] and
-// [IsRetryable] classify errors for the breaker and for retries.
+// gobreaker's) and [cqrs.ErrRateLimited]; a bad config wraps [ErrConfig].
+// [IsCallerError] and [IsRetryable] classify errors for the breaker, for
+// retries and for the level [Logging] logs them at.
 //
 // # Writing your own
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -70,5 +71,33 @@ func TestRateLimitKeyedByTypeNotName(t *testing.T) {
 		require.ErrorIs(t, err, errJob, "b's token")
 		_, err = cqrs.Dispatch[cqrs.NoResult](context.Background(), a, aorders.Place{})
 		require.NoError(t, err, "a has a bucket of its own")
+	})
+}
+
+// TestStackCacheKeyedByTypeNotName: a/orders.Place has the stack's cache,
+// b/orders.Place, which prints alike, does not: b's queries must still go
+// through the rate limit on the bus.
+func TestStackCacheKeyedByTypeNotName(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		stack, err := middleware.Config{
+			RateLimit: &middleware.RateLimitConfig{Rate: 1, Burst: 1},
+			Queries:   middleware.QueryConfig{Cache: &middleware.CacheConfig{TTL: time.Minute}},
+		}.Build(nil)
+		require.NoError(t, err)
+		queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...))
+		cache, err := middleware.NewQueryCache[aorders.Place, int](stack, queries)
+		require.NoError(t, err)
+		defer cache.Close()
+		require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[aorders.Place, int](func(context.Context, aorders.Place) (int, error) {
+			return 1, nil
+		}), cache.Middleware()))
+		other := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...))
+		require.NoError(t, cqrs.Register(other, cqrs.HandlerFunc[borders.Place, int](func(context.Context, borders.Place) (int, error) {
+			return 2, nil
+		})))
+		_, err = cqrs.Dispatch[int](context.Background(), other, borders.Place{})
+		require.NoError(t, err)
+		_, err = cqrs.Dispatch[int](context.Background(), other, borders.Place{})
+		require.ErrorIs(t, err, cqrs.ErrRateLimited, "b/orders.Place has no cache, so the bus limits it")
 	})
 }

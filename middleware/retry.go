@@ -32,7 +32,7 @@ type RetryConfig struct {
 	// jitter; if it is above 1, 1 is used.
 	Jitter float64 `yaml:"jitter" json:"jitter"`
 	// Retryable says which errors are worth another attempt. If it is
-	// nil, [IsRetryable] is used.
+	// nil, [IsRetryable] is used. It must be safe to call concurrently.
 	Retryable func(error) bool `yaml:"-" json:"-"`
 }
 

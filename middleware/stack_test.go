@@ -117,6 +117,10 @@ func TestNewQueryCacheErrors(t *testing.T) {
 	_, err = middleware.NewQueryCache[FindUser, Profile](noCache, cqrs.NewQueryBus())
 	require.ErrorIs(t, err, middleware.ErrConfig)
 	assert.Contains(t, err.Error(), "queries.cache is not set")
+	_, err = middleware.NewQueryCache[FindUser, Profile](&middleware.Stack{}, cqrs.NewQueryBus())
+	require.ErrorIs(t, err, middleware.ErrConfig, "a zero Stack has no cache settings")
+	_, err = middleware.NewQueryCache[FindUser, Profile](nil, cqrs.NewQueryBus())
+	require.ErrorIs(t, err, middleware.ErrConfig, "nor has a nil one")
 
 	stack, err := middleware.Config{Queries: middleware.QueryConfig{Cache: &middleware.CacheConfig{TTL: time.Minute}}}.Build(nil)
 	require.NoError(t, err)

@@ -23,8 +23,11 @@ import (
 // The handler runs on the caller's goroutine, so no goroutine outlives the
 // call and a panic reaches the bus's recovery as any other does. The price
 // is the contract: a handler must honour ctx. One that ignores it runs to
-// completion, and if it then succeeds its result is returned. A d of zero
-// or less turns the middleware off.
+// completion, and if it then succeeds its result is returned. If d <= 0,
+// there is no timeout: the interceptor passes every dispatch on.
+//
+// The interceptor is safe for concurrent use and keeps no state between
+// dispatches.
 func Timeout(d time.Duration) cqrs.Interceptor {
 	return cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		if d <= 0 {

@@ -109,3 +109,13 @@ func ExampleObserveCache() {
 	// cqrs.cache.hits 2
 	// cqrs.cache.misses 1
 }
+
+func ExampleBreakerStateValue() {
+	for _, s := range []gobreaker.State{gobreaker.StateClosed, gobreaker.StateHalfOpen, gobreaker.StateOpen} {
+		fmt.Println(s, cqrsotel.BreakerStateValue(s))
+	}
+	// Output:
+	// closed 0
+	// half-open 1
+	// open 2
+}
