@@ -528,7 +528,7 @@ func TestKindString(t *testing.T) {
 func TestErrorCodes(t *testing.T) {
 	t.Parallel()
 	for _, target := range []error{
-		cqrs.ErrCommandValidation, cqrs.ErrHandlerNotFound, cqrs.ErrNilMessage, cqrs.ErrResultType,
+		cqrs.ErrValidation, cqrs.ErrHandlerNotFound, cqrs.ErrNilMessage, cqrs.ErrResultType,
 		cqrs.ErrHandlerPanic, cqrs.ErrExecutionTimeout, cqrs.ErrCircuitOpen, cqrs.ErrRateLimited,
 		context.Canceled, context.DeadlineExceeded,
 	} {

@@ -116,7 +116,7 @@ func TestBreakerIgnoresCallerErrors(t *testing.T) {
 	bus, _, br := breakerBus(t, gobreaker.Settings{ReadyToTrip: tripAfter(2)})
 	for range 5 {
 		_, err := run(bus, Job{Do: "validate"})
-		require.ErrorIs(t, err, cqrs.ErrCommandValidation)
+		require.ErrorIs(t, err, cqrs.ErrValidation)
 		_, err = run(bus, Job{Do: "canceled"})
 		require.ErrorIs(t, err, context.Canceled)
 	}

@@ -49,7 +49,7 @@ func TestDeclaredQueryThroughValidationAndCache(t *testing.T) {
 	// The validator sees the message's own fields, not the marker.
 	_, err = cqrs.Ask(ctx, queries, findProduct{})
 	require.ErrorIs(t, err, cqrs.ErrValidation)
-	var verr *middleware.ValidationError
+	var verr *cqrs.ValidationError
 	require.ErrorAs(t, err, &verr)
 	require.Len(t, verr.Fields, 1)
 	assert.Equal(t, "findProduct.SKU", verr.Fields[0].Field)

@@ -52,7 +52,7 @@
 // # Errors
 //
 // Refusals wrap the sentinels of package cqrs, and the error of the
-// library that found them where there is one: [cqrs.ErrCommandValidation]
+// library that found them where there is one: [cqrs.ErrValidation]
 // (with a [*ValidationError] listing the fields), [cqrs.ErrExecutionTimeout]
 // (with [context.DeadlineExceeded]), [cqrs.ErrCircuitOpen] (with
 // gobreaker's) and [cqrs.ErrRateLimited]; a bad config wraps [ErrConfig].

@@ -33,7 +33,7 @@ func IsCallerError(err error) bool {
 }
 
 var callerErrors = []error{
-	cqrs.ErrCommandValidation, cqrs.ErrHandlerNotFound, cqrs.ErrNilMessage, cqrs.ErrResultType,
+	cqrs.ErrValidation, cqrs.ErrHandlerNotFound, cqrs.ErrNilMessage, cqrs.ErrResultType,
 	cqrs.ErrInvalidMessageType, cqrs.ErrNilBus, cqrs.ErrNilContext, cqrs.ErrRateLimited,
 	context.Canceled,
 }

@@ -66,8 +66,8 @@ func ExampleValidation() {
 		panic(err)
 	}
 	_, err := cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, Signup{Email: "not an address"})
-	fmt.Println(errors.Is(err, cqrs.ErrCommandValidation))
-	var verr *middleware.ValidationError
+	fmt.Println(errors.Is(err, cqrs.ErrValidation))
+	var verr *cqrs.ValidationError
 	if errors.As(err, &verr) {
 		for _, f := range verr.Fields {
 			fmt.Printf("%s: %s %q\n", f.Field, f.Tag, f.Value)
@@ -290,7 +290,7 @@ func ExampleConfig_Build() {
 
 func ExampleIsRetryable() {
 	fmt.Println(middleware.IsRetryable(errors.New("connection reset")))
-	fmt.Println(middleware.IsRetryable(cqrs.ErrCommandValidation), middleware.IsCallerError(cqrs.ErrCommandValidation))
+	fmt.Println(middleware.IsRetryable(cqrs.ErrValidation), middleware.IsCallerError(cqrs.ErrValidation))
 	// Output:
 	// true
 	// false true

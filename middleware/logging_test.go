@@ -167,7 +167,7 @@ func TestLoggingCallerErrorsBelowError(t *testing.T) {
 				require.ErrorIs(t, err, errJob)
 				time.Sleep(time.Second)
 				_, err = run(bus, Job{Do: "validate"})
-				require.ErrorIs(t, err, cqrs.ErrCommandValidation)
+				require.ErrorIs(t, err, cqrs.ErrValidation)
 				assert.Equal(t, tc.want, levels(t, &buf))
 			})
 		})

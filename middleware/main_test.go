@@ -47,7 +47,7 @@ func (j *jobs) handle(ctx context.Context, job Job) (Done, error) {
 			return Done{}, ctx.Err()
 		}
 	case "validate":
-		return Done{}, cqrs.ErrCommandValidation
+		return Done{}, cqrs.ErrValidation
 	case "canceled":
 		return Done{}, context.Canceled
 	}

@@ -63,7 +63,7 @@ func TestOrderOuterLayersSeeValidationAndRateLimits(t *testing.T) {
 
 		// An invalid message is logged and counted, but spends no token
 		// and reaches neither breaker nor handler.
-		require.ErrorIs(t, send(bus, Order{Email: "nope"}), cqrs.ErrCommandValidation)
+		require.ErrorIs(t, send(bus, Order{Email: "nope"}), cqrs.ErrValidation)
 		require.NoError(t, send(bus, Order{Email: "a@example.com"}), "the invalid message took no token")
 		// The next is rate limited, and that too is logged and counted.
 		require.ErrorIs(t, send(bus, Order{Email: "a@example.com"}), cqrs.ErrRateLimited)

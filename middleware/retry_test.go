@@ -84,7 +84,7 @@ func TestRetryGivesUp(t *testing.T) {
 
 func TestRetryOnlyRetryableErrors(t *testing.T) {
 	for _, err := range []error{
-		cqrs.ErrCommandValidation, cqrs.ErrHandlerNotFound, cqrs.ErrCircuitOpen, cqrs.ErrRateLimited,
+		cqrs.ErrValidation, cqrs.ErrHandlerNotFound, cqrs.ErrCircuitOpen, cqrs.ErrRateLimited,
 		context.Canceled, &cqrs.PanicError{Value: "boom"},
 	} {
 		t.Run(err.Error(), func(t *testing.T) {

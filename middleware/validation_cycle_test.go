@@ -93,11 +93,11 @@ func TestValidationOfRecursiveTypes(t *testing.T) {
 	_, err := cqrs.Dispatch[cqrs.NoResult](context.Background(), bus, list(1000))
 	require.NoError(t, err, "1000 levels are allowed")
 	_, err = cqrs.Dispatch[cqrs.NoResult](context.Background(), bus, list(1001))
-	require.ErrorIs(t, err, cqrs.ErrCommandValidation, "1001 are not")
+	require.ErrorIs(t, err, cqrs.ErrValidation, "1001 are not")
 	bad := list(3)
 	bad.Child.Child.Name = ""
 	_, err = cqrs.Dispatch[cqrs.NoResult](context.Background(), bus, bad)
-	require.ErrorIs(t, err, cqrs.ErrCommandValidation)
+	require.ErrorIs(t, err, cqrs.ErrValidation)
 	assert.Contains(t, err.Error(), "Node.Child.Child.Name")
 
 	shared := &Bag{Label: "shared"}

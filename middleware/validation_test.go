@@ -65,11 +65,11 @@ func TestValidationTags(t *testing.T) {
 	ctx := context.Background()
 
 	_, err := cqrs.Dispatch[cqrs.NoResult](ctx, bus, CreateUser{Name: "A", Email: "not-an-email", Age: 200})
-	require.ErrorIs(t, err, cqrs.ErrCommandValidation)
-	var verr *middleware.ValidationError
+	require.ErrorIs(t, err, cqrs.ErrValidation)
+	var verr *cqrs.ValidationError
 	require.ErrorAs(t, err, &verr)
 	assert.Equal(t, "command middleware_test.CreateUser", verr.Message)
-	assert.Equal(t, []middleware.FieldError{
+	assert.Equal(t, []cqrs.FieldError{
 		{Field: "CreateUser.Name", Tag: "min", Param: "2", Value: "A"},
 		{Field: "CreateUser.Email", Tag: "email", Value: "not-an-email"},
 		{Field: "CreateUser.Age", Tag: "lte", Param: "150", Value: 200},
@@ -96,8 +96,8 @@ func TestValidationMethods(t *testing.T) {
 
 	for _, msg := range []any{Transfer{}, Refund{}, &Refund{}} {
 		_, err := cqrs.ExecuteTyped[cqrs.NoResult](ctx, bus, msg)
-		require.ErrorIs(t, err, cqrs.ErrCommandValidation, "%T", msg)
-		var verr *middleware.ValidationError
+		require.ErrorIs(t, err, cqrs.ErrValidation, "%T", msg)
+		var verr *cqrs.ValidationError
 		require.ErrorAs(t, err, &verr)
 		assert.Empty(t, verr.Fields)
 	}
@@ -135,7 +135,7 @@ func TestValidationWithOwnValidator(t *testing.T) {
 	bus := cqrs.NewCommandBus(cqrs.WithInterceptors(middleware.Validation(middleware.ValidationConfig{Validator: v})))
 	counted[Pair](t, bus)
 	_, err := cqrs.Dispatch[cqrs.NoResult](context.Background(), bus, Pair{N: 3})
-	var verr *middleware.ValidationError
+	var verr *cqrs.ValidationError
 	require.ErrorAs(t, err, &verr)
 	assert.Equal(t, "even", verr.Fields[0].Tag)
 	_, err = cqrs.Dispatch[cqrs.NoResult](context.Background(), bus, Pair{N: 4})

@@ -122,9 +122,9 @@ func run(w io.Writer) error {
 
 	// Validation: the handler never sees a bad command.
 	_, err = cqrs.Dispatch[cqrs.NoResult](ctx, commands, AddProduct{SKU: "ab-1", Price: -5})
-	var verr *middleware.ValidationError
+	var verr *cqrs.ValidationError
 	if errors.As(err, &verr) {
-		fmt.Fprintf(w, "rejected (%t):\n", errors.Is(err, cqrs.ErrCommandValidation))
+		fmt.Fprintf(w, "rejected (%t):\n", errors.Is(err, cqrs.ErrValidation))
 		for _, f := range verr.Fields {
 			fmt.Fprintf(w, "  %s fails %s%s (got %v)\n", f.Field, f.Tag, param(f.Param), f.Value)
 		}

@@ -156,7 +156,7 @@ func reply(w http.ResponseWriter, status int, v any, err error) {
 		return
 	}
 	body := map[string]any{"error": err.Error()}
-	var verr *middleware.ValidationError
+	var verr *cqrs.ValidationError
 	if errors.As(err, &verr) {
 		fields := map[string]string{}
 		for _, f := range verr.Fields {
@@ -170,7 +170,7 @@ func reply(w http.ResponseWriter, status int, v any, err error) {
 // statusOf maps the bus's errors to HTTP statuses.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, cqrs.ErrCommandValidation):
+	case errors.Is(err, cqrs.ErrValidation):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrNoAccount):
 		return http.StatusNotFound

@@ -97,7 +97,7 @@ func tour(ctx context.Context, w io.Writer, users *Users) error {
 
 	// Every failure is an error to match, never a panic.
 	_, err = cqrs.Dispatch[int](ctx, commands, CreateUser{Name: "Bob"})
-	fmt.Fprintln(w, errors.Is(err, cqrs.ErrCommandValidation)) // true
+	fmt.Fprintln(w, errors.Is(err, cqrs.ErrValidation)) // true
 	_, err = cqrs.Dispatch[string](ctx, queries, GetUser{ID: id})
 	fmt.Fprintln(w, errors.Is(err, cqrs.ErrResultType)) // true
 	// readme:end

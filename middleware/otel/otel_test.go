@@ -142,7 +142,7 @@ func TestErrorTypes(t *testing.T) {
 	}{
 		{cqrs.ErrCircuitOpen, "circuit_open"},
 		{cqrs.ErrRateLimited, "rate_limited"},
-		{cqrs.ErrCommandValidation, "validation"},
+		{cqrs.ErrValidation, "validation"},
 		{fmt.Errorf("store: %w", context.DeadlineExceeded), "deadline_exceeded"},
 		{&cqrs.PanicError{Value: "boom"}, "panic"},
 	} {
