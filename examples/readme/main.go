@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,14 +22,18 @@ import (
 )
 
 // readme:begin types
-type CreateUser struct { // a command
+type CreateUser struct { // a command that returns the new user's ID
+	cqrs.Command[int]
 	Name  string `validate:"required"`
 	Email string `validate:"required,email"`
 }
 
-type GetUser struct{ ID int } // a query
+type GetUser struct { // a query that returns a User
+	cqrs.Query[User]
+	ID int
+}
 
-type User struct { // its result
+type User struct {
 	ID          int
 	Name, Email string
 }
@@ -60,7 +65,12 @@ func (s *Users) Get(_ context.Context, q GetUser) (User, error) {
 }
 
 func main() {
-	if err := tour(context.Background(), os.Stdout, &Users{}); err != nil {
+	ctx, users := context.Background(), &Users{}
+	if err := errors.Join(
+		tour(ctx, os.Stdout, users),
+		events(ctx, os.Stdout),
+		streams(ctx, os.Stdout, users),
+	); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -74,31 +84,43 @@ func tour(ctx context.Context, w io.Writer, users *Users) error {
 	))
 	queries := cqrs.NewQueryBus(cqrs.WithMetrics())
 
-	// Register infers the message and result types from the handler.
-	if err := cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, int](users.Create)); err != nil {
+	// Handle infers every type from the handler: no type arguments.
+	if err := errors.Join(
+		cqrs.Handle(commands, users.Create), // func(context.Context, CreateUser) (int, error)
+		cqrs.Handle(queries, users.Get),     // func(context.Context, GetUser) (User, error)
+	); err != nil {
 		return err
 	}
-	if err := cqrs.Register(queries, cqrs.HandlerFunc[GetUser, User](users.Get)); err != nil {
+	// At start-up rather than on the first request: every message has its handler.
+	if err := errors.Join(cqrs.Require(commands, CreateUser{}), cqrs.Require(queries, GetUser{})); err != nil {
 		return err
 	}
 
-	// Dispatch is fully static: write the result type, the message type is inferred.
-	id, err := cqrs.Dispatch[int](ctx, commands, CreateUser{Name: "Ada", Email: "ada@example.com"})
+	// Send and Ask infer the result from the message: id is an int, user a User.
+	id, err := cqrs.Send(ctx, commands, CreateUser{Name: "Ada", Email: "ada@example.com"})
 	if err != nil {
 		return err
 	}
-	user, err := cqrs.Dispatch[User](ctx, queries, GetUser{ID: id})
+	user, err := cqrs.Ask(ctx, queries, GetUser{ID: id})
 	fmt.Fprintln(w, user.Name, user.Email, err) // Ada ada@example.com <nil>
 
-	// ExecuteTyped takes a message held in an interface and still returns a User.
+	// None of these compiles: a query sent as a command, a result of the
+	// wrong type, a message that declares nothing.
+	//
+	//	cqrs.Send(ctx, commands, GetUser{ID: id})
+	//	var name string
+	//	name, err = cqrs.Ask(ctx, queries, GetUser{ID: id})
+	//	cqrs.Ask(ctx, queries, "user 1")
+
+	// A message held in an interface: found by its dynamic type, with a typed result.
 	var msg any = GetUser{ID: id}
 	user, err = cqrs.ExecuteTyped[User](ctx, queries, msg)
 	fmt.Fprintln(w, user.ID, err) // 1 <nil>
 
 	// Every failure is an error to match, never a panic.
-	_, err = cqrs.Dispatch[int](ctx, commands, CreateUser{Name: "Bob"})
+	_, err = cqrs.Send(ctx, commands, CreateUser{Name: "Bob"})
 	fmt.Fprintln(w, errors.Is(err, cqrs.ErrValidation)) // true
-	_, err = cqrs.Dispatch[string](ctx, queries, GetUser{ID: id})
+	_, err = cqrs.ExecuteTyped[string](ctx, queries, msg)
 	fmt.Fprintln(w, errors.Is(err, cqrs.ErrResultType)) // true
 	// readme:end
 	return nil
@@ -120,4 +142,72 @@ func production(path string, logger *slog.Logger) (*cqrs.CommandBus, *cqrs.Query
 	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...))
 	// readme:end
 	return commands, queries, nil
+}
+
+// readme:begin eventtypes
+type UserCreated struct { // an event
+	cqrs.Event
+	ID int
+}
+
+// readme:end
+
+// events shows the event bus.
+func events(ctx context.Context, w io.Writer) error {
+	// readme:begin events
+	events := cqrs.NewEventBus(cqrs.WithMetrics())
+	welcome := func(_ context.Context, e UserCreated) error {
+		fmt.Fprintln(w, "welcome mail to user", e.ID)
+		return nil
+	}
+	audit := func(context.Context, UserCreated) error { return errors.New("audit log full") }
+	if _, err := cqrs.Subscribe(events, "welcome", welcome); err != nil {
+		return err
+	}
+	if _, err := cqrs.Subscribe(events, "audit", audit); err != nil {
+		return err
+	}
+	// Every subscriber runs; the failures come back joined, each naming its subscriber.
+	err := cqrs.Publish(ctx, events, UserCreated{ID: 1})
+	fmt.Fprintln(w, err) // cqrs: event main.UserCreated: subscriber audit: audit log full
+	// readme:end
+	return nil
+}
+
+// readme:begin streamtypes
+type ListUsers struct { // a query that streams Users
+	cqrs.StreamQuery[User]
+	Prefix string
+}
+
+// readme:end
+
+// List handles ListUsers, pushing each user to yield.
+func (s *Users) List(ctx context.Context, q ListUsers, yield func(User) bool) error {
+	s.mu.Lock()
+	users := append([]User(nil), s.users...)
+	s.mu.Unlock()
+	for _, u := range users {
+		if strings.HasPrefix(u.Name, q.Prefix) && !yield(u) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// streams shows a streaming query.
+func streams(ctx context.Context, w io.Writer, users *Users) error {
+	// readme:begin streams
+	queries := cqrs.NewQueryBus()
+	if err := cqrs.HandleStream(queries, users.List); err != nil {
+		return err
+	}
+	for user, err := range cqrs.Stream(ctx, queries, ListUsers{Prefix: "A"}) {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w, user.ID, user.Name) // one user at a time, as the handler yields them
+	}
+	// readme:end
+	return nil
 }

@@ -29,6 +29,17 @@ func TestTour(t *testing.T) {
 	assert.Equal(t, "Ada ada@example.com <nil>\n1 <nil>\ntrue\ntrue\n", out.String())
 }
 
+func TestEventsAndStreams(t *testing.T) {
+	var out bytes.Buffer
+	ctx := context.Background()
+	users := &Users{users: []User{{ID: 1, Name: "Ada"}, {ID: 2, Name: "Bob"}, {ID: 3, Name: "Alan"}}}
+	require.NoError(t, events(ctx, &out))
+	require.NoError(t, streams(ctx, &out, users))
+	assert.Equal(t, "welcome mail to user 1\n"+
+		"cqrs: event main.UserCreated: subscriber audit: audit log full\n"+
+		"1 Ada\n3 Alan\n", out.String())
+}
+
 func TestProduction(t *testing.T) {
 	commands, queries, err := production("../production-demo/config.yaml", slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
