@@ -1,6 +1,7 @@
-// Quickstart shows a command and a query end to end: typed handlers on a
-// command bus and a query bus, a dispatch of each, and what the errors look
-// like when something is wrong.
+// Quickstart shows a command and a query end to end: messages that declare
+// their results, handlers registered from plain methods, a dispatch of
+// each with no type arguments, and what the errors look like when
+// something is wrong.
 //
 //	go run ./examples/quickstart
 package main
@@ -16,14 +17,19 @@ import (
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
-// CreateUser is a command: it changes state and returns the new user's ID.
+// CreateUser is a command: it changes state and returns the new user's ID,
+// an int, as its marker declares.
 type CreateUser struct {
+	cqrs.Command[int]
 	Name  string
 	Email string
 }
 
-// GetUser is a query: it reads state.
-type GetUser struct{ ID int }
+// GetUser is a query: it reads state and returns a User.
+type GetUser struct {
+	cqrs.Query[User]
+	ID int
+}
 
 // User is what GetUser returns.
 type User struct {
@@ -71,22 +77,28 @@ func run(ctx context.Context, w io.Writer) error {
 	users := &Users{}
 	commands := cqrs.NewCommandBus(cqrs.WithMetrics())
 	queries := cqrs.NewQueryBus(cqrs.WithMetrics())
-	if err := cqrs.Register(commands, cqrs.HandlerFunc[CreateUser, int](users.Create)); err != nil {
+	// The handlers are plain methods: every type is inferred from them.
+	if err := cqrs.Handle(commands, users.Create); err != nil {
 		return err
 	}
-	if err := cqrs.Register(queries, cqrs.HandlerFunc[GetUser, User](users.Get)); err != nil {
+	if err := cqrs.Handle(queries, users.Get); err != nil {
+		return err
+	}
+	// At start-up, not on the first request: every message has a handler.
+	if err := cqrs.Require(commands, CreateUser{}); err != nil {
 		return err
 	}
 
-	// A command, fully typed: the compiler checks the message and result.
-	id, err := cqrs.Dispatch[int](ctx, commands, CreateUser{Name: "Ada", Email: "ada@example.com"})
+	// A command: no type arguments, and id is an int because CreateUser
+	// says so. Sending it to the query bus would not compile.
+	id, err := cqrs.Send(ctx, commands, CreateUser{Name: "Ada", Email: "ada@example.com"})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "command CreateUser -> user %d\n", id)
 
-	// A query, fully typed.
-	user, err := cqrs.Dispatch[User](ctx, queries, GetUser{ID: id})
+	// A query: user is a User.
+	user, err := cqrs.Ask(ctx, queries, GetUser{ID: id})
 	if err != nil {
 		return err
 	}
@@ -101,9 +113,9 @@ func run(ctx context.Context, w io.Writer) error {
 	fmt.Fprintf(w, "ExecuteTyped -> %s <%s>\n", user.Name, user.Email)
 
 	// What goes wrong comes back as errors to match, never as panics.
-	_, err = cqrs.Dispatch[int](ctx, commands, CreateUser{})
+	_, err = cqrs.Send(ctx, commands, CreateUser{})
 	fmt.Fprintf(w, "handler error: %v\n", err)
-	_, err = cqrs.Dispatch[User](ctx, queries, CreateUser{Name: "Bob"})
+	_, err = cqrs.ExecuteTyped[User](ctx, queries, any(CreateUser{Name: "Bob"}))
 	fmt.Fprintf(w, "not found: %t (%v)\n", errors.Is(err, cqrs.ErrHandlerNotFound), err)
 	_, err = cqrs.ExecuteTyped[string](ctx, queries, msg)
 	fmt.Fprintf(w, "wrong result type: %t\n", errors.Is(err, cqrs.ErrResultType))
