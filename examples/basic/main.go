@@ -73,6 +73,9 @@ func run(w io.Writer) error {
 		cqrs.Register(commands, cqrs.HandlerFunc[OpenAccount, int](bank.Open)),
 		cqrs.Register(commands, cqrs.HandlerFunc[Deposit, cqrs.NoResult](bank.Deposit)),
 		cqrs.Register(queries, cqrs.HandlerFunc[GetBalance, int](bank.Balance)),
+		// At start-up: one error would name every message without a handler.
+		cqrs.Require(commands, OpenAccount{}, Deposit{}),
+		cqrs.Require(queries, GetBalance{}),
 	} {
 		if err != nil {
 			return err

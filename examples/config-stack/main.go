@@ -107,6 +107,10 @@ func run(w, logs io.Writer) error {
 	if err := cqrs.Register(queries, cqrs.HandlerFunc[GetOrder, Order](store.get), cache.Middleware()); err != nil {
 		return err
 	}
+	// At start-up: every message this service sends has its handler.
+	if err := errors.Join(cqrs.Require(commands, PlaceOrder{}), cqrs.Require(queries, GetOrder{})); err != nil {
+		return err
+	}
 
 	ctx := context.Background()
 	traffic := []PlaceOrder{

@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -99,7 +100,7 @@ func serveHandler(url, name string) (stop func(), err error) {
 	resize := func(_ context.Context, c Resize) (Resized, error) {
 		return Resized{Image: c.Image, Width: c.Width, Handler: name}, nil
 	}
-	if err := cqrs.Register(bus, cqrs.HandlerFunc[Resize, Resized](resize)); err != nil {
+	if err := errors.Join(cqrs.Register(bus, cqrs.HandlerFunc[Resize, Resized](resize)), cqrs.Require(bus, Resize{})); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -129,6 +130,9 @@ func send(ctx context.Context, w io.Writer, nc *natsgo.Conn, n int) (map[string]
 	// registration differs.
 	commands := cqrs.NewCommandBus()
 	if err := cqrsnats.Forward[Resize, Resized](commands, cqrsnats.NewClient(nc)); err != nil {
+		return nil, err
+	}
+	if err := cqrs.Require(commands, Resize{}); err != nil { // at start-up: every message goes somewhere
 		return nil, err
 	}
 	served := map[string]int{}

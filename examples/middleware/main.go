@@ -114,6 +114,8 @@ func run(w io.Writer) error {
 		cqrs.Register(queries, cqrs.HandlerFunc[GetProduct, Product](catalog.get),
 			cache.Middleware(),
 			cqrs.Intercept[GetProduct, Product](queries, middleware.Timeout(time.Second))),
+		cqrs.Require(commands, AddProduct{}, ChangePrice{}), // at start-up: every handler is there
+		cqrs.Require(queries, GetProduct{}),
 	} {
 		if err != nil {
 			return err

@@ -73,6 +73,10 @@ func run(ctx context.Context, w io.Writer) error {
 	if err := cqrs.Register(queries, cqrs.HandlerFunc[Track, string](track)); err != nil {
 		return err
 	}
+	// At start-up: every message has its handler.
+	if err := errors.Join(cqrs.Require(commands, Ship{}), cqrs.Require(queries, Track{})); err != nil {
+		return err
+	}
 
 	if _, err := cqrs.Dispatch[cqrs.NoResult](ctx, commands, Ship{Parcel: "p-1"}); err != nil {
 		return err

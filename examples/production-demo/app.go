@@ -71,6 +71,9 @@ func NewApp(cfg middleware.Config, repo Repository, fraud *FraudCheck, logger *s
 		cqrs.Register(app.commands, cqrs.HandlerFunc[OpenAccount, Account](open)),
 		cqrs.Register(app.commands, cqrs.HandlerFunc[Deposit, Account](deposit)),
 		cqrs.Register(app.queries, cqrs.HandlerFunc[GetAccount, Account](get)),
+		// At start-up, not on the first request: every route's message has a handler.
+		cqrs.Require(app.commands, OpenAccount{}, Deposit{}),
+		cqrs.Require(app.queries, GetAccount{}),
 	} {
 		if err != nil {
 			return nil, err
