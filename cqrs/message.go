@@ -38,7 +38,13 @@ func nameOf(t reflect.Type, kind Kind) string {
 // Types declared inside functions are the exception: two of the same name
 // in one package have the same key. Unnamed struct, func and interface
 // types are written as %T writes them.
+//
+// An event's subscribers each have a key of their own, which ends with the
+// subscriber's name: "event github.com/acme/shop/orders.OrderPlaced to email".
 func (s Spec) Key() string {
+	if s.Subscriber != "" {
+		return s.Kind.String() + " " + typePath(s.MessageType) + " to " + s.Subscriber
+	}
 	return s.Kind.String() + " " + typePath(s.MessageType)
 }
 

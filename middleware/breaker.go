@@ -44,10 +44,12 @@ type Breaker struct {
 	breakers map[breakerKey]*typeBreaker
 }
 
-// breakerKey is the identity of a message type on a kind of bus.
+// breakerKey is the identity of a message type on a kind of bus, and of
+// an event's subscriber: each subscriber has a breaker of its own.
 type breakerKey struct {
-	kind cqrs.Kind
-	typ  reflect.Type
+	kind       cqrs.Kind
+	typ        reflect.Type
+	subscriber string
 }
 
 type typeBreaker struct {
@@ -89,7 +91,7 @@ func (b *Breaker) settingsFor(spec cqrs.Spec) gobreaker.Settings {
 // the Breaker serves the same type on another bus of the same kind or in
 // another chain.
 func (b *Breaker) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
-	key := breakerKey{kind: spec.Kind, typ: spec.MessageType}
+	key := breakerKey{kind: spec.Kind, typ: spec.MessageType, subscriber: spec.Subscriber}
 	b.mu.Lock()
 	if b.breakers == nil {
 		b.breakers = make(map[breakerKey]*typeBreaker)
@@ -120,7 +122,7 @@ func (b *Breaker) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 // set up.
 func (b *Breaker) State(spec cqrs.Spec) (gobreaker.State, bool) {
 	b.mu.Lock()
-	tb, ok := b.breakers[breakerKey{kind: spec.Kind, typ: spec.MessageType}]
+	tb, ok := b.breakers[breakerKey{kind: spec.Kind, typ: spec.MessageType, subscriber: spec.Subscriber}]
 	b.mu.Unlock()
 	if !ok {
 		return 0, false

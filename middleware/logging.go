@@ -37,6 +37,8 @@ const (
 	keyDuration   = "duration"
 	keyOutcome    = "outcome"
 	keyError      = "error"
+	keySubscriber = "subscriber" // an event's subscriber, given to cqrs.Subscribe
+	keyItems      = "items"      // the items a streaming query yielded
 	outcomeOK     = "ok"
 	outcomeFailed = "error"
 )
@@ -102,6 +104,9 @@ func (l *logging) finish(ctx context.Context, spec *cqrs.Spec, start time.Durati
 
 // Intercept makes logging a [cqrs.Interceptor].
 func (l *logging) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	if spec.Stream || spec.Subscriber != "" {
+		return l.interceptDetailed(spec, next)
+	}
 	return func(ctx context.Context, c cqrs.Call) error {
 		start, on := l.start(ctx)
 		err := next(ctx, c)
@@ -112,9 +117,47 @@ func (l *logging) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	}
 }
 
+// interceptDetailed logs what only some dispatches have: an event
+// subscriber's name, and the number of items of a streaming query, which
+// the interceptor sees as one call from its start to its last item.
+func (l *logging) interceptDetailed(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	return func(ctx context.Context, c cqrs.Call) error {
+		start, on := l.start(ctx)
+		err := next(ctx, c)
+		if !on {
+			return err
+		}
+		attrs := make([]slog.Attr, 0, 7)
+		attrs = append(attrs,
+			slog.String(keyKind, spec.Kind.String()),
+			slog.String(keyMessage, spec.Name))
+		if spec.Subscriber != "" {
+			attrs = append(attrs, slog.String(keySubscriber, spec.Subscriber))
+		}
+		if sum, ok := c.Result().(cqrs.StreamSummary); ok && spec.Stream {
+			attrs = append(attrs, slog.Int(keyItems, sum.Items))
+		}
+		attrs = append(attrs, slog.Duration(keyDuration, stats.Now()-start))
+		level := l.level
+		if err == nil {
+			attrs = append(attrs, slog.String(keyOutcome, outcomeOK))
+		} else {
+			level = slog.LevelError
+			if IsCallerError(err) {
+				level = l.caller
+			}
+			attrs = append(attrs, slog.String(keyOutcome, outcomeFailed), slog.Any(keyError, err))
+		}
+		l.logger.LogAttrs(ctx, level, logMessage, attrs...)
+		return err
+	}
+}
+
 // Logging returns an interceptor that logs every dispatch: its kind,
 // message name, duration and outcome, and the error of a failed one, at
-// the level [LoggingConfig] gives its outcome. It
+// the level [LoggingConfig] gives its outcome. An event's subscriber is
+// logged with its name ("subscriber"), and a streaming query once, when
+// the stream ends, with the number of items it yielded ("items"). It
 // logs with the ...Context methods of [slog], so a handler that adds trace
 // ids to the context finds them in the record.
 //

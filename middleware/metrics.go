@@ -31,10 +31,12 @@ type Metrics struct {
 	types map[meterKey]*cqrs.Recorder // written at registration only
 }
 
-// meterKey is the identity of a message type: its kind and Go type.
+// meterKey is the identity of a message type, its kind and Go type, and of
+// an event's subscriber.
 type meterKey struct {
-	kind cqrs.Kind
-	t    reflect.Type
+	kind       cqrs.Kind
+	t          reflect.Type
+	subscriber string // an event's subscriber: each has its own series
 }
 
 // NewMetrics returns a Metrics interceptor with nothing recorded.
@@ -44,7 +46,7 @@ func NewMetrics() *Metrics {
 
 // Intercept sets up the counters of spec's message type.
 func (m *Metrics) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
-	key := meterKey{spec.Kind, spec.MessageType}
+	key := meterKey{spec.Kind, spec.MessageType, spec.Subscriber}
 	m.mu.Lock()
 	r, ok := m.types[key]
 	if !ok {

@@ -27,6 +27,7 @@ package otel
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	otelapi "go.opentelemetry.io/otel"
@@ -47,6 +48,9 @@ const (
 	KeyMessageType = attribute.Key("cqrs.message.type")
 	KeyOutcome     = attribute.Key("cqrs.outcome")
 	KeyErrorType   = attribute.Key("error.type")
+	// KeySubscriber names an event's subscriber ([cqrs.Spec.Subscriber]):
+	// each subscriber has spans and series of its own.
+	KeySubscriber = attribute.Key("cqrs.subscriber")
 )
 
 // Option configures [New].
@@ -136,21 +140,26 @@ func errorType(err error) int {
 // Intercept precomputes what every span and measurement of spec's type
 // carries, so that a dispatch builds no attributes.
 func (i *interceptor) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
-	kind := KeyKind.String(spec.Kind.String())
-	msgType := KeyMessageType.String(spec.Name)
+	base := []attribute.KeyValue{KeyKind.String(spec.Kind.String()), KeyMessageType.String(spec.Name)}
+	if spec.Subscriber != "" {
+		base = append(base, KeySubscriber.String(spec.Subscriber))
+	}
+	with := func(more ...attribute.KeyValue) attribute.Set {
+		return attribute.NewSet(append(slices.Clip(base), more...)...)
+	}
 	name := spec.String()
 	startOpts := []trace.SpanStartOption{
 		trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(kind, msgType),
+		trace.WithAttributes(base...),
 	}
-	okOpts := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kind, msgType, KeyOutcome.String("ok")))}
+	okOpts := []metric.RecordOption{metric.WithAttributeSet(with(KeyOutcome.String("ok")))}
 	// One option set per error class.
 	errAttrs := make([]attribute.KeyValue, len(errorTypes))
 	failRecord := make([][]metric.RecordOption, len(errorTypes))
 	failAdd := make([][]metric.AddOption, len(errorTypes))
 	for j, class := range errorTypes {
 		errAttrs[j] = KeyErrorType.String(class)
-		set := attribute.NewSet(kind, msgType, KeyOutcome.String("error"), errAttrs[j])
+		set := with(KeyOutcome.String("error"), errAttrs[j])
 		failRecord[j] = []metric.RecordOption{metric.WithAttributeSet(set)}
 		failAdd[j] = []metric.AddOption{metric.WithAttributeSet(set)}
 	}
