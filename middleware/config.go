@@ -321,6 +321,9 @@ var errNoCache = fmt.Errorf("%w: queries.cache is not set: the stack has no cach
 //	cache, err := middleware.NewQueryCache[GetUser, User](stack, queries)
 //	err = cqrs.Register(queries, getUser, cache.Middleware())
 //
+// The stack records C, by its Go type, when the middleware is applied, so
+// register C with it before, or instead of, registering C on another bus
+// of the same stack: there too the inner layers are left to the cache.
 // It fails if the stack has no cache settings, if b is not a query bus,
 // or as NewCache does.
 func NewQueryCache[C comparable, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
