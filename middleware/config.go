@@ -321,6 +321,10 @@ var errNoCache = fmt.Errorf("%w: queries.cache is not set: the stack has no cach
 //	cache, err := middleware.NewQueryCache[GetUser, User](stack, queries)
 //	err = cqrs.Register(queries, getUser, cache.Middleware())
 //
+// Once the middleware is applied, the stack leaves the inner layers to the
+// cache for C, by its Go type, on every query bus it serves: a C later
+// registered without this cache on another of them gets no rate limit,
+// timeout, retry or breaker.
 // It fails if the stack has no cache settings, if b is not a query bus,
 // or as NewCache does.
 func NewQueryCache[C comparable, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
