@@ -84,7 +84,7 @@ func TestTwoServicesOnOneNATS(t *testing.T) {
 
 // faultCounts are the outcomes of a run of requests under a fault.
 type faultCounts struct {
-	Sent, OK, Failed              int // calls made, succeeded, failed with an error
+	Sent, OK, Failed            int // calls made, succeeded, failed with an error
 	Lost, Duplicated, Misrouted int // see checkCounts
 }
 
