@@ -109,7 +109,7 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 		return zero, context.DeadlineExceeded
 	}
 	buf := make([]byte, 0, sealedSize(f.id, data))
-	req := &natsgo.Msg{Subject: f.subject, Data: seal(buf, timeout, f.id, data)}
+	req := &natsgo.Msg{Subject: f.subject, Data: seal(buf, timeout, deadline, f.id, data)}
 	if f.c.traced {
 		req.Header = natsgo.Header{}
 		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))

@@ -9,13 +9,23 @@ import (
 
 // The envelope: what this package's client sends is
 //
-//	0x01, uvarint(timeout in ns), uvarint(len(id)), id, encoded message
+//	0x01, uvarint(timeout in ns), uvarint(deadline in Unix ns),
+//	uvarint(len(id)), id, encoded message
 //
 // where the timeout is the caller's remaining time (0 for none, which
-// the client never sends) and id the message type's identity, as its
+// the client never sends), the deadline the same instant on the caller's
+// wall clock (0 for none), and id the message type's identity, as its
 // subject encodes it ([Subject]), so that the serving side refuses a
 // request meant for another type instead of decoding it into the wrong
-// one. The remaining time travels without a NATS header: a header makes
+// one.
+//
+// The serving side measures the remaining time from the request's
+// arrival, as gRPC does with grpc-timeout, so that the two clocks need
+// not agree. That misses the time the request spent on its way, which
+// under load is milliseconds; the wall-clock deadline corrects for it
+// when the clocks agree, by at most a quarter of the remaining time, so
+// that a serving clock that runs ahead cannot shorten a deadline by more
+// (see deadlineOf). The remaining time travels without a NATS header: a header makes
 // NATS parse a MIME block at both ends, which costs about a seventh of a
 // small round trip.
 //
@@ -30,9 +40,10 @@ const (
 )
 
 // seal appends the envelope of payload to dst.
-func seal(dst []byte, timeout time.Duration, id string, payload []byte) []byte {
+func seal(dst []byte, timeout time.Duration, deadline time.Time, id string, payload []byte) []byte {
 	dst = append(dst, envelopeMark)
 	dst = binary.AppendUvarint(dst, uint64(max(timeout, 0)))
+	dst = binary.AppendUvarint(dst, uint64(max(deadline.UnixNano(), 0)))
 	dst = binary.AppendUvarint(dst, uint64(len(id)))
 	dst = append(dst, id...)
 	return append(dst, payload...)
@@ -40,7 +51,7 @@ func seal(dst []byte, timeout time.Duration, id string, payload []byte) []byte {
 
 // sealedSize returns an upper bound of the envelope's size.
 func sealedSize(id string, payload []byte) int {
-	return 1 + 2*binary.MaxVarintLen64 + len(id) + len(payload)
+	return 1 + 3*binary.MaxVarintLen64 + len(id) + len(payload)
 }
 
 var (
@@ -51,6 +62,7 @@ var (
 // envelope is an opened request.
 type envelope struct {
 	timeout time.Duration // 0 for none
+	wall    int64         // the deadline in Unix ns on the caller's clock, 0 for none
 	id      []byte        // nil for a plain request
 	payload []byte
 }
@@ -70,6 +82,11 @@ func open(data []byte) (envelope, error) {
 		return envelope{}, errEnvelope
 	}
 	rest = rest[n:]
+	wall, n := binary.Uvarint(rest)
+	if n <= 0 {
+		return envelope{}, errEnvelope
+	}
+	rest = rest[n:]
 	size, n := binary.Uvarint(rest)
 	if n <= 0 || size > uint64(len(rest)-n) {
 		return envelope{}, errEnvelope
@@ -79,5 +96,24 @@ func open(data []byte) (envelope, error) {
 	if ns < 1<<63 {
 		e.timeout = time.Duration(ns)
 	}
+	if wall < 1<<63 {
+		e.wall = int64(wall)
+	}
 	return e, nil
+}
+
+// deadlineOf returns the deadline of a request that arrived at now: now
+// plus the caller's remaining time, capped at limit, and moved earlier by
+// the time the request spent on its way when the caller's wall clock
+// tells it, by at most a quarter of the remaining time.
+func (e envelope) deadlineOf(now time.Time, limit time.Duration) time.Time {
+	if e.timeout <= 0 || e.timeout >= limit {
+		return now.Add(limit)
+	}
+	remaining := e.timeout
+	if e.wall > 0 {
+		byClock := time.Unix(0, e.wall).Sub(now) // on the wall clocks
+		remaining -= min(max(e.timeout-byClock, 0), e.timeout/4)
+	}
+	return now.Add(remaining)
 }

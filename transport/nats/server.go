@@ -89,8 +89,9 @@ type worker struct {
 // subjects of others.
 //
 // The handler's context ends at the caller's deadline, which travels with
-// the request, measured from the request's arrival in this process and
-// capped by [WithMaxHandlerTime]. A request whose deadline passes before
+// the request, measured from the request's arrival in this process (and
+// corrected for its time on the way when the two machines' clocks agree)
+// and capped by [WithMaxHandlerTime]. A request whose deadline passes before
 // a worker takes it (or with less than a millisecond left) is dropped
 // without running, and counted (Expired). Requests wait in a bounded
 // queue ([WithMaxPending], [WithConcurrency]); one that finds it full is
@@ -391,11 +392,8 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 		s.replyError(e, m, badRequest(e.spec, err))
 		return
 	}
-	limit := s.cfg.maxHandlerTime
-	if env.timeout > 0 && env.timeout < limit {
-		limit = env.timeout
-	}
-	if limit < minRemaining {
+	deadline := env.deadlineOf(now, s.cfg.maxHandlerTime)
+	if deadline.Sub(now) < minRemaining {
 		e.expired.Add(1)
 		return
 	}
@@ -409,7 +407,7 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 		err = fmt.Errorf("%w: %s: the serving process has %d bytes of requests queued", ErrUnavailable, e.spec, s.cfg.pendingBytes)
 	default:
 		select {
-		case s.queue <- request{e: e, m: m, env: env, deadline: now.Add(limit)}:
+		case s.queue <- request{e: e, m: m, env: env, deadline: deadline}:
 		default:
 			s.queued.Add(-size)
 			err = fmt.Errorf("%w: %s: the serving process has %d requests queued", ErrUnavailable, e.spec, s.cfg.pendingMsgs)

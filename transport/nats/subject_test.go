@@ -212,6 +212,7 @@ func TestDeclaredNamesDoNotShareASubject(t *testing.T) {
 func sealFor(id string, timeout time.Duration, payload string) []byte {
 	out := []byte{0x01}
 	out = binary.AppendUvarint(out, uint64(timeout))
+	out = binary.AppendUvarint(out, 0) // no wall-clock deadline
 	out = binary.AppendUvarint(out, uint64(len(id)))
 	out = append(out, id...)
 	return append(out, payload...)
