@@ -95,6 +95,14 @@ func serve(t *testing.T, nc *natsgo.Conn, name string, opts ...cqrsnats.Option) 
 			panic("handler exploded")
 		case "big":
 			return Order{ID: c.ID, Item: strings.Repeat("x", 2048)}, nil
+		case "huge_error":
+			return Order{}, errors.New(strings.Repeat("e", 2<<20))
+		case "lines":
+			return Order{}, errors.New("line one\r\nline two")
+		case "secret_panic":
+			panic("db password=hunter2 at 10.0.0.7")
+		case "missing":
+			return Order{}, middleware.Permanent(fmt.Errorf("order %d: %w", c.ID, errOrderMissing))
 		}
 		return Order{ID: c.ID, Item: c.Item, Server: name}, nil
 	})))
