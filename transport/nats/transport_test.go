@@ -372,8 +372,9 @@ func TestServerRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 2, Item: "x"})
 	cancel()
-	require.Error(t, err)
-	assert.True(t, errors.Is(err, cqrsnats.ErrTransport) || errors.Is(err, context.DeadlineExceeded), err.Error())
+	// As the docs say: a connection failure is ErrTransport, also when
+	// the deadline passes while the connection is down.
+	require.ErrorIs(t, err, cqrsnats.ErrTransport)
 
 	// It comes back on the same port; both connections reconnect, and the
 	// serving one has its subscriptions back once the server has seen its
