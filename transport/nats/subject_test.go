@@ -42,6 +42,9 @@ type hidden struct {
 	secret string
 }
 
+// Secret reads the field JSON would leave out.
+func (h hidden) Secret() string { return h.secret }
+
 // withTime holds a type with unexported fields that encodes itself.
 type withTime struct{ At time.Time }
 
