@@ -91,7 +91,8 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 		return zero, tooLarge(f.spec, "message", len(data), cfg.maxPayload)
 	}
 	// The call's deadline: the earlier of the context's and the timeout.
-	deadline := time.Now().Add(cfg.timeout)
+	now := time.Now()
+	deadline := now.Add(cfg.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	} else {
@@ -104,7 +105,7 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	}
 	// The remaining time travels in the envelope, not in a header; a
 	// header is sent only if the propagator writes trace context.
-	timeout := time.Until(deadline)
+	timeout := deadline.Sub(now)
 	if timeout <= 0 {
 		return zero, context.DeadlineExceeded
 	}

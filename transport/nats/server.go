@@ -274,11 +274,14 @@ func (s *Server) work(w *worker) {
 		case s.base.Err() != nil:
 			r.e.unavailable.Add(1)
 			s.replyError(r.e, r.m, fmt.Errorf("%w: %s: the serving process is stopping", ErrUnavailable, r.e.spec))
-		case time.Until(r.deadline) < minRemaining:
-			r.e.expired.Add(1) // its caller has given up: nobody waits for a reply
 		default:
+			now := time.Now()
+			if r.deadline.Sub(now) < minRemaining {
+				r.e.expired.Add(1) // its caller has given up: nobody waits for a reply
+				continue
+			}
 			w.running.Store(r.e)
-			r.e.serve(r)
+			r.e.serve(r, now)
 			w.running.Store(nil)
 		}
 	}
@@ -421,8 +424,7 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 }
 
 // serve runs one request's handler and answers it.
-func (e *endpoint) serve(r request) {
-	start := time.Now()
+func (e *endpoint) serve(r request, start time.Time) {
 	err := e.answer(r)
 	if err != nil {
 		e.s.replyError(e, r.m, err)
