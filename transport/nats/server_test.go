@@ -136,22 +136,33 @@ func TestClientTimeoutReachesTheServer(t *testing.T) {
 	assert.Less(t, end.Sub(start), time.Second, "the handler ran on after the caller gave up")
 }
 
-// TestRequestsWithoutDeadlineAreCapped sends requests that carry no
-// deadline, or one of 2^63 ns or more, or a longer one than the cap: the
-// handler gets the server's cap.
-func TestRequestsWithoutDeadlineAreCapped(t *testing.T) {
-	ns := startServer(t, -1)
+// deadlineServer serves PlaceOrder with a handler that stores its
+// context's deadline in the value it returns and, when wait, returns only
+// when its context ends.
+func deadlineServer(t *testing.T, url string, wait bool, opts ...cqrsnats.Option) *atomic.Value {
+	t.Helper()
 	var seen atomic.Value
 	bus := cqrs.NewCommandBus()
 	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[PlaceOrder, Order](func(ctx context.Context, _ PlaceOrder) (Order, error) {
 		d, _ := ctx.Deadline()
 		seen.Store(d)
-		<-ctx.Done()
+		if wait {
+			<-ctx.Done()
+		}
 		return Order{}, ctx.Err()
 	})))
-	srv, err := cqrsnats.Serve(connect(t, ns.ClientURL()), bus, cqrsnats.WithMaxHandlerTime(200*time.Millisecond))
+	srv, err := cqrsnats.Serve(connect(t, url), bus, opts...)
 	require.NoError(t, err)
-	defer func() { require.NoError(t, srv.Stop(context.Background())) }()
+	t.Cleanup(func() { assert.NoError(t, srv.Stop(context.Background())) })
+	return &seen
+}
+
+// TestRequestsWithoutDeadlineAreCapped sends requests that carry no
+// deadline, or one of 2^63 ns or more, or a longer one than the cap: the
+// handler gets the server's cap.
+func TestRequestsWithoutDeadlineAreCapped(t *testing.T) {
+	ns := startServer(t, -1)
+	seen := deadlineServer(t, ns.ClientURL(), true, cqrsnats.WithMaxHandlerTime(200*time.Millisecond))
 	nc := connect(t, ns.ClientURL())
 
 	for _, data := range [][]byte{
@@ -184,16 +195,7 @@ func sealWith(ns uint64, payload string) []byte {
 // never later.
 func TestSkewedClockShortensAQuarterAtMost(t *testing.T) {
 	ns := startServer(t, -1)
-	var seen atomic.Value
-	bus := cqrs.NewCommandBus()
-	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[PlaceOrder, Order](func(ctx context.Context, _ PlaceOrder) (Order, error) {
-		d, _ := ctx.Deadline()
-		seen.Store(d)
-		return Order{}, nil
-	})))
-	srv, err := cqrsnats.Serve(connect(t, ns.ClientURL()), bus)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, srv.Stop(context.Background())) }()
+	seen := deadlineServer(t, ns.ClientURL(), false)
 	nc := connect(t, ns.ClientURL())
 	for _, tc := range []struct {
 		wall time.Duration // the caller's wall-clock deadline, from now
