@@ -296,7 +296,10 @@ func decodeError(table []ErrorCode, spec cqrs.Spec, code, header string, body []
 	if len(body) > 0 && json.Unmarshal(body, &reply) == nil {
 		e.Message, e.Caller = truncate(reply.Message, maxErrorMessage), reply.Caller
 	}
-	if target := errorOf(table, code); target != nil {
+	// A remote cancellation was the serving process's (it was stopping),
+	// never this caller's, whose own ends its wait locally: it wraps no
+	// context.Canceled, which would make it a caller's error here.
+	if target := errorOf(table, code); target != nil && !errors.Is(target, context.Canceled) {
 		e.wrapped = append(e.wrapped, target)
 	}
 	if e.Caller {

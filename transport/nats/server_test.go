@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
 	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
 )
 
@@ -392,4 +393,38 @@ func TestStopReportsHandlersStillRunning(t *testing.T) {
 	close(release)
 	require.NoError(t, srv.Stop(context.Background()))
 	require.NoError(t, <-done, "the request was answered")
+}
+
+// TestStopCancelsHandlersNotAsTheCallersError: a handler whose context
+// Stop cancels fails with "canceled", which is the serving process's
+// doing: on the calling side it is not a caller's error, so a retry may
+// take it to another process.
+func TestStopCancelsHandlersNotAsTheCallersError(t *testing.T) {
+	ns := startServer(t, -1)
+	started := make(chan struct{})
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[PlaceOrder, Order](func(ctx context.Context, _ PlaceOrder) (Order, error) {
+		close(started)
+		<-ctx.Done()
+		return Order{}, ctx.Err()
+	})))
+	srv, err := cqrsnats.Serve(connect(t, ns.ClientURL()), bus)
+	require.NoError(t, err)
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+	done := make(chan error)
+	go func() {
+		_, err := cqrs.Dispatch[Order](context.Background(), commands, PlaceOrder{ID: 1, Item: "x"})
+		done <- err
+	}()
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_ = srv.Stop(ctx)
+	require.NoError(t, srv.Stop(context.Background()))
+	err = <-done
+	var remote *cqrsnats.RemoteError
+	require.ErrorAs(t, err, &remote)
+	assert.Equal(t, "canceled", remote.Code)
+	assert.NotErrorIs(t, err, context.Canceled)
+	assert.False(t, middleware.IsCallerError(err))
 }
