@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,13 +239,14 @@ func flood(t *testing.T, nc *natsgo.Conn, n, size int, timeout time.Duration) *a
 // TestFloodHeapIsBounded sends 60,000 requests of 1 KiB, as fast as one
 // connection can, to a serving process whose handler takes 2 ms: its
 // queue is bounded, so its heap is too, and the rest are refused at once.
-// The serving process is this test binary run again (servingProcess), so
-// that its heap holds neither the embedded NATS server nor the publisher.
+// The serving process is this test binary run again (see TestMain and
+// servingProcess), so that its heap holds neither the embedded NATS
+// server nor the publisher.
 func TestFloodHeapIsBounded(t *testing.T) {
 	ns := startServer(t, -1)
 	nc := connect(t, ns.ClientURL())
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServingProcess$")
-	cmd.Env = append(os.Environ(), "CQRS_NATS_SERVE="+ns.ClientURL())
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), servingProcessEnv+"="+ns.ClientURL())
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
 	defer func() {
@@ -275,59 +275,6 @@ func TestFloodHeapIsBounded(t *testing.T) {
 		float64(heap.Live)/(1<<20), float64(heap.Peak)/(1<<20), st.Calls, st.Expired, st.Unavailable, st.Dropped, replies.Load())
 	assert.Less(t, heap.Live, int64(32<<20), "the serving process's live heap is bounded")
 	assert.Positive(t, st.Unavailable, "a full queue refuses")
-}
-
-// TestServingProcess is the serving process of TestFloodHeapIsBounded,
-// when run with CQRS_NATS_SERVE set to a NATS URL; otherwise it returns
-// at once. It measures its own heap, live (after a collection) and at
-// its peak, and reports the growth on "flood.heap" until "flood.stop".
-func TestServingProcess(t *testing.T) {
-	url := os.Getenv("CQRS_NATS_SERVE")
-	if url == "" {
-		return // only ever run as TestFloodHeapIsBounded's child
-	}
-	nc := connect(t, url)
-	var base runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&base)
-	srv, _ := slowServer(t, url, 2*time.Millisecond, cqrsnats.WithConcurrency(1))
-	_ = srv
-	var live, peak atomic.Int64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var m runtime.MemStats
-		for i := 0; ; i++ {
-			if i%10 == 0 {
-				runtime.GC()
-			}
-			runtime.ReadMemStats(&m)
-			grown := int64(m.HeapAlloc) - int64(base.HeapAlloc)
-			if i%10 == 0 && grown > live.Load() {
-				live.Store(grown)
-			}
-			if grown > peak.Load() {
-				peak.Store(grown)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	}()
-	_, err := nc.Subscribe("flood.heap", func(m *natsgo.Msg) {
-		data, _ := json.Marshal(map[string]int64{"Live": live.Load(), "Peak": peak.Load()})
-		_ = m.Respond(data)
-	})
-	require.NoError(t, err)
-	done := make(chan struct{})
-	_, err = nc.Subscribe("flood.stop", func(*natsgo.Msg) { close(done) })
-	require.NoError(t, err)
-	<-done
-	close(stop)
-	<-sampled
 }
 
 // TestStopUnderBacklog stops a server with thousands of requests queued,
