@@ -109,7 +109,13 @@ func serveHandler(url, name string) (stop func(), err error) {
 		nc.Close()
 		return nil, err
 	}
-	return func() { _ = srv.Stop(); nc.Close() }, nil
+	return func() {
+		// Answer what is queued, but give up after 10 seconds.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Stop(ctx)
+		nc.Close()
+	}, nil
 }
 
 func runHandler(ctx context.Context, url, name string) error {

@@ -11,7 +11,7 @@
 // share the load and each request is handled once:
 //
 //	srv, err := cqrsnats.Serve(nc, commands)
-//	defer srv.Stop()
+//	defer srv.Stop(ctx)
 //
 // The calling side registers, on its own local bus, a handler for each
 // message type that forwards it over NATS and decodes the typed reply.
@@ -21,15 +21,45 @@
 //	err := cqrsnats.Forward[PlaceOrder, OrderID](commands, client)
 //	id, err := cqrs.Dispatch[OrderID](ctx, commands, PlaceOrder{...})
 //
+// # Subjects
+//
+// A message type's subject is keyed by its Go type's full path, encoded
+// injectively ([Subject]): two types with the same short name in
+// different packages, or two declared names that differ only in
+// punctuation, never share one. Each request also carries the type's
+// identity, and the serving side refuses, with [ErrBadRequest], a request
+// meant for another type instead of decoding it into the wrong one.
+// [Serve] and [Forward] refuse types and prefixes that cannot make a
+// valid, distinct subject ([ErrInvalidSubject]) and, with the default
+// [JSON] codec, types whose unexported fields JSON would silently drop
+// ([ErrUnexportedFields]). Give each service on a shared NATS its own
+// prefix ([WithPrefix]).
+//
+// # Deadlines and load
+//
 // Messages travel as JSON unless another [Codec] is given; only the types
-// registered on the serving bus are ever decoded there. The caller's
-// remaining time travels with the request (as gRPC's grpc-timeout does, so
-// that the two machines' clocks need not agree) and bounds the handler's
-// context; a cancelled caller stops waiting at once. Errors keep their identity:
-// errors.Is finds cqrs.ErrHandlerNotFound, ErrCommandValidation (with the
-// fields, for errors.As with *middleware.ValidationError), ErrCircuitOpen,
-// ErrRateLimited and the timeouts on the calling side, and other errors
-// arrive with their message. [ErrNoResponders], [ErrBadReply] and
+// registered on the serving bus are ever decoded there. Each call's
+// deadline, the earlier of its context's and the client's timeout
+// ([WithTimeout]), travels with the request (as gRPC's grpc-timeout
+// does, so that the two machines' clocks need not agree) and bounds the
+// handler's context, measured from the request's arrival and capped by
+// [WithMaxHandlerTime]. Requests wait in a bounded queue
+// ([WithMaxPending]); one whose deadline passes there is dropped without
+// running, and one that finds the queue full is refused with
+// [ErrUnavailable]. The server replies only to inbox subjects, so that no
+// request can aim its reply at another type's subject.
+//
+// # Errors
+//
+// Errors keep their identity: errors.Is finds cqrs.ErrHandlerNotFound,
+// ErrCommandValidation (with the fields, for errors.As with
+// *middleware.ValidationError), ErrCircuitOpen, ErrRateLimited, the
+// timeouts, and a service's own sentinels registered with [WithErrors],
+// on the calling side; an error the handler marked middleware.Permanent
+// stays a caller's error there. Other errors arrive as a [*RemoteError]
+// with their code and message, cut to 1 KiB; a panic's value and stack
+// never leave the serving process. [ErrNoResponders], [ErrTransport],
+// [ErrBadReply], [ErrBadRequest], [ErrUnavailable] and
 // [ErrPayloadTooLarge] tell transport failures apart. W3C trace context
 // travels in the headers through the OpenTelemetry propagator.
 //

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
 	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
 )
 
@@ -55,7 +56,7 @@ func ExampleServe() {
 	if err != nil {
 		panic(err)
 	}
-	defer func() { _ = srv.Stop() }()
+	defer func() { _ = srv.Stop(context.Background()) }()
 
 	// The calling process: it forwards PlaceOrder, then dispatches as ever.
 	calling, _ := natsgo.Connect(ns.ClientURL())
@@ -77,13 +78,78 @@ func ExampleServe() {
 	// true
 }
 
+// ErrNoSuchOrder is a service's own sentinel error, and orderCodes its
+// table of wire codes: both live in the package that declares the
+// service's messages, so that the serving and the calling side register
+// the very same table.
+var (
+	ErrNoSuchOrder = errors.New("orders: no such order")
+	orderCodes     = []cqrsnats.ErrorCode{{Code: "orders.no_such_order", Err: ErrNoSuchOrder}}
+)
+
+func ExampleWithErrors() {
+	ns, stop := exampleNATS(false)
+	defer stop()
+
+	serving, _ := natsgo.Connect(ns.ClientURL())
+	defer serving.Close()
+	handlers := cqrs.NewQueryBus()
+	_ = cqrs.Register(handlers, cqrs.HandlerFunc[GetOrder, Order](func(_ context.Context, q GetOrder) (Order, error) {
+		// Permanent: the caller's doing, not an outage; it stays so remotely.
+		return Order{}, middleware.Permanent(fmt.Errorf("order %d: %w", q.ID, ErrNoSuchOrder))
+	}))
+	srv, err := cqrsnats.Serve(serving, handlers, cqrsnats.WithErrors(orderCodes...))
+	if err != nil {
+		panic(err)
+	}
+	defer func() { _ = srv.Stop(context.Background()) }()
+
+	calling, _ := natsgo.Connect(ns.ClientURL())
+	defer calling.Close()
+	queries := cqrs.NewQueryBus()
+	client := cqrsnats.NewClient(calling, cqrsnats.WithErrors(orderCodes...))
+	if err := cqrsnats.Forward[GetOrder, Order](queries, client); err != nil {
+		panic(err)
+	}
+	_, err = cqrs.Dispatch[Order](context.Background(), queries, GetOrder{ID: 7})
+	var remote *cqrsnats.RemoteError
+	fmt.Println(errors.Is(err, ErrNoSuchOrder), middleware.IsCallerError(err), errors.As(err, &remote))
+	fmt.Println(remote.Code, "|", remote.Message)
+	// Output:
+	// true true true
+	// orders.no_such_order | order 7: orders: no such order
+}
+
+func ExampleServer_Stop() {
+	ns, stop := exampleNATS(false)
+	defer stop()
+	nc, _ := natsgo.Connect(ns.ClientURL())
+	defer nc.Close()
+	handlers := cqrs.NewCommandBus()
+	_ = cqrs.Register(handlers, cqrs.HandlerFunc[PlaceOrder, Order](func(_ context.Context, c PlaceOrder) (Order, error) {
+		return Order{ID: c.ID}, nil
+	}))
+	srv, err := cqrsnats.Serve(nc, handlers, cqrsnats.WithMaxHandlerTime(5*time.Second), cqrsnats.WithMaxPending(256, 1<<20))
+	if err != nil {
+		panic(err)
+	}
+
+	// Answer what is queued, but return within 10 seconds whatever the
+	// handlers do; a second Stop is harmless.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fmt.Println(srv.Stop(ctx), srv.Stop(ctx))
+	// Output:
+	// <nil> <nil>
+}
+
 func ExampleSubject() {
 	spec := cqrs.SpecFor[PlaceOrder, Order]((*cqrs.CommandBus)(nil))
 	fmt.Println(cqrsnats.Subject("cqrs", spec))
 	fmt.Println(cqrsnats.DurableSubject("cqrs", spec))
 	// Output:
-	// cqrs.command.nats_test.PlaceOrder
-	// cqrs.durable.command.nats_test.PlaceOrder
+	// cqrs.command.github.com/typedcqrs/dispatch/transport/nats_test.PlaceOrder
+	// cqrs.durable.command.github.com/typedcqrs/dispatch/transport/nats_test.PlaceOrder
 }
 
 func ExampleEnqueue() {
