@@ -18,7 +18,7 @@ import (
 
 // startJetStream runs an embedded NATS server with JetStream, storing in a
 // temporary directory.
-func startJetStream(t *testing.T) (*natsgo.Conn, jetstream.JetStream) {
+func startJetStream(t testing.TB) (*natsgo.Conn, jetstream.JetStream) {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true, StoreDir: t.TempDir()})
 	require.NoError(t, err)
