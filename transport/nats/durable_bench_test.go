@@ -10,7 +10,7 @@ import (
 // BenchmarkEnqueue measures one Enqueue on a file-storage stream of an
 // embedded server, from the second on (the first creates the stream).
 func BenchmarkEnqueue(b *testing.B) {
-	_, js := startJetStream(b)
+	js := startJetStream(b)
 	ctx := context.Background()
 	cfg := cqrsnats.DurableConfig{}
 	if err := cqrsnats.Enqueue(ctx, js, Ship{Parcel: -1}, cfg); err != nil {

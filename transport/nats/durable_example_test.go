@@ -1,0 +1,95 @@
+package nats_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
+	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
+)
+
+func ExampleEnqueue() {
+	ns, stop := exampleNATS(true)
+	defer stop()
+	nc, _ := natsgo.Connect(ns.ClientURL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+
+	// Enqueued while no handler is up: JetStream keeps it.
+	if err := cqrsnats.Enqueue(ctx, js, Ship{Parcel: 42}, cqrsnats.DurableConfig{}); err != nil {
+		panic(err)
+	}
+
+	shipped := make(chan int)
+	bus := cqrs.NewCommandBus()
+	_ = cqrs.Register(bus, cqrs.HandlerFunc[Ship, cqrs.NoResult](func(_ context.Context, s Ship) (cqrs.NoResult, error) {
+		shipped <- s.Parcel
+		return cqrs.NoResult{}, nil
+	}))
+	srv, err := cqrsnats.ServeDurable(ctx, js, bus, cqrsnats.DurableConfig{})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("shipped parcel", <-shipped)
+	fmt.Println(srv.Stop(ctx))
+	// Output:
+	// shipped parcel 42
+	// <nil>
+}
+
+// A command whose handler fails for good goes to the dead-letter
+// stream; once the cause is mended, ReplayDeadLetters gives it back.
+func ExampleReplayDeadLetters() {
+	ns, stop := exampleNATS(true)
+	defer stop()
+	nc, _ := natsgo.Connect(ns.ClientURL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	cfg := cqrsnats.DurableConfig{MaxDeliver: 3, BackOff: []time.Duration{10 * time.Millisecond}}
+
+	var mended atomic.Bool
+	shipped := make(chan int)
+	bus := cqrs.NewCommandBus()
+	_ = cqrs.Register(bus, cqrs.HandlerFunc[Ship, cqrs.NoResult](func(_ context.Context, s Ship) (cqrs.NoResult, error) {
+		if !mended.Load() {
+			return cqrs.NoResult{}, middleware.Permanent(errors.New("no address for this parcel"))
+		}
+		shipped <- s.Parcel
+		return cqrs.NoResult{}, nil
+	}))
+	_ = cqrsnats.Enqueue(ctx, js, Ship{Parcel: 7}, cfg)
+	srv, err := cqrsnats.ServeDurable(ctx, js, bus, cfg)
+	if err != nil {
+		panic(err)
+	}
+
+	// The dead letter is kept, with why it died, whoever listens.
+	dead, _ := js.Stream(ctx, "CQRS_DEAD")
+	var letter *jetstream.RawStreamMsg
+	for letter == nil {
+		letter, _ = dead.GetLastMsgForSubject(ctx, "cqrs.dead.>")
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Println(letter.Subject, string(letter.Data), letter.Header.Get("Nats-Service-Error"))
+
+	// The address is found: replay.
+	mended.Store(true)
+	n, err := cqrsnats.ReplayDeadLetters[Ship](ctx, js, cfg)
+	fmt.Println("replayed", n, err)
+	fmt.Println("shipped parcel", <-shipped)
+	fmt.Println(srv.Stop(ctx))
+	// Output:
+	// cqrs.dead.command.nats_test.Ship {"Parcel":7} no address for this parcel
+	// replayed 1 <nil>
+	// shipped parcel 7
+	// <nil>
+}
