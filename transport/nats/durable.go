@@ -33,7 +33,8 @@ var (
 	// messages are commands: nobody waits for a result.
 	ErrQueryNotDurable = errors.New("cqrs/nats: queries cannot be served durably")
 	// ErrDurableConfig: a [DurableConfig] field has a value that cannot
-	// work, such as a dead-letter subject with a wildcard.
+	// work, such as a dead-letter subject with a wildcard, or two served
+	// types would share a subject.
 	ErrDurableConfig = errors.New("cqrs/nats: invalid durable config")
 )
 
@@ -249,9 +250,15 @@ func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg
 	}
 	subjects := make([]string, len(specs))
 	deadSubjects := make([]string, len(specs))
+	bySubject := make(map[string]cqrs.Spec, len(specs))
 	for i, spec := range specs {
 		subjects[i] = DurableSubject(c.prefix, spec)
 		deadSubjects[i] = deadSubject(c.prefix, cfg, subjects[i])
+		if other, ok := bySubject[subjects[i]]; ok {
+			// One consumer would take both types' commands.
+			return nil, fmt.Errorf("%w: %s and %s share the subject %s", ErrDurableConfig, other, spec, subjects[i])
+		}
+		bySubject[subjects[i]] = spec
 	}
 	stream, err := workStream(ctx, js, c.prefix, cfg, subjects)
 	if err != nil {
@@ -384,7 +391,7 @@ func (h *durableHandler) handle(m jetstream.Msg) {
 	err = h.run(m)
 	switch {
 	case err == nil:
-		_ = m.Ack()
+		h.ack(m)
 	case h.srv.ctx.Err() != nil:
 		_ = m.Nak() // Stop gave up waiting: not the command's fault
 	case permanent(err) || meta.NumDelivered >= uint64(h.cfg.MaxDeliver):
@@ -392,6 +399,21 @@ func (h *durableHandler) handle(m jetstream.Msg) {
 	default:
 		_ = m.NakWithDelay(h.cfg.backOff(meta.NumDelivered))
 	}
+}
+
+// ackConfirmWait bounds the wait for JetStream to confirm an
+// acknowledgement, during which the type's next command waits.
+const ackConfirmWait = 2 * time.Second
+
+// ack acknowledges m and waits for JetStream to confirm it, so that a
+// process killed later does not leave behind acknowledgements still in
+// its buffers, each a command handled again. Without a confirmation in
+// ackConfirmWait it goes on: the acknowledgement most likely arrived, and
+// if not, the command comes back after AckWait.
+func (h *durableHandler) ack(m jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), min(ackConfirmWait, h.cfg.AckWait))
+	defer cancel()
+	_ = m.DoubleAck(ctx)
 }
 
 func (h *durableHandler) run(m jetstream.Msg) error {

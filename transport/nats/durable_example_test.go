@@ -15,12 +15,27 @@ import (
 	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
 )
 
-func ExampleEnqueue() {
+// exampleJetStream starts an embedded NATS server with JetStream and
+// connects to it.
+func exampleJetStream() (jetstream.JetStream, func()) {
 	ns, stop := exampleNATS(true)
+	nc, err := natsgo.Connect(ns.ClientURL())
+	if err != nil {
+		panic(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		panic(err)
+	}
+	return js, func() {
+		nc.Close()
+		stop()
+	}
+}
+
+func ExampleEnqueue() {
+	js, stop := exampleJetStream()
 	defer stop()
-	nc, _ := natsgo.Connect(ns.ClientURL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 
 	// Enqueued while no handler is up: JetStream keeps it.
@@ -48,11 +63,8 @@ func ExampleEnqueue() {
 // A command whose handler fails for good goes to the dead-letter
 // stream; once the cause is mended, ReplayDeadLetters gives it back.
 func ExampleReplayDeadLetters() {
-	ns, stop := exampleNATS(true)
+	js, stop := exampleJetStream()
 	defer stop()
-	nc, _ := natsgo.Connect(ns.ClientURL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	cfg := cqrsnats.DurableConfig{MaxDeliver: 3, BackOff: []time.Duration{10 * time.Millisecond}}
 

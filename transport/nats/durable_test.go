@@ -80,11 +80,8 @@ func serveDurable(t *testing.T, js jetstream.JetStream, s *shipper, cfg cqrsnats
 
 func TestDurableCommandsWaitForAHandler(t *testing.T) {
 	js := startJetStream(t)
-	ctx := context.Background()
 	// Nobody serves Ship yet: the commands wait in the stream.
-	for p := range 20 {
-		require.NoError(t, cqrsnats.Enqueue(ctx, js, Ship{Parcel: p}, cqrsnats.DurableConfig{}))
-	}
+	enqueueAll(t, js, 20, parcel, shipKey, cqrsnats.DurableConfig{})
 	s := newShipper(0)
 	serveDurable(t, js, s, cqrsnats.DurableConfig{})
 	s.await(t, 20)
@@ -100,9 +97,7 @@ func TestDurableCommandsAreRedeliveredAfterACrash(t *testing.T) {
 	s := newShipper(2) // every parcel's first two attempts crash
 	cfg := cqrsnats.DurableConfig{MaxDeliver: 5, BackOff: []time.Duration{10 * time.Millisecond}}
 	serveDurable(t, js, s, cfg)
-	for p := range 10 {
-		require.NoError(t, cqrsnats.Enqueue(context.Background(), js, Ship{Parcel: p}, cfg))
-	}
+	enqueueAll(t, js, 10, parcel, shipKey, cfg)
 	s.await(t, 10)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -141,9 +136,7 @@ func TestDurableDeadLettersAreKeptAndReplayed(t *testing.T) {
 	s := newShipper(3) // each parcel's first three attempts crash
 	cfg := cqrsnats.DurableConfig{MaxDeliver: 3, BackOff: []time.Duration{10 * time.Millisecond}}
 	serveDurable(t, js, s, cfg)
-	for p := range 10 {
-		require.NoError(t, cqrsnats.Enqueue(context.Background(), js, Ship{Parcel: p}, cfg))
-	}
+	enqueueAll(t, js, 10, parcel, shipKey, cfg)
 	var dead []*jetstream.RawStreamMsg
 	require.Eventually(t, func() bool {
 		dead = deadLetters(t, js)
@@ -568,4 +561,39 @@ func TestDurableStopIsBoundedByItsContext(t *testing.T) {
 func TestDurableServerZeroValue(t *testing.T) {
 	var srv cqrsnats.DurableServer
 	assert.NoError(t, srv.Stop(context.Background()))
+}
+
+// Two command types whose names a subject may not tell apart.
+type (
+	placeSpaced     struct{ N int }
+	placeUnderscore struct{ N int }
+)
+
+func (placeSpaced) CommandName() string     { return "place order" }
+func (placeUnderscore) CommandName() string { return "place_order" }
+
+// Two types never share a consumer: either their subjects differ and
+// each command reaches its own handler, or ServeDurable refuses them.
+func TestDurableTypesNeverShareAConsumer(t *testing.T) {
+	js := startJetStream(t)
+	spaced, underscore := newLedger(), newLedger()
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, handling(spaced, func(c placeSpaced) string { return fmt.Sprint(c.N) })))
+	require.NoError(t, cqrs.Register(bus, handling(underscore, func(c placeUnderscore) string { return fmt.Sprint(c.N) })))
+	srv, err := cqrsnats.ServeDurable(context.Background(), js, bus, cqrsnats.DurableConfig{})
+	if err != nil {
+		require.ErrorIs(t, err, cqrsnats.ErrDurableConfig)
+		return
+	}
+	t.Cleanup(func() { assert.NoError(t, srv.Stop(context.Background())) })
+	require.NoError(t, cqrsnats.Enqueue(context.Background(), js, placeSpaced{N: 1}, cqrsnats.DurableConfig{}))
+	require.NoError(t, cqrsnats.Enqueue(context.Background(), js, placeUnderscore{N: 2}, cqrsnats.DurableConfig{}))
+	spaced.await(1, 5*time.Second)
+	underscore.await(1, 5*time.Second)
+	lost, _ := spaced.count([]string{"1"})
+	assert.Zero(t, lost)
+	lost, _ = underscore.count([]string{"2"})
+	assert.Zero(t, lost)
+	assert.Equal(t, 1, spaced.distinct())
+	assert.Equal(t, 1, underscore.distinct())
 }
