@@ -277,7 +277,7 @@ func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg
 			return nil, consumerError(ctx, stream, spec, subjects[i], err)
 		}
 		h := &durableHandler{srv: s, spec: spec, bus: commands, codec: c.codec, cfg: cfg, js: js, dead: deadSubjects[i]}
-		cc, err := consumer.Consume(h.handle, jetstream.PullMaxMessages(pullBatch))
+		cc, err := consumer.Consume(h.handle, jetstream.PullMaxMessages(pullBatch), jetstream.PullExpiry(pullExpiry))
 		if err != nil {
 			_ = s.Stop(ctx)
 			return nil, fmt.Errorf("%w: consuming %s from %s: %w", ErrTransport, spec, cfg.Stream, err)
@@ -290,6 +290,12 @@ func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg
 // pullBatch is how many commands of a type a process takes ahead. Few,
 // since AckWait runs while they wait and Stop hands them back.
 const pullBatch = 16
+
+// pullExpiry is how long one pull request lasts; its heartbeats come at
+// half of it. A pull request that went astray (seen under load as a
+// consumer delivering nothing for the 30 s of nats.go's default) costs at
+// most this long.
+const pullExpiry = 5 * time.Second
 
 // Stop stops taking commands and returns once no handler of s runs. The
 // command in progress of each type is finished and acknowledged; those
