@@ -60,6 +60,44 @@ func ExampleEnqueue() {
 	// <nil>
 }
 
+// Each command type has a consumer of its own: a process serves only the
+// types registered on its bus, and the others wait for their own.
+func ExampleServeDurable() {
+	js, stop := exampleJetStream()
+	defer stop()
+	ctx := context.Background()
+	_ = cqrsnats.Enqueue(ctx, js, Ship{Parcel: 1}, cqrsnats.DurableConfig{})
+	_ = cqrsnats.Enqueue(ctx, js, Invoice{Number: 2}, cqrsnats.DurableConfig{})
+
+	// This process ships; invoicing is another service's.
+	shipped := make(chan int)
+	shipping := cqrs.NewCommandBus()
+	_ = cqrs.Register(shipping, cqrs.HandlerFunc[Ship, cqrs.NoResult](func(_ context.Context, s Ship) (cqrs.NoResult, error) {
+		shipped <- s.Parcel
+		return cqrs.NoResult{}, nil
+	}))
+	srv, err := cqrsnats.ServeDurable(ctx, js, shipping, cqrsnats.DurableConfig{})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("shipped parcel", <-shipped)
+	fmt.Println(srv.Stop(ctx))
+
+	// The invoice waits in the stream for a process that serves it.
+	commands, _ := js.Stream(ctx, "CQRS_COMMANDS")
+	info, _ := commands.Info(ctx)
+	fmt.Println("waiting:", info.State.Msgs)
+
+	// Queries have results to wait for: they are not durable.
+	_, err = cqrsnats.ServeDurable(ctx, js, cqrs.NewQueryBus(), cqrsnats.DurableConfig{})
+	fmt.Println(errors.Is(err, cqrsnats.ErrQueryNotDurable))
+	// Output:
+	// shipped parcel 1
+	// <nil>
+	// waiting: 1
+	// true
+}
+
 // A command whose handler fails for good goes to the dead-letter
 // stream; once the cause is mended, ReplayDeadLetters gives it back.
 func ExampleReplayDeadLetters() {
