@@ -127,8 +127,8 @@ func (c DurableConfig) validate(prefix string) error {
 // backOff returns the wait after the given failed delivery (1 for the
 // first).
 func (c DurableConfig) backOff(delivery uint64) time.Duration {
-	i := min(delivery, uint64(len(c.BackOff))) - 1
-	return c.BackOff[max(i, 0)]
+	i := min(max(delivery, 1), uint64(len(c.BackOff)))
+	return c.BackOff[i-1]
 }
 
 // Headers of a dead letter, besides the error's code and text in

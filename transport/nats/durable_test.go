@@ -448,10 +448,32 @@ func TestDurableOneQueueGroupPerType(t *testing.T) {
 	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Ship, cqrs.NoResult](newShipper(0).handle)))
 	_, err := cqrsnats.ServeDurable(context.Background(), js, bus, cqrsnats.DurableConfig{}, cqrsnats.WithQueueGroup("billing"))
 	require.ErrorIs(t, err, cqrsnats.ErrConsumerConflict)
-	assert.Contains(t, err.Error(), "cqrs_Ship_")
+	assert.Contains(t, err.Error(), "[cqrs_Ship_")
 
 	require.NoError(t, cqrsnats.Enqueue(context.Background(), js, Ship{Parcel: 1}, cqrsnats.DurableConfig{}))
 	s.await(t, 1)
+}
+
+// The consumer an older version shared between all types takes the
+// subjects of the new per-type consumers: ServeDurable names it, so that
+// the operator can remove it, and leaves it alone.
+func TestDurableNamesTheOldSharedConsumer(t *testing.T) {
+	js := startJetStream(t)
+	ctx := context.Background()
+	require.NoError(t, cqrsnats.Enqueue(ctx, js, Ship{Parcel: 1}, cqrsnats.DurableConfig{})) // makes the stream
+	_, err := js.CreateOrUpdateConsumer(ctx, "CQRS_COMMANDS", jetstream.ConsumerConfig{
+		Durable:        "cqrs-cqrs",
+		FilterSubjects: []string{"cqrs.durable.command.nats_test.Ship", "cqrs.durable.command.nats_test.Invoice"},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+	})
+	require.NoError(t, err)
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Ship, cqrs.NoResult](newShipper(0).handle)))
+	_, err = cqrsnats.ServeDurable(ctx, js, bus, cqrsnats.DurableConfig{})
+	require.ErrorIs(t, err, cqrsnats.ErrConsumerConflict)
+	assert.Contains(t, err.Error(), "[cqrs-cqrs]")
+	_, err = js.Consumer(ctx, "CQRS_COMMANDS", "cqrs-cqrs")
+	assert.NoError(t, err, "the old consumer is left alone")
 }
 
 func TestDurableServeRefusesBadArguments(t *testing.T) {
