@@ -144,6 +144,17 @@ func DurableSubject(prefix string, spec cqrs.Spec) string {
 	return prefix + ".durable." + spec.Kind.String() + "." + sanitize(spec.Name, true)
 }
 
+// durableSubject returns DurableSubject(prefix, spec), or an error if
+// that is no subject a command can travel on. Every durable path takes
+// its subject from here.
+func durableSubject(prefix string, spec cqrs.Spec) (string, error) {
+	subject := DurableSubject(prefix, spec)
+	if !literalSubject(subject) {
+		return "", fmt.Errorf("%w: %s: %q is not a subject without wildcards, empty tokens or white space", ErrDurableConfig, spec, subject)
+	}
+	return subject, nil
+}
+
 // Enqueue stores command msg in the work-queue stream and returns once
 // JetStream has it: it will be handled by a process serving it with
 // [ServeDurable], now or when one comes up. No result comes back; a
@@ -169,7 +180,11 @@ func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg Dura
 	if len(data) > c.maxPayload {
 		return tooLarge(spec, "message", len(data), c.maxPayload)
 	}
-	return store(ctx, js, c.prefix, cfg, spec, &natsgo.Msg{Subject: DurableSubject(c.prefix, spec), Data: data})
+	subject, err := durableSubject(c.prefix, spec)
+	if err != nil {
+		return err
+	}
+	return store(ctx, js, c.prefix, cfg, spec, &natsgo.Msg{Subject: subject, Data: data})
 }
 
 // DurableServer handles durable commands. Make one with [ServeDurable];
@@ -252,7 +267,11 @@ func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg
 	deadSubjects := make([]string, len(specs))
 	bySubject := make(map[string]cqrs.Spec, len(specs))
 	for i, spec := range specs {
-		subjects[i] = DurableSubject(c.prefix, spec)
+		subject, err := durableSubject(c.prefix, spec)
+		if err != nil {
+			return nil, err
+		}
+		subjects[i] = subject
 		deadSubjects[i] = deadSubject(c.prefix, cfg, subjects[i])
 		if other, ok := bySubject[subjects[i]]; ok {
 			// One consumer would take both types' commands.

@@ -33,7 +33,10 @@ func ReplayDeadLetters[C any](ctx context.Context, js jetstream.JetStream, cfg D
 	if js == nil {
 		return 0, fmt.Errorf("%w: replay %s: nil JetStream", ErrTransport, spec)
 	}
-	subject := DurableSubject(c.prefix, spec)
+	subject, err := durableSubject(c.prefix, spec)
+	if err != nil {
+		return 0, err
+	}
 	dead := deadSubject(c.prefix, cfg, subject)
 	stream, err := js.Stream(ctx, cfg.DeadLetterStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {

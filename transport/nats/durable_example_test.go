@@ -129,7 +129,7 @@ func ExampleReplayDeadLetters() {
 		letter, _ = dead.GetLastMsgForSubject(ctx, "cqrs.dead.>")
 		time.Sleep(10 * time.Millisecond)
 	}
-	fmt.Println(letter.Subject, string(letter.Data), letter.Header.Get("Nats-Service-Error"))
+	fmt.Println(string(letter.Data), letter.Header.Get("Nats-Service-Error"), "after", letter.Header.Get("Cqrs-Deliveries"), "delivery")
 
 	// The address is found: replay.
 	mended.Store(true)
@@ -138,7 +138,7 @@ func ExampleReplayDeadLetters() {
 	fmt.Println("shipped parcel", <-shipped)
 	fmt.Println(srv.Stop(ctx))
 	// Output:
-	// cqrs.dead.command.nats_test.Ship {"Parcel":7} no address for this parcel
+	// {"Parcel":7} no address for this parcel after 1 delivery
 	// replayed 1 <nil>
 	// shipped parcel 7
 	// <nil>

@@ -107,6 +107,17 @@ func TestDurableCommandsAreRedeliveredAfterACrash(t *testing.T) {
 	}
 }
 
+// durableSubjectOf returns the subject of command type C's durable
+// commands, and deadSubjectOf that of its dead letters, with the default
+// prefix and dead-letter subject.
+func durableSubjectOf[C any]() string {
+	return cqrsnats.DurableSubject("cqrs", cqrs.SpecFor[C, cqrs.NoResult]((*cqrs.CommandBus)(nil)))
+}
+
+func deadSubjectOf[C any]() string {
+	return "cqrs.dead." + strings.TrimPrefix(durableSubjectOf[C](), "cqrs.durable.")
+}
+
 // deadLetters returns the dead letters kept in the default dead-letter
 // stream, oldest first.
 func deadLetters(t *testing.T, js jetstream.JetStream) []*jetstream.RawStreamMsg {
@@ -145,10 +156,10 @@ func TestDurableDeadLettersAreKeptAndReplayed(t *testing.T) {
 	parcels := map[string]bool{}
 	for _, m := range dead {
 		parcels[string(m.Data)] = true
-		assert.Equal(t, "cqrs.dead.command.nats_test.Ship", m.Subject)
+		assert.Equal(t, deadSubjectOf[Ship](), m.Subject)
 		assert.Equal(t, "panic", m.Header.Get("Nats-Service-Error-Code"))
 		assert.Contains(t, m.Header.Get("Nats-Service-Error"), "the handler crashed")
-		assert.Equal(t, "cqrs.durable.command.nats_test.Ship", m.Header.Get("Cqrs-Subject"))
+		assert.Equal(t, durableSubjectOf[Ship](), m.Header.Get("Cqrs-Subject"))
 		assert.Equal(t, "3", m.Header.Get("Cqrs-Deliveries"))
 	}
 	assert.Len(t, parcels, 10, "one dead letter per command")
@@ -306,7 +317,7 @@ func TestDurableUndecodableCommand(t *testing.T) {
 	js := startJetStream(t)
 	s := newShipper(0)
 	serveDurable(t, js, s, cqrsnats.DurableConfig{})
-	_, err := js.Publish(context.Background(), "cqrs.durable.command.nats_test.Ship", []byte("{not json"))
+	_, err := js.Publish(context.Background(), durableSubjectOf[Ship](), []byte("{not json"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return len(deadLetters(t, js)) == 1 }, 10*time.Second, 20*time.Millisecond)
 	dead := deadLetters(t, js)[0]
@@ -463,7 +474,7 @@ func TestDurableNamesTheOldSharedConsumer(t *testing.T) {
 	require.NoError(t, cqrsnats.Enqueue(ctx, js, Ship{Parcel: 1}, cqrsnats.DurableConfig{})) // makes the stream
 	_, err := js.CreateOrUpdateConsumer(ctx, "CQRS_COMMANDS", jetstream.ConsumerConfig{
 		Durable:        "cqrs-cqrs",
-		FilterSubjects: []string{"cqrs.durable.command.nats_test.Ship", "cqrs.durable.command.nats_test.Invoice"},
+		FilterSubjects: []string{durableSubjectOf[Ship](), durableSubjectOf[Invoice]()},
 		AckPolicy:      jetstream.AckExplicitPolicy,
 	})
 	require.NoError(t, err)
@@ -587,12 +598,12 @@ func TestDurableServerZeroValue(t *testing.T) {
 
 // Two command types whose names a subject may not tell apart.
 type (
-	placeSpaced     struct{ N int }
-	placeUnderscore struct{ N int }
+	durableSpaced     struct{ N int }
+	durableUnderscore struct{ N int }
 )
 
-func (placeSpaced) CommandName() string     { return "place order" }
-func (placeUnderscore) CommandName() string { return "place_order" }
+func (durableSpaced) CommandName() string     { return "place order" }
+func (durableUnderscore) CommandName() string { return "place_order" }
 
 // Two types never share a consumer: either their subjects differ and
 // each command reaches its own handler, or ServeDurable refuses them.
@@ -600,16 +611,16 @@ func TestDurableTypesNeverShareAConsumer(t *testing.T) {
 	js := startJetStream(t)
 	spaced, underscore := newLedger(), newLedger()
 	bus := cqrs.NewCommandBus()
-	require.NoError(t, cqrs.Register(bus, handling(spaced, func(c placeSpaced) string { return fmt.Sprint(c.N) })))
-	require.NoError(t, cqrs.Register(bus, handling(underscore, func(c placeUnderscore) string { return fmt.Sprint(c.N) })))
+	require.NoError(t, cqrs.Register(bus, handling(spaced, func(c durableSpaced) string { return fmt.Sprint(c.N) })))
+	require.NoError(t, cqrs.Register(bus, handling(underscore, func(c durableUnderscore) string { return fmt.Sprint(c.N) })))
 	srv, err := cqrsnats.ServeDurable(context.Background(), js, bus, cqrsnats.DurableConfig{})
 	if err != nil {
 		require.ErrorIs(t, err, cqrsnats.ErrDurableConfig)
 		return
 	}
 	t.Cleanup(func() { assert.NoError(t, srv.Stop(context.Background())) })
-	require.NoError(t, cqrsnats.Enqueue(context.Background(), js, placeSpaced{N: 1}, cqrsnats.DurableConfig{}))
-	require.NoError(t, cqrsnats.Enqueue(context.Background(), js, placeUnderscore{N: 2}, cqrsnats.DurableConfig{}))
+	require.NoError(t, cqrsnats.Enqueue(context.Background(), js, durableSpaced{N: 1}, cqrsnats.DurableConfig{}))
+	require.NoError(t, cqrsnats.Enqueue(context.Background(), js, durableUnderscore{N: 2}, cqrsnats.DurableConfig{}))
 	spaced.await(1, 5*time.Second)
 	underscore.await(1, 5*time.Second)
 	lost, _ := spaced.count([]string{"1"})
