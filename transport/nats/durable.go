@@ -430,15 +430,36 @@ func (h *durableHandler) handle(m jetstream.Msg) {
 // acknowledgement, during which the type's next command waits.
 const ackConfirmWait = 2 * time.Second
 
+// ackRetryWait is the pause before sending again an acknowledgement that
+// NATS could not deliver, as while the server restarts.
+const ackRetryWait = 100 * time.Millisecond
+
 // ack acknowledges m and waits for JetStream to confirm it, so that a
 // process killed later does not leave behind acknowledgements still in
-// its buffers, each a command handled again. Without a confirmation in
-// ackConfirmWait it goes on: the acknowledgement most likely arrived, and
-// if not, the command comes back after AckWait.
+// its buffers, each a command handled again. An acknowledgement NATS
+// could not deliver (the server restarting, JetStream not yet back) is
+// sent again until AckWait has passed, after which the command comes
+// back anyway. A confirmation that does not come within ackConfirmWait
+// is not waited for longer: the acknowledgement most likely arrived.
 func (h *durableHandler) ack(m jetstream.Msg) {
-	ctx, cancel := context.WithTimeout(context.Background(), min(ackConfirmWait, h.cfg.AckWait))
-	defer cancel()
-	_ = m.DoubleAck(ctx)
+	deadline := time.Now().Add(h.cfg.AckWait)
+	for {
+		ctx, cancel := context.WithTimeout(h.srv.ctx, min(ackConfirmWait, time.Until(deadline)))
+		err := m.DoubleAck(ctx)
+		cancel()
+		if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrMsgAlreadyAckd) ||
+			errors.Is(err, natsgo.ErrConnectionClosed) {
+			return
+		}
+		select {
+		case <-h.srv.ctx.Done():
+			return
+		case <-time.After(ackRetryWait):
+		}
+		if time.Until(deadline) <= ackRetryWait {
+			return
+		}
+	}
 }
 
 func (h *durableHandler) run(m jetstream.Msg) error {
