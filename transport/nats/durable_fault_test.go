@@ -164,6 +164,20 @@ func serveCommands(t testing.TB, js jetstream.JetStream, bus cqrs.Bus, cfg cqrsn
 	return stop
 }
 
+// assertHandled waits, up to within, for every one of keys to be handled
+// and the work queue to drain, then reports the commands lost and
+// duplicated, and checks that none was lost and at most maxDuplicated
+// handled twice.
+func assertHandled(t *testing.T, js jetstream.JetStream, l *ledger, keys []string, fault string, within time.Duration, maxDuplicated int) {
+	t.Helper()
+	l.await(len(keys), within)
+	assertDrained(t, js, "CQRS_COMMANDS")
+	lost, duplicated := l.count(keys)
+	t.Logf("%s: %d commands, lost %d, duplicated %d", fault, len(keys), lost, duplicated)
+	assert.Zero(t, lost, "commands lost")
+	assert.LessOrEqual(t, duplicated, maxDuplicated, "commands handled twice")
+}
+
 // Rolling upgrade: v1 serves Ship; v2 serves Ship and Cancel; v1 stops
 // while commands of both types keep coming. No Cancel may be dropped by
 // v1, which does not know it.
@@ -299,14 +313,9 @@ func TestDurableKilledConsumer(t *testing.T) {
 	js2 := process(t, s)
 	serveCommands(t, js2, second, cfg)
 
-	l.await(total, 10*time.Second)
-	assertDrained(t, client, "CQRS_COMMANDS")
-	lost, duplicated := l.count(keys)
-	t.Logf("killed consumer: %d commands, lost %d, duplicated %d", total, lost, duplicated)
-	assert.Zero(t, lost, "commands lost")
 	// The command whose acknowledgement died with the process comes back;
 	// earlier ones were confirmed before the next command started.
-	assert.LessOrEqual(t, duplicated, 1, "commands handled twice")
+	assertHandled(t, client, l, keys, "killed consumer", 10*time.Second, 1)
 }
 
 // The NATS server restarts (same port, same store) while a process
@@ -350,12 +359,7 @@ func TestDurableServerRestart(t *testing.T) {
 	s.WaitForShutdown()
 	s = start()
 
-	l.await(total, 15*time.Second)
-	assertDrained(t, client, "CQRS_COMMANDS")
-	lost, duplicated := l.count(keys)
-	t.Logf("server restart: %d commands, lost %d, duplicated %d", total, lost, duplicated)
-	assert.Zero(t, lost, "commands lost")
 	// The restarted server gives again the commands the process had taken
 	// ahead (16 at most) while the process still holds them.
-	assert.LessOrEqual(t, duplicated, 16, "commands handled twice")
+	assertHandled(t, client, l, keys, "server restart", 15*time.Second, 16)
 }
