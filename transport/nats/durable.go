@@ -2,9 +2,10 @@ package nats
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
-	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,26 +13,78 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
+)
+
+// Errors of durable commands, each wrapped with what was being done and,
+// where NATS gave one, NATS's own error.
+var (
+	// ErrStreamIncompatible: the stream that [DurableConfig] names exists
+	// but cannot keep durable commands (or dead letters) correctly, such
+	// as one that does not take their subjects or is not a work queue, or
+	// another stream already takes their subjects. It is left as it is.
+	ErrStreamIncompatible = errors.New("cqrs/nats: stream unusable for durable commands")
+	// ErrConsumerConflict: another consumer of the work-queue stream
+	// already takes a served type's commands, such as one of another
+	// queue group or one an older version of this package left. A
+	// work-queue stream gives each subject to one consumer only.
+	ErrConsumerConflict = errors.New("cqrs/nats: another consumer takes the commands")
+	// ErrQueryNotDurable: [ServeDurable] was given a query bus. Durable
+	// messages are commands: nobody waits for a result.
+	ErrQueryNotDurable = errors.New("cqrs/nats: queries cannot be served durably")
+	// ErrDurableConfig: a [DurableConfig] field has a value that cannot
+	// work, such as a dead-letter subject with a wildcard, or two served
+	// types would share a subject.
+	ErrDurableConfig = errors.New("cqrs/nats: invalid durable config")
 )
 
 // DurableConfig configures durable commands: fire-and-forget commands kept
 // in a JetStream work-queue stream until a serving process has handled
-// them, so that none is lost while no handler process is up.
+// them, so that none is lost while no handler process is up. The zero
+// value is the default configuration; each field's zero value means the
+// default it documents. Both sides of a command type must use the same
+// Stream, and the serving processes the same settings.
 type DurableConfig struct {
-	// Stream names the stream. The default is "CQRS_COMMANDS".
+	// Stream names the work-queue stream of the commands. The default is
+	// "CQRS_COMMANDS". If it exists it is used as it is (storage, limits,
+	// replicas are the operator's): it must be a work queue
+	// (jetstream.WorkQueuePolicy) and take the commands' subjects, or
+	// [ErrStreamIncompatible] says why not. If it does not exist it is
+	// made with subjects prefix + ".durable.>", work-queue retention,
+	// file storage, one replica and no limits.
 	Stream string
-	// MaxDeliver bounds the attempts at one command; after the last
-	// failed one it goes to the dead-letter subject. The default is 5.
+	// MaxDeliver bounds the deliveries of one command; after the last
+	// failed one it goes to the dead-letter stream. A delivery that ended
+	// without an outcome (the process died, or stopped before starting
+	// it) counts too. If MaxDeliver is less than or equal to 0, it is 5.
 	MaxDeliver int
 	// AckWait is how long a process may take over a command before
-	// JetStream gives it to another, as after a crash. The default is 30s.
+	// JetStream gives it to another, as after a crash; it also bounds the
+	// handler's context. If AckWait is less than or equal to 0, it is 30s.
 	AckWait time.Duration
-	// DeadLetter is the subject a command goes to after MaxDeliver failed
-	// attempts, with the last error in the Nats-Service-Error and
-	// Nats-Service-Error-Code headers and its subject in Cqrs-Subject.
+	// BackOff is how long a failed command waits before its next
+	// delivery: BackOff[0] after the first failure, BackOff[1] after the
+	// second, the last value for the failures after. If BackOff is empty,
+	// it is 1s, 5s, 30s. A negative value is taken as 0.
+	BackOff []time.Duration
+	// DeadLetter is the first tokens of the subjects of dead letters: a
+	// command type's dead letters travel on DeadLetter followed by the
+	// kind and name of the type, such as "cqrs.dead.command.orders.Ship".
 	// The default is the prefix followed by ".dead", such as "cqrs.dead".
+	// It must not be under the prefix followed by ".durable".
 	DeadLetter string
+	// DeadLetterStream names the stream that keeps dead letters until
+	// they are replayed ([ReplayDeadLetters]) or removed. The default is
+	// "CQRS_DEAD". If it exists it is used as it is, provided it takes
+	// the dead-letter subjects and is not an interest stream (which would
+	// drop them while nobody listens). If it does not exist it is made
+	// with subjects DeadLetter + ".>", limits retention, file storage,
+	// one replica and no limits.
+	DeadLetterStream string
 }
+
+// defaultBackOff is what an empty DurableConfig.BackOff means.
+var defaultBackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
 
 func (c DurableConfig) withDefaults(prefix string) DurableConfig {
 	if c.Stream == "" {
@@ -43,14 +96,47 @@ func (c DurableConfig) withDefaults(prefix string) DurableConfig {
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
 	}
+	backOff := c.BackOff
+	if len(backOff) == 0 {
+		backOff = defaultBackOff
+	}
+	c.BackOff = make([]time.Duration, len(backOff)) // never the caller's array
+	for i, d := range backOff {
+		c.BackOff[i] = max(d, 0)
+	}
 	if c.DeadLetter == "" {
 		c.DeadLetter = prefix + ".dead"
+	}
+	if c.DeadLetterStream == "" {
+		c.DeadLetterStream = "CQRS_DEAD"
 	}
 	return c
 }
 
-// headerSubject carries a dead command's original subject.
-const headerSubject = "Cqrs-Subject"
+// validate checks what the defaults cannot mend.
+func (c DurableConfig) validate(prefix string) error {
+	if !literalSubject(c.DeadLetter) {
+		return fmt.Errorf("%w: dead-letter subject %q: want dot-separated tokens without wildcards or spaces", ErrDurableConfig, c.DeadLetter)
+	}
+	if work := prefix + ".durable"; c.DeadLetter == work || strings.HasPrefix(c.DeadLetter, work+".") {
+		return fmt.Errorf("%w: dead-letter subject %q is under the commands' subjects %s.>", ErrDurableConfig, c.DeadLetter, work)
+	}
+	return nil
+}
+
+// backOff returns the wait after the given failed delivery (1 for the
+// first).
+func (c DurableConfig) backOff(delivery uint64) time.Duration {
+	i := min(max(delivery, 1), uint64(len(c.BackOff)))
+	return c.BackOff[i-1]
+}
+
+// Headers of a dead letter, besides the error's code and text in
+// Nats-Service-Error-Code and Nats-Service-Error.
+const (
+	headerSubject    = "Cqrs-Subject"    // the command's subject
+	headerDeliveries = "Cqrs-Deliveries" // how many times it was delivered
+)
 
 // DurableSubject returns the subject a durable command travels on:
 // prefix.durable.command.identity, with the type's identity encoded as
@@ -60,28 +146,35 @@ func DurableSubject(prefix string, spec cqrs.Spec) string {
 	return subject
 }
 
-// ensureStream creates the work-queue stream, or updates it.
-func ensureStream(ctx context.Context, js jetstream.JetStream, prefix string, cfg DurableConfig) error {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:      cfg.Stream,
-		Subjects:  []string{prefix + ".durable.>"},
-		Retention: jetstream.WorkQueuePolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("cqrs/nats: stream %s: %w", cfg.Stream, err)
+// durableSubject returns DurableSubject(prefix, spec), or an error if
+// that is no subject a command can travel on. Every durable path takes
+// its subject from here.
+func durableSubject(prefix string, spec cqrs.Spec) (string, error) {
+	subject := DurableSubject(prefix, spec)
+	if !literalSubject(subject) {
+		return "", fmt.Errorf("%w: %s: %q is not a subject without wildcards, empty tokens or white space", ErrDurableConfig, spec, subject)
 	}
-	return nil
+	return subject, nil
 }
 
 // Enqueue stores command msg in the work-queue stream and returns once
 // JetStream has it: it will be handled by a process serving it with
-// [ServeDurable], now or when one comes up. It creates the stream if need
-// be. No result comes back; a command that keeps failing ends on the
-// dead-letter subject.
+// [ServeDurable], now or when one comes up. No result comes back; a
+// command that keeps failing ends in the dead-letter stream.
+//
+// Enqueue is one round trip: a publish that JetStream acknowledges, with
+// the stream's name as a condition so that a command never lands in
+// another stream. Only when no stream takes the subject does it look the
+// stream up, make it if it is missing ([DurableConfig.Stream] says how),
+// and publish again; a stream that exists is never changed. It is safe
+// for concurrent use.
 func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg DurableConfig, opts ...Option) error {
 	c := newConfig(opts)
 	cfg = cfg.withDefaults(c.prefix)
 	spec := cqrs.SpecFor[C, cqrs.NoResult]((*cqrs.CommandBus)(nil))
+	if js == nil {
+		return fmt.Errorf("%w: enqueue %s: nil JetStream", ErrTransport, spec)
+	}
 	data, err := c.codec.Marshal(msg)
 	if err != nil {
 		return fmt.Errorf("cqrs/nats: %s: encoding the message: %w", spec, err)
@@ -89,116 +182,307 @@ func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg Dura
 	if len(data) > c.maxPayload {
 		return tooLarge(spec, "message", len(data), c.maxPayload)
 	}
-	if err := ensureStream(ctx, js, c.prefix, cfg); err != nil {
+	subject, err := durableSubject(c.prefix, spec)
+	if err != nil {
 		return err
 	}
-	if _, err := js.Publish(ctx, DurableSubject(c.prefix, spec), data); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrTransport, spec, err)
-	}
-	return nil
+	return store(ctx, js, c.prefix, cfg, spec, &natsgo.Msg{Subject: subject, Data: data})
 }
 
-// DurableServer handles durable commands. Make one with [ServeDurable].
+// DurableServer handles durable commands. Make one with [ServeDurable];
+// the zero value serves nothing, and its Stop returns nil at once.
+//
+// Each served type has its own consumer and goroutine: a type's commands
+// are handled one at a time, in the order JetStream delivers them, and
+// different types at the same time. A DurableServer is safe for
+// concurrent use: Stop may be called from any goroutine, more than once.
 type DurableServer struct {
-	consume jetstream.ConsumeContext
+	consumers []jetstream.ConsumeContext
+	ctx       context.Context // the handlers' context; ends when Stop gives up waiting
+	cancel    context.CancelFunc
+
+	mu         sync.Mutex
+	stopping   bool // set by Stop: no handler starts after
+	running    int  // handlers running
+	idle       chan struct{}
+	idleClosed bool
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed once nothing runs and nothing is taken
 }
 
 // ServeDurable handles the durable commands of every type registered on
-// bus, from the work-queue stream, through one durable consumer that
-// processes serving the same bus share. A command is acknowledged once its
-// handler has succeeded; a failure is retried at once, up to MaxDeliver
-// attempts, after which the command goes to the dead-letter subject. A
-// process that dies mid-command loses nothing: after AckWait JetStream
-// gives the command to another.
-func ServeDurable(ctx context.Context, js jetstream.JetStream, nc *natsgo.Conn, bus *cqrs.CommandBus, cfg DurableConfig, opts ...Option) (*DurableServer, error) {
+// bus so far, from the work-queue stream ([DurableConfig.Stream]). bus
+// must be a *cqrs.CommandBus: a query bus gets [ErrQueryNotDurable].
+//
+// Each command type has a durable consumer of its own, named after the
+// queue group ([WithQueueGroup]) and the type, which the processes
+// serving that type share, so that each command is handled by one of
+// them; a process never sees, and never drops, the commands of a type it
+// does not serve, which wait for a process that does. A work-queue
+// stream gives each subject to one consumer only, so one queue group
+// serves a type: serving it with another gets [ErrConsumerConflict]. Two
+// services that must each handle the same commands use two prefixes
+// ([WithPrefix]) and two streams.
+//
+// A command is acknowledged once its handler has succeeded. A failure is
+// delivered again after [DurableConfig.BackOff], up to MaxDeliver
+// deliveries, after which the command goes to the dead-letter stream
+// with the error's code and text in the headers Nats-Service-Error-Code
+// and Nats-Service-Error, its subject in Cqrs-Subject and its deliveries
+// in Cqrs-Deliveries. A failure that another attempt cannot mend goes
+// there at once: a message that does not decode, and an error that
+// middleware.IsCallerError reports (a failed validation, an error the
+// handler marked middleware.Permanent), except cqrs.ErrRateLimited and
+// the context's errors, which are retried. A process that dies
+// mid-command loses nothing: after AckWait JetStream gives the command to
+// another, which may handle it a second time.
+//
+// ctx bounds the setup: looking up or making the streams and consumers.
+// Stop ends the serving.
+func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg DurableConfig, opts ...Option) (*DurableServer, error) {
+	var commands *cqrs.CommandBus
+	switch b := bus.(type) {
+	case *cqrs.CommandBus:
+		commands = b
+	case *cqrs.QueryBus:
+		if b != nil {
+			return nil, fmt.Errorf("%w: serve a command bus", ErrQueryNotDurable)
+		}
+	}
+	if commands == nil {
+		return nil, fmt.Errorf("%w: serving durable commands", cqrs.ErrNilBus)
+	}
+	if js == nil {
+		return nil, fmt.Errorf("%w: serving durable commands: nil JetStream", ErrTransport)
+	}
 	c := newConfig(opts)
 	cfg = cfg.withDefaults(c.prefix)
-	if err := ensureStream(ctx, js, c.prefix, cfg); err != nil {
+	if err := cfg.validate(c.prefix); err != nil {
 		return nil, err
 	}
-	specs := map[string]cqrs.Spec{}
-	var filters []string
-	for _, spec := range bus.Specs() {
-		subject := DurableSubject(c.prefix, spec)
-		specs[subject] = spec
-		filters = append(filters, subject)
-	}
-	if len(filters) == 0 {
+	specs := commands.Specs()
+	if len(specs) == 0 {
 		return nil, fmt.Errorf("%w: no command registered to serve durably", cqrs.ErrHandlerNotFound)
 	}
-	consumer, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:        "cqrs-" + sanitize(c.queueGroup, false),
-		FilterSubjects: filters,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        cfg.AckWait,
-		MaxDeliver:     cfg.MaxDeliver,
+	subjects := make([]string, len(specs))
+	deadSubjects := make([]string, len(specs))
+	bySubject := make(map[string]cqrs.Spec, len(specs))
+	for i, spec := range specs {
+		subject, err := durableSubject(c.prefix, spec)
+		if err != nil {
+			return nil, err
+		}
+		subjects[i] = subject
+		deadSubjects[i] = deadSubject(c.prefix, cfg, subjects[i])
+		if other, ok := bySubject[subjects[i]]; ok {
+			// One consumer would take both types' commands.
+			return nil, fmt.Errorf("%w: %s and %s share the subject %s", ErrDurableConfig, other, spec, subjects[i])
+		}
+		bySubject[subjects[i]] = spec
+	}
+	stream, err := workStream(ctx, js, c.prefix, cfg, subjects)
+	if err != nil {
+		return nil, err
+	}
+	if err := deadStream(ctx, js, cfg, deadSubjects); err != nil {
+		return nil, err
+	}
+
+	s := &DurableServer{idle: make(chan struct{}), stopped: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	for i, spec := range specs {
+		consumer, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, consumerConfig(c.queueGroup, spec, subjects[i], cfg))
+		if err != nil {
+			_ = s.Stop(ctx)
+			return nil, consumerError(ctx, stream, spec, subjects[i], err)
+		}
+		h := &durableHandler{srv: s, spec: spec, bus: commands, codec: c.codec, cfg: cfg, js: js, dead: deadSubjects[i]}
+		cc, err := consumer.Consume(h.handle, jetstream.PullMaxMessages(pullBatch), jetstream.PullExpiry(pullExpiry))
+		if err != nil {
+			_ = s.Stop(ctx)
+			return nil, fmt.Errorf("%w: consuming %s from %s: %w", ErrTransport, spec, cfg.Stream, err)
+		}
+		s.consumers = append(s.consumers, cc)
+	}
+	return s, nil
+}
+
+// pullBatch is how many commands of a type a process takes ahead. Few,
+// since AckWait runs while they wait and Stop hands them back.
+const pullBatch = 16
+
+// pullExpiry is how long one pull request lasts; its heartbeats come at
+// half of it. A pull request that went astray (seen under load as a
+// consumer delivering nothing for the 30 s of nats.go's default) costs at
+// most this long.
+const pullExpiry = 5 * time.Second
+
+// Stop stops taking commands and returns once no handler of s runs. The
+// command in progress of each type is finished and acknowledged; those
+// taken ahead and not started go back to the stream at once, for another
+// process. If ctx ends first, Stop cancels the running handlers'
+// contexts and returns an error that wraps ctx's and says how many
+// handlers still run; their commands, if they fail, are delivered again.
+// Stop may be called more than once and from several goroutines: each
+// call waits, within its ctx, for the same end.
+func (s *DurableServer) Stop(ctx context.Context) error {
+	if s == nil || s.stopped == nil {
+		return nil
+	}
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		s.stopping = true
+		s.closeIdleLocked()
+		s.mu.Unlock()
+		for _, cc := range s.consumers {
+			cc.Drain() // what was taken ahead reaches handle, which hands it back
+		}
+		go func() {
+			for _, cc := range s.consumers {
+				<-cc.Closed()
+			}
+			<-s.idle
+			s.cancel()
+			close(s.stopped)
+		}()
 	})
-	if err != nil {
-		return nil, fmt.Errorf("cqrs/nats: consumer on %s: %w", cfg.Stream, err)
+	select {
+	case <-s.stopped:
+		return nil
+	case <-ctx.Done():
 	}
-	h := &durableHandler{cfg: cfg, codec: c.codec, specs: specs, bus: bus, nc: nc}
-	cc, err := consumer.Consume(h.handle)
-	if err != nil {
-		return nil, fmt.Errorf("cqrs/nats: consuming %s: %w", cfg.Stream, err)
+	s.cancel()
+	s.mu.Lock()
+	n := s.running
+	s.mu.Unlock()
+	if n == 0 {
+		return nil
 	}
-	return &DurableServer{consume: cc}, nil
+	return fmt.Errorf("cqrs/nats: stop: %d durable handlers still running, their contexts cancelled: %w", n, ctx.Err())
 }
 
-// Stop stops taking commands and waits for the one in progress. Commands
-// not yet acknowledged go to another process after AckWait.
-func (s *DurableServer) Stop() {
-	s.consume.Drain()
-	<-s.consume.Closed()
+// enter reports whether a handler may start, and counts it.
+func (s *DurableServer) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.running++
+	return true
 }
 
+func (s *DurableServer) leave() {
+	s.mu.Lock()
+	s.running--
+	s.closeIdleLocked()
+	s.mu.Unlock()
+}
+
+func (s *DurableServer) closeIdleLocked() {
+	if s.stopping && s.running == 0 && !s.idleClosed {
+		s.idleClosed = true
+		close(s.idle)
+	}
+}
+
+// durableHandler handles the commands of one type.
 type durableHandler struct {
-	cfg   DurableConfig
-	codec Codec
-	specs map[string]cqrs.Spec
+	srv   *DurableServer
+	spec  cqrs.Spec
 	bus   *cqrs.CommandBus
-	nc    *natsgo.Conn
-	mu    sync.Mutex // serialises dead-letter publishes
+	codec Codec
+	cfg   DurableConfig
+	js    jetstream.JetStream
+	dead  string // the dead-letter subject
 }
 
 func (h *durableHandler) handle(m jetstream.Msg) {
-	spec, ok := h.specs[m.Subject()]
-	if !ok {
-		_ = m.Term() // not a type this bus serves: never will be
+	if !h.srv.enter() {
+		_ = m.Nak() // stopping: another process takes it now
 		return
 	}
-	err := h.run(spec, m)
-	if err == nil {
-		_ = m.Ack()
+	defer h.srv.leave()
+	meta, err := m.Metadata()
+	if err != nil {
+		_ = m.Nak() // a consumer only delivers JetStream messages
 		return
 	}
-	meta, metaErr := m.Metadata()
-	if metaErr != nil || int(meta.NumDelivered) < h.cfg.MaxDeliver {
-		_ = m.Nak()
+	if meta.NumDelivered > uint64(h.cfg.MaxDeliver) {
+		// The deliveries are spent and the last had no outcome, as when a
+		// command crashes its process: do not start it again.
+		h.bury(m, meta, "no_outcome", fmt.Errorf("cqrs/nats: %s: %d deliveries, the last without an outcome", h.spec, meta.NumDelivered))
 		return
 	}
-	// The last attempt failed: keep the command on the dead-letter subject.
-	code, _ := encodeError(err)
-	dead := &natsgo.Msg{Subject: h.cfg.DeadLetter, Data: m.Data(), Header: natsgo.Header{
-		headerErrorCode: {code}, headerError: {err.Error()}, headerSubject: {m.Subject()},
-		"Cqrs-Attempts": {strconv.FormatUint(meta.NumDelivered, 10)},
-	}}
-	h.mu.Lock()
-	pubErr := h.nc.PublishMsg(dead)
-	h.mu.Unlock()
-	if pubErr != nil {
-		_ = m.Nak() // try again rather than lose it
-		return
+	err = h.run(m)
+	switch {
+	case err == nil:
+		h.ack(m)
+	case h.srv.ctx.Err() != nil:
+		_ = m.Nak() // Stop gave up waiting: not the command's fault
+	case permanent(err) || meta.NumDelivered >= uint64(h.cfg.MaxDeliver):
+		h.bury(m, meta, codeOf(err), err)
+	default:
+		_ = m.NakWithDelay(h.cfg.backOff(meta.NumDelivered))
 	}
-	_ = m.Term()
 }
 
-func (h *durableHandler) run(spec cqrs.Spec, m jetstream.Msg) error {
-	msg := reflect.New(spec.MessageType)
-	if err := h.codec.Unmarshal(m.Data(), msg.Interface()); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrBadRequest, spec, err)
+// ackConfirmWait bounds the wait for JetStream to confirm an
+// acknowledgement, during which the type's next command waits.
+const ackConfirmWait = 2 * time.Second
+
+// ackRetryWait is the pause before sending again an acknowledgement that
+// NATS could not deliver, as while the server restarts.
+const ackRetryWait = 100 * time.Millisecond
+
+// ack acknowledges m and waits for JetStream to confirm it, so that a
+// process killed later does not leave behind acknowledgements still in
+// its buffers, each a command handled again. An acknowledgement NATS
+// could not deliver (the server restarting, JetStream not yet back) is
+// sent again until AckWait has passed, after which the command comes
+// back anyway. A confirmation that does not come within ackConfirmWait
+// is not waited for longer: the acknowledgement most likely arrived.
+func (h *durableHandler) ack(m jetstream.Msg) {
+	deadline := time.Now().Add(h.cfg.AckWait)
+	for {
+		ctx, cancel := context.WithTimeout(h.srv.ctx, min(ackConfirmWait, time.Until(deadline)))
+		err := m.DoubleAck(ctx)
+		cancel()
+		if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrMsgAlreadyAckd) ||
+			errors.Is(err, natsgo.ErrConnectionClosed) {
+			return
+		}
+		select {
+		case <-h.srv.ctx.Done():
+			return
+		case <-time.After(ackRetryWait):
+		}
+		if time.Until(deadline) <= ackRetryWait {
+			return
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.AckWait)
+}
+
+func (h *durableHandler) run(m jetstream.Msg) error {
+	msg := reflect.New(h.spec.MessageType)
+	if err := h.codec.Unmarshal(m.Data(), msg.Interface()); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrBadRequest, h.spec, err)
+	}
+	ctx, cancel := context.WithTimeout(h.srv.ctx, h.cfg.AckWait)
 	defer cancel()
 	_, err := h.bus.ExecuteCommand(ctx, msg.Elem().Interface())
 	return err
+}
+
+// permanent reports whether another attempt cannot mend err.
+func permanent(err error) bool {
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		return true
+	case errors.Is(err, cqrs.ErrRateLimited), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false // later, it may pass
+	default:
+		return middleware.IsCallerError(err)
+	}
 }

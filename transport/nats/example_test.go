@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/typedcqrs/dispatch/cqrs"
 	"github.com/typedcqrs/dispatch/middleware"
@@ -150,33 +149,4 @@ func ExampleSubject() {
 	// Output:
 	// cqrs.command.github.com/typedcqrs/dispatch/transport/nats_test.PlaceOrder
 	// cqrs.durable.command.github.com/typedcqrs/dispatch/transport/nats_test.PlaceOrder
-}
-
-func ExampleEnqueue() {
-	ns, stop := exampleNATS(true)
-	defer stop()
-	nc, _ := natsgo.Connect(ns.ClientURL())
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx := context.Background()
-
-	// Enqueued while no handler is up: JetStream keeps it.
-	if err := cqrsnats.Enqueue(ctx, js, Ship{Parcel: 42}, cqrsnats.DurableConfig{}); err != nil {
-		panic(err)
-	}
-
-	shipped := make(chan int)
-	bus := cqrs.NewCommandBus()
-	_ = cqrs.Register(bus, cqrs.HandlerFunc[Ship, cqrs.NoResult](func(_ context.Context, s Ship) (cqrs.NoResult, error) {
-		shipped <- s.Parcel
-		return cqrs.NoResult{}, nil
-	}))
-	srv, err := cqrsnats.ServeDurable(ctx, js, nc, bus, cqrsnats.DurableConfig{})
-	if err != nil {
-		panic(err)
-	}
-	fmt.Println("shipped parcel", <-shipped)
-	srv.Stop()
-	// Output:
-	// shipped parcel 42
 }
