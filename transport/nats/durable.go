@@ -23,19 +23,19 @@ var (
 	// but cannot keep durable commands (or dead letters) correctly, such
 	// as one that does not take their subjects or is not a work queue, or
 	// another stream already takes their subjects. It is left as it is.
-	ErrStreamIncompatible = errors.New("cqrs/nats: stream unusable for durable commands")
+	ErrStreamIncompatible = errors.New("nats: stream unusable for durable commands")
 	// ErrConsumerConflict: another consumer of the work-queue stream
 	// already takes a served type's commands, such as one of another
 	// queue group or one an older version of this package left. A
 	// work-queue stream gives each subject to one consumer only.
-	ErrConsumerConflict = errors.New("cqrs/nats: another consumer takes the commands")
+	ErrConsumerConflict = errors.New("nats: another consumer takes the commands")
 	// ErrQueryNotDurable: [ServeDurable] was given a query bus. Durable
 	// messages are commands: nobody waits for a result.
-	ErrQueryNotDurable = errors.New("cqrs/nats: queries cannot be served durably")
+	ErrQueryNotDurable = errors.New("nats: queries cannot be served durably")
 	// ErrDurableConfig: a [DurableConfig] field has a value that cannot
 	// work, such as a dead-letter subject with a wildcard, or two served
 	// types would share a subject.
-	ErrDurableConfig = errors.New("cqrs/nats: invalid durable config")
+	ErrDurableConfig = errors.New("nats: invalid durable config")
 )
 
 // DurableConfig configures durable commands: fire-and-forget commands kept
@@ -150,7 +150,10 @@ func DurableSubject(prefix string, spec cqrs.Spec) string {
 // that is no subject a command can travel on. Every durable path takes
 // its subject from here.
 func durableSubject(prefix string, spec cqrs.Spec) (string, error) {
-	subject := DurableSubject(prefix, spec)
+	subject, err := subjectOf(prefix, "durable.", spec)
+	if err != nil {
+		return "", err
+	}
 	if !literalSubject(subject) {
 		return "", fmt.Errorf("%w: %s: %q is not a subject without wildcards, empty tokens or white space", ErrDurableConfig, spec, subject)
 	}
@@ -170,6 +173,9 @@ func durableSubject(prefix string, spec cqrs.Spec) (string, error) {
 // for concurrent use.
 func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg DurableConfig, opts ...Option) error {
 	c := newConfig(opts)
+	if c.err != nil {
+		return c.err
+	}
 	cfg = cfg.withDefaults(c.prefix)
 	spec := cqrs.SpecFor[C, cqrs.NoResult]((*cqrs.CommandBus)(nil))
 	if js == nil {
@@ -177,7 +183,7 @@ func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg Dura
 	}
 	data, err := c.codec.Marshal(msg)
 	if err != nil {
-		return fmt.Errorf("cqrs/nats: %s: encoding the message: %w", spec, err)
+		return fmt.Errorf("nats: %s: encoding the message: %w", spec, err)
 	}
 	if len(data) > c.maxPayload {
 		return tooLarge(spec, "message", len(data), c.maxPayload)
@@ -257,6 +263,9 @@ func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg
 		return nil, fmt.Errorf("%w: serving durable commands: nil JetStream", ErrTransport)
 	}
 	c := newConfig(opts)
+	if c.err != nil {
+		return nil, c.err
+	}
 	cfg = cfg.withDefaults(c.prefix)
 	if err := cfg.validate(c.prefix); err != nil {
 		return nil, err
@@ -297,7 +306,7 @@ func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg
 			_ = s.Stop(ctx)
 			return nil, consumerError(ctx, stream, spec, subjects[i], err)
 		}
-		h := &durableHandler{srv: s, spec: spec, bus: commands, codec: c.codec, cfg: cfg, js: js, dead: deadSubjects[i]}
+		h := &durableHandler{srv: s, spec: spec, bus: commands, codec: c.codec, cfg: cfg, js: js, dead: deadSubjects[i], errors: c.errors}
 		cc, err := consumer.Consume(h.handle, jetstream.PullMaxMessages(pullBatch), jetstream.PullExpiry(pullExpiry))
 		if err != nil {
 			_ = s.Stop(ctx)
@@ -359,7 +368,7 @@ func (s *DurableServer) Stop(ctx context.Context) error {
 	if n == 0 {
 		return nil
 	}
-	return fmt.Errorf("cqrs/nats: stop: %d durable handlers still running, their contexts cancelled: %w", n, ctx.Err())
+	return fmt.Errorf("nats: stop: %d durable handlers still running, their contexts cancelled: %w", n, ctx.Err())
 }
 
 // enter reports whether a handler may start, and counts it.
@@ -389,13 +398,14 @@ func (s *DurableServer) closeIdleLocked() {
 
 // durableHandler handles the commands of one type.
 type durableHandler struct {
-	srv   *DurableServer
-	spec  cqrs.Spec
-	bus   *cqrs.CommandBus
-	codec Codec
-	cfg   DurableConfig
-	js    jetstream.JetStream
-	dead  string // the dead-letter subject
+	srv    *DurableServer
+	spec   cqrs.Spec
+	bus    *cqrs.CommandBus
+	codec  Codec
+	cfg    DurableConfig
+	js     jetstream.JetStream
+	dead   string      // the dead-letter subject
+	errors []ErrorCode // the service's error table, for the dead letters' codes
 }
 
 func (h *durableHandler) handle(m jetstream.Msg) {
@@ -412,7 +422,7 @@ func (h *durableHandler) handle(m jetstream.Msg) {
 	if meta.NumDelivered > uint64(h.cfg.MaxDeliver) {
 		// The deliveries are spent and the last had no outcome, as when a
 		// command crashes its process: do not start it again.
-		h.bury(m, meta, "no_outcome", fmt.Errorf("cqrs/nats: %s: %d deliveries, the last without an outcome", h.spec, meta.NumDelivered))
+		h.bury(m, meta, "no_outcome", fmt.Errorf("nats: %s: %d deliveries, the last without an outcome", h.spec, meta.NumDelivered))
 		return
 	}
 	err = h.run(m)
@@ -422,7 +432,7 @@ func (h *durableHandler) handle(m jetstream.Msg) {
 	case h.srv.ctx.Err() != nil:
 		_ = m.Nak() // Stop gave up waiting: not the command's fault
 	case permanent(err) || meta.NumDelivered >= uint64(h.cfg.MaxDeliver):
-		h.bury(m, meta, codeOf(err), err)
+		h.bury(m, meta, codeOf(h.errors, err), err)
 	default:
 		_ = m.NakWithDelay(h.cfg.backOff(meta.NumDelivered))
 	}
@@ -471,7 +481,7 @@ func (h *durableHandler) run(m jetstream.Msg) error {
 	}
 	ctx, cancel := context.WithTimeout(h.srv.ctx, h.cfg.AckWait)
 	defer cancel()
-	_, err := h.bus.ExecuteCommand(ctx, msg.Elem().Interface())
+	_, err := h.bus.Execute(ctx, msg.Elem().Interface())
 	return err
 }
 

@@ -30,7 +30,7 @@ func store(ctx context.Context, js jetstream.JetStream, prefix string, cfg Durab
 	_, err := js.PublishMsg(ctx, m, jetstream.WithExpectStream(cfg.Stream), jetstream.WithRetryAttempts(0))
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		if _, err := workStream(ctx, js, prefix, cfg, []string{m.Subject}); err != nil {
-			return fmt.Errorf("cqrs/nats: enqueue %s: %w", spec, err)
+			return fmt.Errorf("nats: enqueue %s: %w", spec, err)
 		}
 		_, err = js.PublishMsg(ctx, m, jetstream.WithExpectStream(cfg.Stream))
 	}

@@ -284,7 +284,7 @@ func TestDurablePermanentErrorsAreNotRetried(t *testing.T) {
 		code       string
 	}{
 		{"permanent", middleware.Permanent(errors.New("no such parcel")), 1, "error"},
-		{"validation", fmt.Errorf("%w: parcel must be positive", cqrs.ErrCommandValidation), 1, "validation"},
+		{"validation", fmt.Errorf("%w: parcel must be positive", cqrs.ErrValidation), 1, "validation"},
 		{"rate limited", fmt.Errorf("%w: slow down", cqrs.ErrRateLimited), 3, "rate_limited"},
 		{"outage", errors.New("database down"), 3, "error"},
 	}

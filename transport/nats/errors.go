@@ -183,13 +183,6 @@ type fieldJSON struct {
 	Value json.RawMessage `json:"value,omitempty"`
 }
 
-// encodeError returns the wire code of err, with no table of the
-// service's own codes. Kept for the durable side, which sends the code
-// alone (its second result is always nil).
-func encodeError(err error) (code string, data []byte) {
-	return codeOf(nil, err), nil
-}
-
 // encodeReply returns the code of err, the text for the error header and
 // the body of the reply. A panic's value and stack never leave the
 // process: its message is the panic's code and the message's name alone.
@@ -205,7 +198,7 @@ func encodeReply(table []ErrorCode, spec cqrs.Spec, err error) (code, header str
 		// stopping): the caller's own cancellation ends its wait locally.
 		Caller: middleware.IsCallerError(err) && !errors.Is(err, context.Canceled),
 	}
-	var verr *middleware.ValidationError
+	var verr *cqrs.ValidationError
 	if errors.As(err, &verr) {
 		for _, f := range verr.Fields[:min(len(verr.Fields), maxFields)] {
 			value, _ := json.Marshal(f.Value)
@@ -253,7 +246,7 @@ func headerSafe(msg string) string {
 
 // RemoteError is an error returned by a handler in another process. It
 // has the error's code and text, and wraps the sentinel its code names
-// (and, for a validation failure, a *middleware.ValidationError with the
+// (and, for a validation failure, a *cqrs.ValidationError with the
 // fields), so that errors.Is and errors.As work as they would in process.
 // When the serving side judged the error the caller's doing
 // (middleware.IsCallerError, which [middleware.Permanent] errors satisfy),
@@ -306,13 +299,13 @@ func decodeError(table []ErrorCode, spec cqrs.Spec, code, header string, body []
 		e.wrapped = append(e.wrapped, middleware.Permanent(errRemoteCaller))
 	}
 	if code == "validation" {
-		verr := &middleware.ValidationError{Message: spec.String(), Err: cqrs.ErrCommandValidation}
+		verr := &cqrs.ValidationError{Message: spec.String(), Err: cqrs.ErrValidation}
 		for _, f := range reply.Fields[:min(len(reply.Fields), maxFields)] {
 			var value any
 			if len(f.Value) > 0 {
 				_ = json.Unmarshal(f.Value, &value)
 			}
-			verr.Fields = append(verr.Fields, middleware.FieldError{Field: f.Field, Tag: f.Tag, Param: f.Param, Value: value})
+			verr.Fields = append(verr.Fields, cqrs.FieldError{Field: f.Field, Tag: f.Tag, Param: f.Param, Value: value})
 		}
 		e.wrapped = append(e.wrapped, verr)
 	}

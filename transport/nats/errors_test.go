@@ -41,8 +41,8 @@ func TestErrorRepliesAreBounded(t *testing.T) {
 	assert.Equal(t, "error", remote.Code)
 
 	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 2, Item: "x", Email: strings.Repeat("@", 200<<10)})
-	require.ErrorIs(t, err, cqrs.ErrCommandValidation)
-	var verr *middleware.ValidationError
+	require.ErrorIs(t, err, cqrs.ErrValidation)
+	var verr *cqrs.ValidationError
 	require.ErrorAs(t, err, &verr)
 	require.Len(t, verr.Fields, 1)
 	value, _ := verr.Fields[0].Value.(string)

@@ -122,7 +122,7 @@ func Serve(nc *natsgo.Conn, bus cqrs.Bus, opts ...Option) (*Server, error) {
 	switch b := bus.(type) {
 	case *cqrs.CommandBus:
 		if b != nil {
-			exec = b.ExecuteCommand
+			exec = b.Execute
 		}
 	case *cqrs.QueryBus:
 		if b != nil {

@@ -213,10 +213,10 @@ func TestErrorsKeepTheirIdentity(t *testing.T) {
 
 	// Validation keeps its fields.
 	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 201, Email: "nope"})
-	require.ErrorIs(t, err, cqrs.ErrCommandValidation)
-	var verr *middleware.ValidationError
+	require.ErrorIs(t, err, cqrs.ErrValidation)
+	var verr *cqrs.ValidationError
 	require.ErrorAs(t, err, &verr)
-	assert.Equal(t, []middleware.FieldError{
+	assert.Equal(t, []cqrs.FieldError{
 		{Field: "PlaceOrder.Item", Tag: "required", Value: ""},
 		{Field: "PlaceOrder.Email", Tag: "email", Value: "nope"},
 	}, verr.Fields)
