@@ -68,7 +68,7 @@ func transport(b *testing.B, url string, opts ...cqrsnats.Option) roundTrip {
 	})))
 	srv, err := cqrsnats.Serve(connect(b, url), bus, opts...)
 	require.NoError(b, err)
-	b.Cleanup(func() { require.NoError(b, srv.Stop()) })
+	b.Cleanup(func() { require.NoError(b, srv.Stop(context.Background())) })
 	commands := cqrs.NewCommandBus()
 	require.NoError(b, cqrsnats.Forward[PlaceOrder, Order](commands, cqrsnats.NewClient(connect(b, url), opts...)))
 	return func(ctx context.Context, id int) (Order, error) {

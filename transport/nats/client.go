@@ -13,14 +13,16 @@ import (
 )
 
 // Client sends messages over a NATS connection. Make one with
-// [NewClient]; it is safe for concurrent use.
+// [NewClient]; the zero value is not usable. It is safe for concurrent
+// use.
 type Client struct {
 	nc     *natsgo.Conn
 	cfg    config
 	traced bool // the propagator writes some field
 }
 
-// NewClient returns a client that sends over nc.
+// NewClient returns a client that sends over nc. An invalid option makes
+// [Forward] fail with its error.
 func NewClient(nc *natsgo.Conn, opts ...Option) *Client {
 	cfg := newConfig(opts)
 	return &Client{nc: nc, cfg: cfg, traced: len(cfg.propagator.Fields()) > 0}
@@ -30,12 +32,43 @@ func NewClient(nc *natsgo.Conn, opts ...Option) *Client {
 // message over NATS to the processes that [Serve] C and returns their
 // typed reply. Callers go on dispatching C on bus as before; mws run in
 // this process, around the forwarding.
+//
+// Each call waits until the earlier of its context's deadline and the
+// client's timeout ([WithTimeout]); that deadline travels with the
+// request, so that the serving side neither starts the handler after it
+// nor lets it run past it. A call fails at once, with [ErrNoResponders],
+// when no process serves C, and with an error wrapping [ErrTransport]
+// when the connection is down as it sends (rather than buffering a
+// request that could run after the caller gave up). A deadline that
+// passes while the connection is down gives an error wrapping both
+// [ErrTransport] and [context.DeadlineExceeded]; one that passes while
+// it is up, the context's error alone. Errors from the serving side
+// arrive as a [*RemoteError]: see [WithErrors].
+//
+// Forward fails with [ErrInvalidSubject] when C cannot have a subject of
+// its own ([Subject]), and, with the [JSON] codec, with
+// [ErrUnexportedFields] when C or R has an unexported field, which
+// encoding/json would leave out: the value would arrive zeroed with no
+// error. Such types are refused rather than documented, because the loss
+// is silent and shows only on the other side; give them exported fields,
+// or MarshalJSON and UnmarshalJSON.
 func Forward[C, R any](bus cqrs.Bus, c *Client, mws ...cqrs.Middleware[C, R]) error {
 	if c == nil || c.nc == nil {
 		return fmt.Errorf("%w: forwarding over NATS without a client", cqrs.ErrNilHandler)
 	}
+	if c.cfg.err != nil {
+		return c.cfg.err
+	}
 	spec := cqrs.SpecFor[C, R](bus)
-	f := &forwarder[C, R]{c: c, spec: spec, subject: Subject(c.cfg.prefix, spec)}
+	subject, err := subjectOf(c.cfg.prefix, "", spec)
+	if err != nil {
+		return err
+	}
+	if err := checkFields(c.cfg.codec, spec); err != nil {
+		return err
+	}
+	id, _ := identity(spec.MessageType) // subjectOf checked it
+	f := &forwarder[C, R]{c: c, spec: spec, subject: subject, id: id}
 	return cqrs.Register(bus, cqrs.Handler[C, R](f), mws...)
 }
 
@@ -44,6 +77,7 @@ type forwarder[C, R any] struct {
 	c       *Client
 	spec    cqrs.Spec
 	subject string
+	id      string // the type's identity, which the envelope carries
 }
 
 func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
@@ -51,22 +85,31 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	cfg := &f.c.cfg
 	data, err := cfg.codec.Marshal(msg)
 	if err != nil {
-		return zero, fmt.Errorf("cqrs/nats: %s: encoding the message: %w", f.spec, err)
+		return zero, fmt.Errorf("nats: %s: encoding the message: %w", f.spec, err)
 	}
 	if len(data) > cfg.maxPayload {
 		return zero, tooLarge(f.spec, "message", len(data), cfg.maxPayload)
 	}
-	// The remaining time travels in the envelope, not in a header; a
-	// header is sent only if the propagator writes trace context.
-	var timeout time.Duration
-	if deadline, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(deadline), 1)
+	// The call's deadline: the earlier of the context's and the timeout.
+	deadline := time.Now().Add(cfg.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	} else {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.timeout)
+		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	req := &natsgo.Msg{Subject: f.subject, Data: seal(timeout, data)}
+	if !f.c.nc.IsConnected() {
+		return zero, fmt.Errorf("%w: %s: the connection is %s", ErrTransport, f.spec, f.c.nc.Status())
+	}
+	// The remaining time travels in the envelope, not in a header; a
+	// header is sent only if the propagator writes trace context.
+	timeout := time.Until(deadline)
+	if timeout <= 0 {
+		return zero, context.DeadlineExceeded
+	}
+	buf := make([]byte, 0, sealedSize(f.id, data))
+	req := &natsgo.Msg{Subject: f.subject, Data: seal(buf, timeout, deadline, f.id, data)}
 	if f.c.traced {
 		req.Header = natsgo.Header{}
 		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
@@ -77,15 +120,19 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	reply, err := f.c.nc.RequestMsgWithContext(ctx, req)
 	switch {
 	case err == nil:
-	case ctx.Err() != nil:
-		return zero, ctx.Err()
 	case errors.Is(err, natsgo.ErrNoResponders):
 		return zero, fmt.Errorf("%w: %s on %s", ErrNoResponders, f.spec, f.subject)
+	case errors.Is(err, natsgo.ErrBadSubject):
+		return zero, fmt.Errorf("%w: %s on %s: %w", ErrInvalidSubject, f.spec, f.subject, err)
+	case ctx.Err() != nil && !f.c.nc.IsConnected():
+		return zero, fmt.Errorf("%w: %s: the connection is %s: %w", ErrTransport, f.spec, f.c.nc.Status(), ctx.Err())
+	case ctx.Err() != nil:
+		return zero, ctx.Err()
 	default:
 		return zero, fmt.Errorf("%w: %s: %w", ErrTransport, f.spec, err)
 	}
 	if code := reply.Header.Get(headerErrorCode); code != "" {
-		return zero, decodeError(f.spec, code, reply.Header.Get(headerError), reply.Data)
+		return zero, decodeError(cfg.errors, f.spec, code, reply.Header.Get(headerError), reply.Data)
 	}
 	var res R
 	if err := cfg.codec.Unmarshal(reply.Data, &res); err != nil {

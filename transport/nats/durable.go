@@ -53,9 +53,11 @@ func (c DurableConfig) withDefaults(prefix string) DurableConfig {
 const headerSubject = "Cqrs-Subject"
 
 // DurableSubject returns the subject a durable command travels on:
-// prefix.durable.command.name.
+// prefix.durable.command.identity, with the type's identity encoded as
+// [Subject] encodes it, so that distinct types never share one.
 func DurableSubject(prefix string, spec cqrs.Spec) string {
-	return prefix + ".durable." + spec.Kind.String() + "." + sanitize(spec.Name, true)
+	subject, _ := subjectOf(prefix, "durable.", spec)
+	return subject
 }
 
 // ensureStream creates the work-queue stream, or updates it.

@@ -3,39 +3,117 @@ package nats
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 )
 
 // The envelope: what this package's client sends is
 //
-//	0x00, uvarint(timeout in ns, 0 for none), encoded message
+//	0x01, uvarint(timeout in ns), uvarint(deadline in Unix ns),
+//	uvarint(len(id)), id, encoded message
 //
-// so that the caller's remaining time travels without a NATS header: a
-// header makes NATS parse a MIME block at both ends, which costs about a
-// seventh of a small round trip. A request that does not start with 0x00,
-// such as plain JSON from the NATS command line, is taken as the encoded
-// message alone, with no deadline.
+// where the timeout is the caller's remaining time (0 for none, which
+// the client never sends), the deadline the same instant on the caller's
+// wall clock (0 for none), and id the message type's identity, as its
+// subject encodes it ([Subject]), so that the serving side refuses a
+// request meant for another type instead of decoding it into the wrong
+// one.
+//
+// The serving side measures the remaining time from the request's
+// arrival, as gRPC does with grpc-timeout, so that the two clocks need
+// not agree. That misses the time the request spent on its way, which
+// under load is milliseconds; the wall-clock deadline corrects for it
+// when the clocks agree, by at most a quarter of the remaining time, so
+// that a serving clock that runs ahead cannot shorten a deadline by more
+// (see deadlineOf). The remaining time travels without a NATS header: a header makes
+// NATS parse a MIME block at both ends, which costs about a seventh of a
+// small round trip.
+//
+// A request that starts with neither 0x01 nor 0x00, such as plain JSON
+// from the NATS command line, is taken as the encoded message alone, with
+// no deadline and no identity to check: its subject is all it has. 0x00
+// began the envelope of earlier versions, which had no identity; such a
+// request is refused.
+const (
+	envelopeMark    = 0x01
+	oldEnvelopeMark = 0x00
+)
 
-const envelopeMark = 0x00
-
-// seal returns the envelope of payload with the given timeout.
-func seal(timeout time.Duration, payload []byte) []byte {
-	out := make([]byte, 0, 1+binary.MaxVarintLen64+len(payload))
-	out = append(out, envelopeMark)
-	out = binary.AppendUvarint(out, uint64(max(timeout, 0)))
-	return append(out, payload...)
+// seal appends the envelope of payload to dst.
+func seal(dst []byte, timeout time.Duration, deadline time.Time, id string, payload []byte) []byte {
+	dst = append(dst, envelopeMark)
+	dst = binary.AppendUvarint(dst, uint64(max(timeout, 0)))
+	dst = binary.AppendUvarint(dst, uint64(max(deadline.UnixNano(), 0)))
+	dst = binary.AppendUvarint(dst, uint64(len(id)))
+	dst = append(dst, id...)
+	return append(dst, payload...)
 }
 
-var errEnvelope = errors.New("malformed envelope")
+// sealedSize returns an upper bound of the envelope's size.
+func sealedSize(id string, payload []byte) int {
+	return 1 + 3*binary.MaxVarintLen64 + len(id) + len(payload)
+}
 
-// open returns the timeout (zero for none) and the payload of data.
-func open(data []byte) (time.Duration, []byte, error) {
-	if len(data) == 0 || data[0] != envelopeMark {
-		return 0, data, nil
+var (
+	errEnvelope     = errors.New("malformed envelope")
+	errWrongMessage = errors.New("the request is for another message type")
+)
+
+// envelope is an opened request.
+type envelope struct {
+	timeout time.Duration // 0 for none
+	wall    int64         // the deadline in Unix ns on the caller's clock, 0 for none
+	id      []byte        // nil for a plain request
+	payload []byte
+}
+
+// open reads data. A timeout of 2^63 ns or more, which no caller means,
+// counts as none.
+func open(data []byte) (envelope, error) {
+	if len(data) == 0 || data[0] != envelopeMark && data[0] != oldEnvelopeMark {
+		return envelope{payload: data}, nil
 	}
-	ns, n := binary.Uvarint(data[1:])
+	if data[0] == oldEnvelopeMark {
+		return envelope{}, fmt.Errorf("%w: from an earlier version of this package", errEnvelope)
+	}
+	rest := data[1:]
+	ns, n := binary.Uvarint(rest)
 	if n <= 0 {
-		return 0, nil, errEnvelope
+		return envelope{}, errEnvelope
 	}
-	return time.Duration(ns), data[1+n:], nil
+	rest = rest[n:]
+	wall, n := binary.Uvarint(rest)
+	if n <= 0 {
+		return envelope{}, errEnvelope
+	}
+	rest = rest[n:]
+	size, n := binary.Uvarint(rest)
+	if n <= 0 || size > uint64(len(rest)-n) {
+		return envelope{}, errEnvelope
+	}
+	rest = rest[n:]
+	e := envelope{id: rest[:size:size], payload: rest[size:]}
+	if ns < 1<<63 {
+		e.timeout = time.Duration(ns)
+	}
+	if wall < 1<<63 {
+		e.wall = int64(wall)
+	}
+	return e, nil
+}
+
+// deadlineOf returns the deadline of a request that arrived at now: now
+// plus the caller's remaining time, capped at limit, and moved earlier by
+// the time the request spent on its way when the caller's wall clock
+// tells it, by at most a quarter of the remaining time.
+func (e envelope) deadlineOf(now time.Time, limit time.Duration) time.Time {
+	if e.timeout <= 0 || e.timeout >= limit {
+		return now.Add(limit)
+	}
+	remaining := e.timeout
+	if e.wall > 0 {
+		byClock := time.Unix(0, e.wall).Sub(now) // on the wall clocks
+		remaining -= min(max(e.timeout-byClock, 0), e.timeout/4)
+	}
+	return now.Add(remaining)
 }

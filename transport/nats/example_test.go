@@ -55,7 +55,7 @@ func ExampleServe() {
 	if err != nil {
 		panic(err)
 	}
-	defer func() { _ = srv.Stop() }()
+	defer func() { _ = srv.Stop(context.Background()) }()
 
 	// The calling process: it forwards PlaceOrder, then dispatches as ever.
 	calling, _ := natsgo.Connect(ns.ClientURL())
@@ -82,8 +82,8 @@ func ExampleSubject() {
 	fmt.Println(cqrsnats.Subject("cqrs", spec))
 	fmt.Println(cqrsnats.DurableSubject("cqrs", spec))
 	// Output:
-	// cqrs.command.nats_test.PlaceOrder
-	// cqrs.durable.command.nats_test.PlaceOrder
+	// cqrs.command.github.com/typedcqrs/dispatch/transport/nats_test.PlaceOrder
+	// cqrs.durable.command.github.com/typedcqrs/dispatch/transport/nats_test.PlaceOrder
 }
 
 func ExampleEnqueue() {

@@ -1,30 +1,49 @@
 package nats
 
 import (
-	"strings"
 	"time"
 
 	otelapi "go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
-
-	"github.com/typedcqrs/dispatch/cqrs"
 )
 
 // Option configures [Serve] and [NewClient]. The two sides of a message
-// type must agree on the prefix and the codec.
+// type must agree on the prefix, the codec and the error table
+// ([WithErrors]). An invalid option makes [Serve] and [Forward] fail with
+// its error.
 type Option interface {
 	apply(*config)
 }
 
 type config struct {
-	prefix      string
-	codec       Codec
-	maxPayload  int
-	queueGroup  string
-	timeout     time.Duration
-	propagator  propagation.TextMapPropagator
-	concurrency int
+	prefix         string
+	codec          Codec
+	maxPayload     int
+	queueGroup     string
+	timeout        time.Duration
+	propagator     propagation.TextMapPropagator
+	concurrency    int
+	maxHandlerTime time.Duration
+	pendingMsgs    int
+	pendingBytes   int
+	errors         []ErrorCode
+	err            error // the first invalid option's error
 }
+
+// fail records the first invalid option's error, for Serve and Forward
+// to return.
+func (c *config) fail(err error) {
+	if c.err == nil {
+		c.err = err
+	}
+}
+
+// Defaults of the options.
+const (
+	defaultMaxHandlerTime = time.Minute
+	defaultPendingMsgs    = 1024
+	defaultPendingBytes   = 64 << 20
+)
 
 func newConfig(opts []Option) config {
 	c := config{
@@ -34,6 +53,10 @@ func newConfig(opts []Option) config {
 		queueGroup:  "cqrs",
 		timeout:     10 * time.Second,
 		concurrency: 1,
+
+		maxHandlerTime: defaultMaxHandlerTime,
+		pendingMsgs:    defaultPendingMsgs,
+		pendingBytes:   defaultPendingBytes,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -43,6 +66,21 @@ func newConfig(opts []Option) config {
 	if c.propagator == nil {
 		c.propagator = otelapi.GetTextMapPropagator()
 	}
+	if c.codec == nil {
+		c.codec = JSON{}
+	}
+	if c.maxPayload <= 0 {
+		c.maxPayload = 1 << 20
+	}
+	if c.timeout <= 0 {
+		c.timeout = 10 * time.Second
+	}
+	if err := checkPrefix(c.prefix); err != nil {
+		c.fail(err)
+	}
+	if err := checkQueueGroup(c.queueGroup); err != nil {
+		c.fail(err)
+	}
 	return c
 }
 
@@ -50,23 +88,34 @@ type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
 
-// WithPrefix sets the first token of every subject. The default is "cqrs".
+// WithPrefix sets the first tokens of every subject. The default is
+// "cqrs". Give each service that shares a NATS its own prefix, such as
+// "orders", so that its subjects, stats subject and permissions stay its
+// own: see [Subject]. A prefix must be one or more tokens separated by
+// dots, with no wildcard ('*', '>'), white space or control character,
+// at most 256 bytes long; another fails with [ErrInvalidSubject]. Two
+// services' prefixes must not be one the other followed by more tokens.
 func WithPrefix(prefix string) Option { return optionFunc(func(c *config) { c.prefix = prefix }) }
 
-// WithCodec sets the codec. The default is [JSON].
+// WithCodec sets the codec. The default, also for nil, is [JSON].
 func WithCodec(codec Codec) Option { return optionFunc(func(c *config) { c.codec = codec }) }
 
 // WithMaxPayload bounds the size of an encoded message or result, in
 // bytes: a larger one fails with [ErrPayloadTooLarge] instead of being
-// sent. The default is 1 MiB, NATS's own default.
+// sent. The default, also for n <= 0, is 1 MiB, NATS's own default.
 func WithMaxPayload(n int) Option { return optionFunc(func(c *config) { c.maxPayload = n }) }
 
 // WithQueueGroup sets the queue group serving processes share; each
-// request goes to one member. The default is "cqrs".
+// request goes to one member. The default is "cqrs". A name with white
+// space or a control character, or longer than 256 bytes, fails with
+// [ErrInvalidSubject].
 func WithQueueGroup(name string) Option { return optionFunc(func(c *config) { c.queueGroup = name }) }
 
-// WithTimeout bounds the wait for a reply when the caller's context has no
-// deadline. The default is 10s.
+// WithTimeout bounds the wait for each reply: the call ends at the
+// earlier of the caller's context's deadline and this timeout, and that
+// deadline travels to the serving side, which does not start the handler
+// after it and bounds the handler's context by it. The default, also for
+// d <= 0, is 10s.
 func WithTimeout(d time.Duration) Option { return optionFunc(func(c *config) { c.timeout = d }) }
 
 // WithPropagator sets how trace context travels in the headers. The
@@ -77,33 +126,48 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 }
 
 // WithConcurrency bounds how many requests one [Serve] handles at once,
-// each on a goroutine of its own. The default, 1, handles each message
-// type's requests one at a time on its subscription's goroutine, as
-// nats.go delivers them: the fastest for handlers that do not wait, since
-// it hands nothing to another goroutine. Handlers that wait on I/O want
-// more; a request that finds the limit reached stays queued in NATS.
+// all message types together, each on a worker goroutine of its own. The
+// default, also for n < 1, is 1: one request at a time, the fastest for
+// handlers that do not wait. Handlers that wait on I/O want more; a
+// request that finds every worker busy waits in the server's queue
+// ([WithMaxPending]).
 func WithConcurrency(n int) Option {
 	return optionFunc(func(c *config) { c.concurrency = max(n, 1) })
 }
 
-// Subject returns the subject a message type travels on:
-// prefix.kind.name, such as "cqrs.command.orders.PlaceOrder". Characters
-// a subject cannot hold become underscores.
-func Subject(prefix string, spec cqrs.Spec) string {
-	return prefix + "." + spec.Kind.String() + "." + sanitize(spec.Name, true)
+// WithMaxHandlerTime caps the time a serving process gives one request:
+// the handler's context ends at the earlier of the caller's deadline and
+// the request's arrival plus d. A request that carries no deadline, such
+// as plain JSON from the NATS command line, gets d. The default, also for
+// d <= 0, is one minute. Only [Serve] reads it.
+func WithMaxHandlerTime(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d <= 0 {
+			d = defaultMaxHandlerTime
+		}
+		c.maxHandlerTime = d
+	})
 }
 
-// sanitize keeps letters, digits, '-' and '_', and dots when keepDots;
-// anything else becomes '_'.
-func sanitize(s string, keepDots bool) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
-			return r
-		case r == '.' && keepDots:
-			return r
-		default:
-			return '_'
+// WithMaxPending bounds the requests a serving process has received and
+// not yet started, all message types together: at most msgs requests of
+// at most bytes bytes in all. A request that finds the queue full is
+// refused at once, without running its handler: the caller gets an error
+// wrapping [ErrUnavailable] (which is safe to retry, on another process
+// of the queue group) instead of waiting for its deadline. NATS's own
+// buffer for each subscription is bounded too, at 4 times msgs and
+// bytes; beyond that, NATS drops requests (counted as Dropped in
+// [Server.Stats]) and their callers wait for their deadline. The
+// defaults, also for values <= 0, are 1024 requests and 64 MiB. Only
+// [Serve] reads it.
+func WithMaxPending(msgs, bytes int) Option {
+	return optionFunc(func(c *config) {
+		if msgs <= 0 {
+			msgs = defaultPendingMsgs
 		}
-	}, s)
+		if bytes <= 0 {
+			bytes = defaultPendingBytes
+		}
+		c.pendingMsgs, c.pendingBytes = msgs, bytes
+	})
 }

@@ -3,17 +3,18 @@ package nats
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/typedcqrs/dispatch/cqrs"
-	"github.com/typedcqrs/dispatch/internal/lazyctx"
-	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
 // The headers of an error reply, named as NATS micro services name theirs
@@ -23,26 +24,87 @@ const (
 	headerError     = "Nats-Service-Error"
 )
 
-// Server serves the handlers of one bus over NATS. Make one with [Serve].
+// minRemaining is the least time a request must have left for its
+// handler to start: with less, the reply could not reach the caller in
+// time, and the slack covers the request's trip to this process, which
+// the remaining time it carries does not count.
+const minRemaining = time.Millisecond
+
+// Server serves the handlers of one bus over NATS. Make one with [Serve];
+// the zero value is not usable. Its methods are safe for concurrent use.
 type Server struct {
 	nc        *natsgo.Conn
+	cfg       config
+	inbox     string // replies go only to subjects that start with it
 	subs      []*natsgo.Subscription
 	endpoints []*endpoint
-	inFlight  *sync.WaitGroup
-	stopOnce  sync.Once
-	stopErr   error
+
+	base   context.Context // the parent of every handler's context
+	cancel context.CancelFunc
+
+	mu     sync.RWMutex // orders the sends to queue before its closing
+	closed bool
+	queue  chan request
+	queued atomic.Int64 // bytes of the requests in queue
+
+	workers []worker
+	live    atomic.Int32  // workers not yet returned
+	done    chan struct{} // closed when the last worker returns
+
+	stopping atomic.Bool
+	stopErr  error // written before queue is closed, read after done
+}
+
+// request is one received request, waiting for a worker.
+type request struct {
+	e        *endpoint
+	m        *natsgo.Msg
+	env      envelope
+	deadline time.Time // arrival + the caller's remaining time, capped
+}
+
+// worker runs requests one at a time.
+type worker struct {
+	running atomic.Pointer[endpoint] // the request's endpoint while its handler runs
 }
 
 // Serve subscribes to the subject of every message type registered on bus
 // so far ([Subject]), in a queue group, so that processes serving the same
 // types share the load and each request is handled once. It returns once
 // the NATS server knows the subscriptions, so that a request sent right
-// after finds a responder.
+// after finds a responder. Register the handlers before Serve; types
+// registered later are not served.
 //
 // A request is decoded into a new value of its registered type, never of
-// a type named by the sender, and dispatched on bus with the caller's
-// remaining time as its deadline. Register the handlers before Serve;
-// types registered later are not served.
+// a type named by the sender, and only when the type's identity it
+// carries is the served one's (a request without one, such as plain JSON
+// from the NATS command line, has only its subject). The reply goes only
+// to a subject under the connection's inbox prefix ("_INBOX." unless
+// [natsgo.CustomInboxPrefix] sets another; callers must use the same):
+// a request with any other reply subject, or none, is dropped and counted
+// (Refused in [Server.Stats]), so that nobody can aim one type's reply at
+// another type's subject. As a second layer, let NATS enforce it: give
+// the serving processes' users publish permission on "_INBOX.>" only
+// through allow_responses, and the callers' users none on the reply
+// subjects of others.
+//
+// The handler's context ends at the caller's deadline, which travels with
+// the request, measured from the request's arrival in this process (and
+// corrected for its time on the way when the two machines' clocks agree)
+// and capped by [WithMaxHandlerTime]. A request whose deadline passes before
+// a worker takes it (or with less than a millisecond left) is dropped
+// without running, and counted (Expired). Requests wait in a bounded
+// queue ([WithMaxPending], [WithConcurrency]); one that finds it full is
+// refused with [ErrUnavailable].
+//
+// A failing request always gets a reply, of a bounded size: the error's
+// code, its message cut to 1 KiB, and for a validation failure at most 32
+// fields. A panic's value and stack never leave the process.
+//
+// Serve fails with [ErrInvalidSubject] for a type that cannot have a
+// subject of its own ([Subject]), and, with the [JSON] codec, with
+// [ErrUnexportedFields] for a message or result type that has unexported
+// fields ([Forward] says why).
 //
 // Each served type counts its requests, errors and latency: [Server.Stats]
 // returns them, and a request to the subject prefix + "._stats" (such as
@@ -50,102 +112,247 @@ type Server struct {
 // answers.
 func Serve(nc *natsgo.Conn, bus cqrs.Bus, opts ...Option) (*Server, error) {
 	cfg := newConfig(opts)
+	if cfg.err != nil {
+		return nil, cfg.err
+	}
+	if nc == nil {
+		return nil, fmt.Errorf("%w: serve: no connection", ErrTransport)
+	}
 	var exec func(context.Context, any) (any, error)
 	switch b := bus.(type) {
 	case *cqrs.CommandBus:
-		exec = b.ExecuteCommand
+		if b != nil {
+			exec = b.ExecuteCommand
+		}
 	case *cqrs.QueryBus:
-		exec = b.Execute
-	default:
+		if b != nil {
+			exec = b.Execute
+		}
+	}
+	if exec == nil {
 		return nil, fmt.Errorf("%w: serving over NATS", cqrs.ErrNilBus)
 	}
-	s := &Server{nc: nc, inFlight: &sync.WaitGroup{}}
-	sem := make(chan struct{}, cfg.concurrency)
+	inbox := nc.Opts.InboxPrefix
+	if inbox == "" {
+		inbox = strings.TrimSuffix(natsgo.InboxPrefix, ".")
+	}
+	s := &Server{
+		nc: nc, cfg: cfg, inbox: inbox + ".",
+		queue:   make(chan request, cfg.pendingMsgs),
+		workers: make([]worker, cfg.concurrency),
+		done:    make(chan struct{}),
+	}
 	for _, spec := range bus.Specs() {
-		e := &endpoint{cfg: cfg, spec: spec, subject: Subject(cfg.prefix, spec), exec: exec, sem: sem, inFlight: s.inFlight, stats: stats.New()}
-		sub, err := nc.QueueSubscribe(e.subject, cfg.queueGroup, e.handle)
+		subject, err := subjectOf(cfg.prefix, "", spec)
 		if err != nil {
-			_ = s.Stop()
-			return nil, fmt.Errorf("cqrs/nats: serve %s: %w", spec, err)
+			return nil, err
+		}
+		if err := checkFields(cfg.codec, spec); err != nil {
+			return nil, err
+		}
+		id, _ := identity(spec.MessageType) // subjectOf checked it
+		s.endpoints = append(s.endpoints, &endpoint{s: s, spec: spec, subject: subject, id: id, exec: exec})
+	}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	s.live.Store(int32(len(s.workers)))
+	for i := range s.workers {
+		go s.work(&s.workers[i])
+	}
+	fail := func(err error) (*Server, error) {
+		_ = s.Stop(context.Background()) // nothing is queued yet: it returns at once
+		return nil, err
+	}
+	for _, e := range s.endpoints {
+		sub, err := nc.QueueSubscribe(e.subject, cfg.queueGroup, e.receive)
+		if err != nil {
+			return fail(fmt.Errorf("%w: serve %s: %w", ErrTransport, e.spec, err))
 		}
 		s.subs = append(s.subs, sub)
-		s.endpoints = append(s.endpoints, e)
+		e.sub = sub
+		// receive hands each request on at once; NATS's own buffer only
+		// holds the requests that arrive faster than that.
+		if err := sub.SetPendingLimits(4*cfg.pendingMsgs, 4*cfg.pendingBytes); err != nil {
+			return fail(fmt.Errorf("%w: serve %s: %w", ErrTransport, e.spec, err))
+		}
 	}
 	statsSub, err := nc.Subscribe(cfg.prefix+"._stats", s.serveStats)
 	if err != nil {
-		_ = s.Stop()
-		return nil, fmt.Errorf("cqrs/nats: serve: %w", err)
+		return fail(fmt.Errorf("%w: serve: %w", ErrTransport, err))
 	}
 	s.subs = append(s.subs, statsSub)
 	if err := nc.Flush(); err != nil {
-		_ = s.Stop()
-		return nil, fmt.Errorf("cqrs/nats: serve: %w", err)
+		return fail(fmt.Errorf("%w: serve: %w", ErrTransport, err))
 	}
 	return s, nil
 }
 
-// Stop drains the subscriptions: the requests already delivered are
-// answered, and new ones go to the other members of the queue group. It
-// returns when the last request has been answered, or after 30 seconds.
-// While the connection is down it cannot drain, and unsubscribes instead.
-// Stop may be called more than once.
-func (s *Server) Stop() error {
-	s.stopOnce.Do(func() {
-		if !s.nc.IsConnected() {
-			// Draining needs the NATS server: without it, just stop.
+// Stop stops serving: the subscriptions drain (NATS gives new requests to
+// the other members of the queue group, and those already delivered are
+// queued), the queued requests are answered, and Stop returns nil once no
+// handler runs. While the connection is down it cannot drain, and
+// unsubscribes instead.
+//
+// When ctx ends first, Stop cancels the contexts of the handlers still
+// running, refuses the requests still queued with [ErrUnavailable], and
+// returns an error that wraps ctx's error and names the message types
+// whose handlers still run. Stop may be called again, and from several
+// goroutines: each call waits, bounded by its own ctx, for the last
+// handler to return, and returns nil once none runs.
+func (s *Server) Stop(ctx context.Context) error {
+	if s.stopping.CompareAndSwap(false, true) {
+		s.stopErr = s.drain(ctx)
+		s.mu.Lock()
+		s.closed = true
+		close(s.queue)
+		s.mu.Unlock()
+	}
+	select {
+	case <-s.done:
+		return s.stopErr
+	case <-ctx.Done():
+	}
+	s.cancel()
+	select {
+	case <-s.done: // the last handlers heeded their context at once
+		return s.stopErr
+	default:
+	}
+	var running []string
+	for i := range s.workers {
+		if e := s.workers[i].running.Load(); e != nil {
+			running = append(running, e.spec.String())
+		}
+	}
+	return fmt.Errorf("nats: stop: %w: %d handlers still running: %s", ctx.Err(), len(running), strings.Join(running, ", "))
+}
+
+// drain ends the subscriptions, waiting, bounded by ctx, for the requests
+// NATS had delivered to reach the queue.
+func (s *Server) drain(ctx context.Context) error {
+	if !s.nc.IsConnected() {
+		for _, sub := range s.subs {
+			_ = sub.Unsubscribe()
+		}
+		return nil
+	}
+	var err error
+	var closed []<-chan natsgo.SubStatus
+	for _, sub := range s.subs {
+		ch := sub.StatusChanged(natsgo.SubscriptionClosed)
+		if derr := sub.Drain(); derr != nil {
+			if err == nil && !s.nc.IsClosed() {
+				err = fmt.Errorf("nats: stop: %w", derr)
+			}
+			_ = sub.Unsubscribe()
+			continue
+		}
+		closed = append(closed, ch)
+	}
+	for _, ch := range closed {
+		select {
+		case <-ch:
+		case <-ctx.Done():
 			for _, sub := range s.subs {
 				_ = sub.Unsubscribe()
 			}
-			s.inFlight.Wait()
-			return
+			return err
 		}
-		var closed []<-chan natsgo.SubStatus
-		for _, sub := range s.subs {
-			ch := sub.StatusChanged(natsgo.SubscriptionClosed)
-			if err := sub.Drain(); err != nil && s.stopErr == nil && !s.nc.IsClosed() {
-				s.stopErr = fmt.Errorf("cqrs/nats: stop: %w", err)
-				continue
-			}
-			closed = append(closed, ch)
+	}
+	return err
+}
+
+// work runs the queued requests until the queue is closed and empty.
+func (s *Server) work(w *worker) {
+	defer func() {
+		if s.live.Add(-1) == 0 {
+			close(s.done)
 		}
-		timeout := time.After(30 * time.Second)
-		for _, ch := range closed {
-			select {
-			case <-ch:
-			case <-timeout:
-			}
+	}()
+	for r := range s.queue {
+		s.queued.Add(-int64(len(r.m.Data)))
+		switch {
+		case s.base.Err() != nil:
+			r.e.unavailable.Add(1)
+			s.replyError(r.e, r.m, fmt.Errorf("%w: %s: the serving process is stopping", ErrUnavailable, r.e.spec))
+		case time.Until(r.deadline) < minRemaining:
+			r.e.expired.Add(1) // its caller has given up: nobody waits for a reply
+		default:
+			w.running.Store(r.e)
+			r.e.serve(r)
+			w.running.Store(nil)
 		}
-		s.inFlight.Wait()
-	})
-	return s.stopErr
+	}
+}
+
+// replyable reports whether reply is a subject this server may answer
+// on: one under the inbox prefix, with no wildcard or white space.
+func (s *Server) replyable(reply string) bool {
+	return len(reply) > len(s.inbox) && strings.HasPrefix(reply, s.inbox) && !strings.ContainsAny(reply, "*> \t\r\n")
+}
+
+// replyError answers m with err, within the bounds of an error reply; if
+// even that does not go out, with the code alone.
+func (s *Server) replyError(e *endpoint, m *natsgo.Msg, err error) {
+	code, header, body := encodeReply(s.cfg.errors, e.spec, err)
+	reply := &natsgo.Msg{Data: body, Header: natsgo.Header{headerErrorCode: {code}, headerError: {header}}}
+	if m.RespondMsg(reply) != nil {
+		_ = m.RespondMsg(&natsgo.Msg{Header: natsgo.Header{headerErrorCode: {code}}})
+	}
 }
 
 // EndpointStats are the counts of one served message type.
 type EndpointStats struct {
-	Subject string        `json:"subject"`
-	Name    string        `json:"name"`
-	Kind    string        `json:"kind"`
-	Calls   uint64        `json:"calls"`
-	Errors  uint64        `json:"errors"`
-	Mean    time.Duration `json:"mean_ns"`
-	P50     time.Duration `json:"p50_ns"`
-	P99     time.Duration `json:"p99_ns"`
+	Subject string `json:"subject"`
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	// Calls counts the requests whose handler ran; Errors those of them
+	// that failed.
+	Calls  uint64 `json:"calls"`
+	Errors uint64 `json:"errors"`
+	// Expired counts the requests dropped without running because their
+	// caller's deadline had passed before a worker took them.
+	Expired uint64 `json:"expired"`
+	// Unavailable counts the requests refused with ErrUnavailable: the
+	// queue was full, or the server stopping.
+	Unavailable uint64 `json:"unavailable"`
+	// Refused counts the requests dropped because their reply subject was
+	// not an inbox.
+	Refused uint64 `json:"refused"`
+	// Dropped counts the requests NATS dropped because the
+	// subscription's own buffer was full.
+	Dropped uint64 `json:"dropped"`
+	// Mean, P50 and P99 are the latency of the requests that ran.
+	Mean time.Duration `json:"mean_ns"`
+	P50  time.Duration `json:"p50_ns"`
+	P99  time.Duration `json:"p99_ns"`
 }
 
 // Stats returns the counts of each served message type.
 func (s *Server) Stats() []EndpointStats {
 	out := make([]EndpointStats, len(s.endpoints))
 	for i, e := range s.endpoints {
-		snap := e.stats.Snapshot()
-		out[i] = EndpointStats{
+		calls := e.stats.calls.Load()
+		st := EndpointStats{
 			Subject: e.subject, Name: e.spec.Name, Kind: e.spec.Kind.String(),
-			Calls: snap.Calls, Errors: snap.Errors, Mean: snap.Mean, P50: snap.P50, P99: snap.P99,
+			Calls: calls, Errors: e.stats.errors.Load(),
+			Expired: e.expired.Load(), Unavailable: e.unavailable.Load(), Refused: e.refused.Load(),
+			P50: e.stats.percentile(0.50), P99: e.stats.percentile(0.99),
 		}
+		if calls > 0 {
+			st.Mean = time.Duration(e.stats.sum.Load() / calls)
+		}
+		if dropped, err := e.sub.Dropped(); err == nil {
+			st.Dropped = uint64(max(dropped, 0))
+		}
+		out[i] = st
 	}
 	return out
 }
 
 func (s *Server) serveStats(m *natsgo.Msg) {
+	if !s.replyable(m.Reply) {
+		return
+	}
 	data, err := json.Marshal(s.Stats())
 	if err == nil {
 		_ = m.Respond(data)
@@ -154,77 +361,110 @@ func (s *Server) serveStats(m *natsgo.Msg) {
 
 // endpoint serves one message type.
 type endpoint struct {
-	cfg      config
-	spec     cqrs.Spec
-	subject  string
-	exec     func(context.Context, any) (any, error)
-	sem      chan struct{}   // bounds the requests in flight, all endpoints together
-	inFlight *sync.WaitGroup // what Stop waits for
-	stats    *stats.Stats
+	s       *Server
+	spec    cqrs.Spec
+	subject string
+	id      string // the type's identity, which the envelope carries
+	exec    func(context.Context, any) (any, error)
+	sub     *natsgo.Subscription
+
+	stats                         latency
+	expired, unavailable, refused atomic.Uint64
 }
 
-// handle runs on the subscription's goroutine. With a concurrency above
-// 1 it hands the request to a goroutine of its own, blocking while the
-// limit is reached, which leaves the rest queued in NATS.
-func (e *endpoint) handle(m *natsgo.Msg) {
-	e.sem <- struct{}{}
-	e.inFlight.Add(1)
-	if cap(e.sem) == 1 {
-		e.serve(m)
+// receive runs on the subscription's goroutine, for each request as it
+// arrives: it stamps the request's deadline from now and queues it, or
+// answers at once when it cannot be queued. It never blocks, so that
+// requests do not wait, unstamped, in NATS's buffer.
+func (e *endpoint) receive(m *natsgo.Msg) {
+	s := e.s
+	now := time.Now()
+	if !s.replyable(m.Reply) {
+		e.refused.Add(1)
 		return
 	}
-	go e.serve(m)
+	if n := len(m.Data); n > s.cfg.maxPayload {
+		s.replyError(e, m, tooLarge(e.spec, "request", n, s.cfg.maxPayload))
+		return
+	}
+	env, err := open(m.Data)
+	if err != nil {
+		s.replyError(e, m, badRequest(e.spec, err))
+		return
+	}
+	deadline := env.deadlineOf(now, s.cfg.maxHandlerTime)
+	if deadline.Sub(now) < minRemaining {
+		e.expired.Add(1)
+		return
+	}
+	size := int64(len(m.Data))
+	s.mu.RLock()
+	switch {
+	case s.closed:
+		err = fmt.Errorf("%w: %s: the serving process is stopping", ErrUnavailable, e.spec)
+	case s.queued.Add(size) > int64(s.cfg.pendingBytes):
+		s.queued.Add(-size)
+		err = fmt.Errorf("%w: %s: the serving process has %d bytes of requests queued", ErrUnavailable, e.spec, s.cfg.pendingBytes)
+	default:
+		select {
+		case s.queue <- request{e: e, m: m, env: env, deadline: deadline}:
+		default:
+			s.queued.Add(-size)
+			err = fmt.Errorf("%w: %s: the serving process has %d requests queued", ErrUnavailable, e.spec, s.cfg.pendingMsgs)
+		}
+	}
+	s.mu.RUnlock()
+	if err != nil {
+		e.unavailable.Add(1)
+		s.replyError(e, m, err)
+	}
 }
 
-func (e *endpoint) serve(m *natsgo.Msg) {
-	start := stats.Now()
-	var err error
+// serve runs one request's handler and answers it.
+func (e *endpoint) serve(r request) {
+	start := time.Now()
+	err := e.answer(r)
+	if err != nil {
+		e.s.replyError(e, r.m, err)
+	}
+	e.stats.record(time.Since(start), err != nil)
+}
+
+// answer decodes the request, dispatches it and sends the result; it
+// returns the error to send instead. A panic in the codec becomes an
+// error, as the bus makes a handler's.
+func (e *endpoint) answer(r request) (err error) {
 	defer func() {
-		e.stats.Record(stats.Now()-start, err != nil)
-		<-e.sem
-		e.inFlight.Done()
+		if v := recover(); v != nil {
+			err = &cqrs.PanicError{Message: e.spec.String(), Value: v}
+		}
 	}()
-	err = e.answer(m)
-	if err != nil {
-		code, data := encodeError(err)
-		reply := &natsgo.Msg{Data: data, Header: natsgo.Header{headerErrorCode: {code}, headerError: {err.Error()}}}
-		_ = m.RespondMsg(reply)
+	if r.env.id != nil && string(r.env.id) != e.id {
+		return badRequest(e.spec, errWrongMessage)
 	}
-}
-
-// answer decodes m, dispatches it and sends the result; it returns the
-// error to send instead.
-func (e *endpoint) answer(m *natsgo.Msg) error {
-	if n := len(m.Data); n > e.cfg.maxPayload {
-		return tooLarge(e.spec, "request", n, e.cfg.maxPayload)
+	ctx := e.s.base
+	if len(r.m.Header) > 0 {
+		ctx = e.s.cfg.propagator.Extract(ctx, propagation.HeaderCarrier(r.m.Header))
 	}
-	timeout, payload, err := open(m.Data)
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrBadRequest, e.spec, err)
-	}
-	ctx := context.Background()
-	if len(m.Header) > 0 {
-		ctx = e.cfg.propagator.Extract(ctx, propagation.HeaderCarrier(m.Header))
-	}
-	if timeout > 0 {
-		lazy := lazyctx.WithTimeout(ctx, timeout, nil)
-		defer lazy.Stop()
-		ctx = lazy
-	}
+	dctx := withDeadline(ctx, r.deadline)
+	defer dctx.stop()
 	msg := reflect.New(e.spec.MessageType)
-	if err := e.cfg.codec.Unmarshal(payload, msg.Interface()); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrBadRequest, e.spec, err)
+	if err := e.s.cfg.codec.Unmarshal(r.env.payload, msg.Interface()); err != nil {
+		return badRequest(e.spec, err)
 	}
-	res, err := e.exec(ctx, msg.Elem().Interface())
+	res, err := e.exec(dctx, msg.Elem().Interface())
 	if err != nil {
 		return err
 	}
-	body, err := e.cfg.codec.Marshal(res)
+	body, err := e.s.cfg.codec.Marshal(res)
 	if err != nil {
-		return fmt.Errorf("cqrs/nats: %s: encoding the result: %w", e.spec, err)
+		return fmt.Errorf("nats: %s: encoding the result: %w", e.spec, err)
 	}
-	if len(body) > e.cfg.maxPayload {
-		return tooLarge(e.spec, "result", len(body), e.cfg.maxPayload)
+	if len(body) > e.s.cfg.maxPayload {
+		return tooLarge(e.spec, "result", len(body), e.s.cfg.maxPayload)
 	}
-	return m.Respond(body)
+	if err := r.m.Respond(body); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
+		return fmt.Errorf("%w: %s: sending the result: %w", ErrTransport, e.spec, err)
+	}
+	return nil
 }

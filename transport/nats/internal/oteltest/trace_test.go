@@ -48,7 +48,7 @@ func TestTraceWithTheOpenTelemetryModule(t *testing.T) {
 	})))
 	srv, err := cqrsnats.Serve(connect(t, ns.ClientURL()), served, w3c)
 	require.NoError(t, err)
-	defer func() { require.NoError(t, srv.Stop()) }()
+	defer func() { require.NoError(t, srv.Stop(context.Background())) }()
 
 	// The calling process.
 	clientSpans, clientIC := tracing(t)
