@@ -78,7 +78,7 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, srv.Stop()) }()
+	defer func() { err = errors.Join(err, srv.Stop(ctx)) }()
 
 	// The calling side.
 	clientConn, err := natsgo.Connect(ns.ClientURL())

@@ -108,7 +108,7 @@ func serveHandler(url, name string) (stop func(), err error) {
 		nc.Close()
 		return nil, err
 	}
-	return func() { _ = srv.Stop(); nc.Close() }, nil
+	return func() { _ = srv.Stop(context.Background()); nc.Close() }, nil
 }
 
 func runHandler(ctx context.Context, url, name string) error {

@@ -31,7 +31,7 @@ func TestDeclaredCommandOverNATS(t *testing.T) {
 	}))
 	srv, err := cqrsnats.Serve(connect(t, ns.ClientURL()), served)
 	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, srv.Stop()) })
+	t.Cleanup(func() { assert.NoError(t, srv.Stop(context.Background())) })
 
 	commands := cqrs.NewCommandBus()
 	require.NoError(t, cqrsnats.Forward[shipParcel, tracking](commands, cqrsnats.NewClient(connect(t, ns.ClientURL()))))
