@@ -60,6 +60,10 @@ import (
 // side goes silent. [WithTimeout] bounds only the wait for the serving
 // side to accept the stream.
 //
+// Of opts, ForwardStream reads only [WithStreamConfig]; the others are
+// the client's ([NewClient]): its prefix, codec, error table, payload
+// limit and timeout apply to its streams.
+//
 // ForwardStream fails with [cqrs.ErrNilBus] for a nil bus,
 // [cqrs.ErrNilHandler] without a client, as [Forward] does for a type
 // that cannot have a subject or has unexported fields under [JSON], and

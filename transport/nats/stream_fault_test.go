@@ -63,7 +63,7 @@ func TestStreamServingProcessDies(t *testing.T) {
 	}
 	t.Logf("the caller saw %v after %v", last, time.Since(start))
 	require.ErrorIs(t, last, cqrsnats.ErrTransport)
-	assert.Less(t, time.Since(start), 2*time.Second, "the caller waited too long")
+	assert.Less(t, time.Since(start), 5*time.Second, "the caller waited too long")
 	p.awaitExit(t)
 }
 
@@ -88,7 +88,7 @@ func TestStreamNATSServerDies(t *testing.T) {
 		}
 	}
 	require.ErrorIs(t, last, cqrsnats.ErrTransport)
-	assert.Less(t, time.Since(start), 2*time.Second)
+	assert.Less(t, time.Since(start), 5*time.Second)
 	exit := p.awaitExit(t)
 	assert.ErrorIs(t, exit.ctxErr, context.Canceled)
 }
@@ -113,8 +113,8 @@ func TestStreamCallerVanishes(t *testing.T) {
 	exit := p.awaitExit(t)
 	t.Logf("the producer stopped %v after its caller vanished", time.Since(start))
 	assert.ErrorIs(t, exit.ctxErr, context.Canceled)
-	assert.Less(t, time.Since(start), 2*time.Second)
-	require.Eventually(t, func() bool { return srv.Stats().Types[0].Vanished == 1 }, 2*time.Second, time.Millisecond)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	require.Eventually(t, func() bool { return srv.Stats().Types[0].Vanished == 1 }, 5*time.Second, time.Millisecond)
 	stop()
 }
 
@@ -386,10 +386,10 @@ func TestStreamCallerRejectsBadFrames(t *testing.T) {
 					}
 				}
 			})
-			client := cqrsnats.NewClient(connect(t, ns.ClientURL()), cqrsnats.WithMaxPayload(1024), cqrsnats.WithTimeout(200*time.Millisecond))
+			client := cqrsnats.NewClient(connect(t, ns.ClientURL()), cqrsnats.WithMaxPayload(1024), cqrsnats.WithTimeout(time.Second))
 			queries := cqrs.NewQueryBus()
 			require.NoError(t, cqrsnats.ForwardStream[ListItems, Item](queries, client,
-				cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{Window: 8, Heartbeat: 20 * time.Millisecond})))
+				cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{Window: 8, Heartbeat: 100 * time.Millisecond})))
 			start := time.Now()
 			read, err := lastError(t, cqrs.Stream(context.Background(), queries, ListItems{Count: 1}))
 			assert.Equal(t, tc.items, read)
@@ -397,7 +397,7 @@ func TestStreamCallerRejectsBadFrames(t *testing.T) {
 			if tc.also != nil {
 				assert.ErrorIs(t, err, tc.also)
 			}
-			assert.Less(t, time.Since(start), 2*time.Second)
+			assert.Less(t, time.Since(start), 5*time.Second)
 			assert.False(t, errors.Is(err, context.Canceled))
 		})
 	}

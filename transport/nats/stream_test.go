@@ -122,16 +122,25 @@ func serveStreams(t *testing.T, nc *natsgo.Conn, opts ...cqrsnats.Option) (*cqrs
 	return srv, p
 }
 
-// streamWindow is the window of most tests: small, so that bounds show.
-const streamWindow = 32
+// streamWindow is the window of most tests: small, so that bounds show;
+// streamHeartbeat their callers' heartbeat: short, so that a side that
+// goes silent shows within a second (4 heartbeats), and long enough that
+// a loaded machine running the tests with -race does not seem silent.
+const (
+	streamWindow    = 32
+	streamHeartbeat = 250 * time.Millisecond
+)
 
 // callStreams returns a local bus whose ListItems streams over nc.
 func callStreams(t *testing.T, nc *natsgo.Conn, opts ...cqrsnats.Option) *cqrs.QueryBus {
 	t.Helper()
 	queries := cqrs.NewQueryBus()
-	client := cqrsnats.NewClient(nc, cqrsnats.WithErrors(streamErrors...))
-	opts = append([]cqrsnats.Option{cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{Window: streamWindow, Heartbeat: 50 * time.Millisecond})}, opts...)
-	require.NoError(t, cqrsnats.ForwardStream[ListItems, Item](queries, client, opts...))
+	opts = append([]cqrsnats.Option{
+		cqrsnats.WithErrors(streamErrors...),
+		cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{Window: streamWindow, Heartbeat: streamHeartbeat}),
+	}, opts...)
+	// NewClient reads all but the stream settings; ForwardStream only them.
+	require.NoError(t, cqrsnats.ForwardStream[ListItems, Item](queries, cqrsnats.NewClient(nc, opts...), opts...))
 	return queries
 }
 
@@ -331,4 +340,80 @@ func TestStreamRefusals(t *testing.T) {
 	stop()
 	p.awaitExit(t)
 	assert.Equal(t, uint64(1), srv.Stats().Types[0].Refused)
+}
+
+// hiddenItems streams items with an unexported field, which JSON would
+// leave out.
+type (
+	hiddenItems struct {
+		cqrs.StreamQuery[hiddenItem]
+	}
+	hiddenItem struct{ secret int }
+)
+
+// TestStreamSetupErrors: what ForwardStream, ServeStreams and a stream
+// refuse before anything travels.
+func TestStreamSetupErrors(t *testing.T) {
+	ns := startServer(t, -1)
+	nc := connect(t, ns.ClientURL())
+	client := cqrsnats.NewClient(nc)
+
+	assert.ErrorIs(t, cqrsnats.ForwardStream[ListItems, Item](cqrs.NewQueryBus(), cqrsnats.NewClient(nc, cqrsnats.WithPrefix("a b"))), cqrsnats.ErrInvalidSubject)
+	assert.ErrorIs(t, cqrsnats.ForwardStream[hiddenItems, hiddenItem](cqrs.NewQueryBus(), client), cqrsnats.ErrUnexportedFields)
+	assert.ErrorIs(t, cqrsnats.ForwardStream[ListItems, struct{ N int }](cqrs.NewQueryBus(), client), cqrsnats.ErrInvalidSubject, "an item type with no identity")
+	assert.ErrorIs(t, cqrsnats.ForwardStream[Tail, Line](cqrs.NewQueryBus(), cqrsnats.NewClient(nil)), cqrs.ErrNilHandler)
+
+	bus := cqrs.NewQueryBus()
+	p := &producer{exits: make(chan producerExit, 1)}
+	require.NoError(t, cqrs.HandleStream(bus, p.stream))
+	types := []cqrsnats.StreamType{cqrsnats.StreamTypeFor[ListItems, Item]()}
+	_, err := cqrsnats.ServeStreams(nil, bus, types)
+	assert.ErrorIs(t, err, cqrsnats.ErrTransport)
+	_, err = cqrsnats.ServeStreams(nc, bus, types, cqrsnats.WithQueueGroup(""))
+	assert.ErrorIs(t, err, cqrsnats.ErrInvalidSubject)
+	hidden := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.HandleStream(hidden, func(context.Context, hiddenItems, func(hiddenItem) bool) error { return nil }))
+	_, err = cqrsnats.ServeStreams(nc, hidden, []cqrsnats.StreamType{cqrsnats.StreamTypeFor[hiddenItems, hiddenItem]()})
+	assert.ErrorIs(t, err, cqrsnats.ErrUnexportedFields)
+
+	// A query over the caller's limit never leaves; a stream on a closed
+	// connection fails at once.
+	queries := callStreams(t, nc, cqrsnats.WithMaxPayload(64))
+	_, err = lastError(t, cqrs.Stream(context.Background(), queries, ListItems{Do: strings.Repeat("x", 100)}))
+	assert.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+	closed := connect(t, ns.ClientURL())
+	queries = callStreams(t, closed)
+	closed.Close()
+	_, err = lastError(t, cqrs.Stream(context.Background(), queries, ListItems{Count: 1}))
+	assert.ErrorIs(t, err, cqrsnats.ErrTransport)
+}
+
+// panickyCodec is JSON, but panics on the item numbered 1.
+type panickyCodec struct{ cqrsnats.JSON }
+
+func (c panickyCodec) Marshal(v any) ([]byte, error) {
+	if item, ok := v.(Item); ok && item.N == 1 {
+		panic("codec bug")
+	}
+	return c.JSON.Marshal(v)
+}
+
+// TestStreamItemFailures: an item the serving side cannot send ends the
+// stream with an error, after the items before it.
+func TestStreamItemFailures(t *testing.T) {
+	ns := startServer(t, -1)
+	serveStreams(t, connect(t, ns.ClientURL()), cqrsnats.WithMaxPayload(1024))
+	queries := callStreams(t, connect(t, ns.ClientURL()))
+	read, err := lastError(t, cqrs.Stream(context.Background(), queries, ListItems{Count: 3, Do: "big"}))
+	assert.Zero(t, read)
+	assert.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "an item over the serving side's limit")
+
+	other := startServer(t, -1)
+	serveStreams(t, connect(t, other.ClientURL()), cqrsnats.WithCodec(panickyCodec{}))
+	queries = callStreams(t, connect(t, other.ClientURL()))
+	read, err = lastError(t, cqrs.Stream(context.Background(), queries, ListItems{Count: 3}))
+	assert.Equal(t, 1, read)
+	var rerr *cqrsnats.RemoteError
+	require.ErrorAs(t, err, &rerr, "a codec's panic is an error, not a crash")
+	assert.Contains(t, rerr.Message, "encoding an item")
 }
