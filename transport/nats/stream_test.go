@@ -417,3 +417,34 @@ func TestStreamItemFailures(t *testing.T) {
 	require.ErrorAs(t, err, &rerr, "a codec's panic is an error, not a crash")
 	assert.Contains(t, rerr.Message, "encoding an item")
 }
+
+// TestServeLeavesStreamsToServeStreams: Serve does not serve a bus's
+// streaming queries as request-reply endpoints, which could only answer
+// that the type streams; ServeStreams serves them beside it.
+func TestServeLeavesStreamsToServeStreams(t *testing.T) {
+	ns := startServer(t, -1)
+	nc := connect(t, ns.ClientURL())
+	bus := cqrs.NewQueryBus()
+	p := &producer{exits: make(chan producerExit, 1)}
+	require.NoError(t, cqrs.HandleStream(bus, p.stream))
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[GetOrder, Order](func(_ context.Context, q GetOrder) (Order, error) {
+		return Order{ID: q.ID}, nil
+	})))
+	srv, err := cqrsnats.Serve(nc, bus)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, srv.Stop(context.Background())) }()
+	var served []string
+	for _, st := range srv.Stats() {
+		served = append(served, st.Name)
+	}
+	assert.Equal(t, []string{"nats_test.GetOrder"}, served)
+	_, err = nc.Request(cqrsnats.Subject("cqrs", cqrs.SpecFor[ListItems, Item](bus)), []byte(`{}`), time.Second)
+	assert.ErrorIs(t, err, natsgo.ErrNoResponders)
+
+	streams, err := cqrsnats.ServeStreams(nc, bus, []cqrsnats.StreamType{cqrsnats.StreamTypeFor[ListItems, Item]()})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, streams.Stop(context.Background())) }()
+	read, err := lastError(t, cqrs.Stream(context.Background(), callStreams(t, connect(t, ns.ClientURL())), ListItems{Count: 3}))
+	require.NoError(t, err)
+	assert.Equal(t, 3, read)
+}
