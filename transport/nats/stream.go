@@ -231,7 +231,7 @@ func endFrame(table []ErrorCode, spec cqrs.Spec, items uint64, err error) []byte
 // body, or "" when the stream ended without one.
 func readEnd(data []byte) (items uint64, code string, body []byte, ok bool) {
 	items, rest, ok := uvarintFrame(data)
-	if !ok {
+	if !ok || data[0] != frameEnd {
 		return 0, "", nil, false
 	}
 	if len(rest) == 0 {
