@@ -74,8 +74,6 @@ const (
 	// frameSlack is how many frames other than items a caller's inbox
 	// holds besides its window: the acceptance, the end, pongs in flight.
 	frameSlack = 16
-	// frameOverhead bounds the bytes a frame adds to an encoded item.
-	frameOverhead = 1 + binary.MaxVarintLen64
 )
 
 // StreamConfig tunes streaming queries over NATS; give it to

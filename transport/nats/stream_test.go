@@ -372,7 +372,10 @@ func TestStreamSetupErrors(t *testing.T) {
 	_, err = cqrsnats.ServeStreams(nc, bus, types, cqrsnats.WithQueueGroup(""))
 	assert.ErrorIs(t, err, cqrsnats.ErrInvalidSubject)
 	hidden := cqrs.NewQueryBus()
-	require.NoError(t, cqrs.HandleStream(hidden, func(context.Context, hiddenItems, func(hiddenItem) bool) error { return nil }))
+	require.NoError(t, cqrs.HandleStream(hidden, func(_ context.Context, _ hiddenItems, yield func(hiddenItem) bool) error {
+		yield(hiddenItem{secret: 1})
+		return nil
+	}))
 	_, err = cqrsnats.ServeStreams(nc, hidden, []cqrsnats.StreamType{cqrsnats.StreamTypeFor[hiddenItems, hiddenItem]()})
 	assert.ErrorIs(t, err, cqrsnats.ErrUnexportedFields)
 
