@@ -242,3 +242,21 @@ func readEnd(data []byte) (items uint64, code string, body []byte, ok bool) {
 	rest = rest[n:]
 	return items, string(rest[:size]), rest[size:], true
 }
+
+// streamAddress returns the stream subject of spec under cfg, and the
+// identities of its query and item types, or why they cannot travel.
+func streamAddress(cfg *config, spec cqrs.Spec) (subject, id, item string, err error) {
+	subject, err = subjectOf(cfg.prefix, streamInfix, spec)
+	if err != nil {
+		return "", "", "", err
+	}
+	if err := checkFields(cfg.codec, spec); err != nil {
+		return "", "", "", err
+	}
+	id, _ = identity(spec.MessageType) // subjectOf checked it
+	item, err = identity(spec.ResultType)
+	if err != nil {
+		return "", "", "", fmt.Errorf("%w: %s: its items: %w", ErrInvalidSubject, spec, err)
+	}
+	return subject, id, item, nil
+}

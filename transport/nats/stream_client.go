@@ -80,17 +80,9 @@ func ForwardStream[Q, R any](bus *cqrs.QueryBus, c *Client, opts ...Option) erro
 	}
 	spec := cqrs.SpecFor[Q, R](bus)
 	spec.Stream = true
-	subject, err := subjectOf(c.cfg.prefix, streamInfix, spec)
+	subject, id, item, err := streamAddress(&c.cfg, spec)
 	if err != nil {
 		return err
-	}
-	if err := checkFields(c.cfg.codec, spec); err != nil {
-		return err
-	}
-	id, _ := identity(spec.MessageType) // subjectOf checked it
-	item, err := identity(spec.ResultType)
-	if err != nil {
-		return fmt.Errorf("%w: %s: its items: %w", ErrInvalidSubject, spec, err)
 	}
 	f := &streamForwarder[Q, R]{
 		c: c, spec: spec, subject: subject, id: id, item: item, scfg: streamConfigOf(opts),

@@ -230,17 +230,9 @@ func (s *StreamServer) endpointsOf(bus *cqrs.QueryBus, types []StreamType) error
 			continue
 		}
 		given[q] = true
-		subject, err := subjectOf(s.cfg.prefix, streamInfix, spec)
+		subject, id, item, err := streamAddress(&s.cfg, spec)
 		if err != nil {
 			return err
-		}
-		if err := checkFields(s.cfg.codec, spec); err != nil {
-			return err
-		}
-		id, _ := identity(spec.MessageType) // subjectOf checked it
-		item, err := identity(spec.ResultType)
-		if err != nil {
-			return fmt.Errorf("%w: %s: its items: %w", ErrInvalidSubject, spec, err)
 		}
 		s.endpoints = append(s.endpoints, &streamEndpoint{
 			s: s, bus: bus, typ: typ, spec: spec, subject: subject, id: id, item: item,
