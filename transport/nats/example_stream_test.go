@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -239,4 +240,42 @@ func ExampleStreamServer_Stats() {
 		fmt.Printf("%s: %d streams, %d items, %d errors\n", st.Name, st.Streams, st.Items, st.Errors)
 	}
 	// Output: nats_test.ListOrders: 2 streams, 5 items, 1 errors
+}
+
+func ExampleStreamServer_Stop() {
+	ns, stop := exampleNATS(false)
+	defer stop()
+	srv, stopServing := serveOrders(ns.ClientURL())
+	defer stopServing()
+	queries, closeCalling := callOrders(ns.ClientURL())
+	defer closeCalling()
+
+	// A stream that would run for long is under way...
+	next, stopReading := iter.Pull2(cqrs.Stream(context.Background(), queries, ListOrders{Customer: "c-1", Count: 100_000_000}))
+	defer stopReading()
+	if _, err, _ := next(); err != nil {
+		panic(err)
+	}
+
+	// ...when the serving process stops: it waits for running streams
+	// until ctx ends, then cancels them.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := srv.Stop(ctx)
+	fmt.Println("gave up waiting:", errors.Is(err, context.DeadlineExceeded))
+
+	// The caller's stream ends with ErrUnavailable: safe to retry, on
+	// another serving process.
+	var last error
+	for {
+		_, err, ok := next()
+		if !ok {
+			break
+		}
+		last = err
+	}
+	fmt.Println("unavailable:", errors.Is(last, cqrsnats.ErrUnavailable))
+	// Output:
+	// gave up waiting: true
+	// unavailable: true
 }

@@ -136,8 +136,9 @@ type streamOption StreamConfig
 func (streamOption) apply(*config) {}
 
 // WithStreamConfig sets how streaming queries flow: see [StreamConfig].
-// Only [ServeStreams] and [ForwardStream] read it; given more than once,
-// the last one counts.
+// Only [ServeStreams] and [ForwardStream] read it: given to [NewClient]
+// or [Serve], it changes nothing. Given more than once, the last one
+// counts.
 func WithStreamConfig(c StreamConfig) Option { return streamOption(c) }
 
 // streamConfigOf returns the stream settings among opts, normalised.
