@@ -55,6 +55,9 @@ import (
 //     the acceptance), and [ErrPayloadTooLarge] for an item over
 //     [WithMaxPayload].
 //
+// Streams of Q may run from many goroutines at once, each with an inbox,
+// a subscription and a timer of its own, all released when it ends.
+//
 // ctx's deadline travels with the request and bounds the producer's
 // context; a stream without one runs until it ends, is cancelled, or a
 // side goes silent. [WithTimeout] bounds only the wait for the serving

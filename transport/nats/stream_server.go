@@ -107,7 +107,6 @@ type StreamServer struct {
 	endpoints []*streamEndpoint
 	subs      []*natsgo.Subscription
 	ctlSub    *natsgo.Subscription
-	base      context.Context
 	next      atomic.Uint64
 
 	mu       sync.RWMutex
@@ -173,7 +172,6 @@ func ServeStreams(nc *natsgo.Conn, bus *cqrs.QueryBus, types []StreamType, opts 
 	s := &StreamServer{
 		nc: nc, cfg: cfg, scfg: streamConfigOf(opts), inbox: inbox + ".",
 		control: cfg.prefix + "." + streamInfix + controlToken + "." + unique + ".",
-		base:    context.Background(),
 		streams: map[string]*serverStream{},
 		done:    make(chan struct{}),
 	}
@@ -400,7 +398,7 @@ func (e *streamEndpoint) receive(m *natsgo.Msg) {
 		e.refuse(m, err)
 		return
 	}
-	ctx := s.base
+	ctx := context.Background()
 	if len(m.Header) > 0 {
 		ctx = s.cfg.propagator.Extract(ctx, propagation.HeaderCarrier(m.Header))
 	}
