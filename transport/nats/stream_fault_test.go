@@ -402,3 +402,79 @@ func TestStreamCallerRejectsBadFrames(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamTwoServingProcesses: two processes serving ListItems share
+// the streams, each stream runs on one; when one is killed, its streams
+// fail with a transport error and new ones go to the other. No stream
+// loses, repeats or mixes items.
+func TestStreamTwoServingProcesses(t *testing.T) {
+	ns := startServer(t, -1)
+	victim := connect(t, ns.ClientURL())
+	a, _ := serveStreams(t, victim)
+	b, _ := serveStreams(t, connect(t, ns.ClientURL()))
+	queries := callStreams(t, connect(t, ns.ClientURL()))
+
+	// run reads streams streams of n items at once, each paced so that
+	// the kill finds some under way, and counts how they ended.
+	run := func(streams, n int, pause time.Duration, during func()) (ok, transport, broken int) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		started := make(chan struct{}, streams)
+		for s := range streams {
+			wg.Go(func() {
+				next := s * n
+				var last error
+				for item, err := range cqrs.Stream(context.Background(), queries, ListItems{From: s * n, Count: n, Pause: pause}) {
+					if err != nil {
+						last = err
+						continue
+					}
+					if item.N == s*n {
+						started <- struct{}{}
+					}
+					if item.N != next {
+						last = errors.New("an item lost, repeated or misrouted")
+					}
+					next = item.N + 1
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case last == nil && next == (s+1)*n:
+					ok++
+				case errors.Is(last, cqrsnats.ErrTransport):
+					transport++
+				default:
+					t.Log(s, last)
+					broken++
+				}
+			})
+		}
+		for range streams {
+			<-started
+		}
+		during()
+		wg.Wait()
+		return ok, transport, broken
+	}
+
+	ok, transport, broken := run(32, 200, time.Millisecond, func() {})
+	assert.Equal(t, 32, ok)
+	assert.Zero(t, transport+broken)
+	sa, sb := a.Stats().Types[0], b.Stats().Types[0]
+	assert.Equal(t, uint64(32), sa.Streams+sb.Streams, "each stream ran once")
+	assert.Positive(t, sa.Streams)
+	assert.Positive(t, sb.Streams)
+
+	ok, transport, broken = run(16, 200, time.Millisecond, victim.Close)
+	t.Logf("with one of two serving processes killed: %d streams ended, %d failed with ErrTransport", ok, transport)
+	assert.Equal(t, 16, ok+transport, "every stream either ended whole or failed with ErrTransport")
+	assert.Zero(t, broken)
+	assert.Positive(t, transport, "the killed process ran none of the streams: the test shows nothing")
+	require.Eventually(t, func() bool { return a.Stats().Types[0].Running == 0 }, 5*time.Second, time.Millisecond,
+		"the killed process's producers stopped")
+
+	ok, transport, broken = run(8, 100, 0, func() {})
+	assert.Equal(t, 8, ok, "new streams go to the surviving process")
+	assert.Zero(t, transport+broken)
+}
