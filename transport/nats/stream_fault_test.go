@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"iter"
+	"net"
 	"reflect"
 	"strings"
 	"sync"
@@ -69,9 +70,10 @@ func TestStreamServingProcessDies(t *testing.T) {
 
 // TestStreamNATSServerDies: the NATS server shut down mid-stream gives the
 // caller a transport error at once, and the producer, whose caller is
-// silent, stops within its heartbeats.
+// silent, stops within its heartbeats; once NATS is back, streams run.
 func TestStreamNATSServerDies(t *testing.T) {
 	ns := startServer(t, -1)
+	port := ns.Addr().(*net.TCPAddr).Port
 	_, p := serveStreams(t, connect(t, ns.ClientURL(), reconnecting()...))
 	queries := callStreams(t, connect(t, ns.ClientURL(), reconnecting()...))
 	var read int
@@ -91,6 +93,14 @@ func TestStreamNATSServerDies(t *testing.T) {
 	assert.Less(t, time.Since(start), 5*time.Second)
 	exit := p.awaitExit(t)
 	assert.ErrorIs(t, exit.ctxErr, context.Canceled)
+
+	// Once NATS is back, both processes reconnect and streams run again.
+	ns.WaitForShutdown()
+	startServer(t, port)
+	require.Eventually(t, func() bool {
+		read, err := lastError(t, cqrs.Stream(context.Background(), queries, ListItems{Count: 10}))
+		return err == nil && read == 10
+	}, 10*time.Second, 50*time.Millisecond, "no stream ran after the restart")
 }
 
 // TestStreamCallerVanishes: a caller whose process dies without a word
