@@ -243,13 +243,14 @@ func TestServeStreamsChecksTypes(t *testing.T) {
 	for name, types := range map[string][]cqrsnats.StreamType{
 		"missing":                 nil,
 		"not a stream on the bus": {cqrsnats.StreamTypeFor[ListItems, Item](), cqrsnats.StreamTypeFor[Tail, string]()},
-		"other items":             {cqrsnats.StreamTypeFor[ListItems, string]()},
 		"nil":                     {nil},
 	} {
 		_, err := cqrsnats.ServeStreams(nc, bus, types)
 		assert.ErrorIs(t, err, cqrs.ErrHandlerNotFound, name)
 	}
-	_, err := cqrsnats.ServeStreams(nc, nil, nil)
+	_, err := cqrsnats.ServeStreams(nc, bus, []cqrsnats.StreamType{cqrsnats.StreamTypeFor[ListItems, string]()})
+	assert.ErrorIs(t, err, cqrs.ErrResultType, "other items")
+	_, err = cqrsnats.ServeStreams(nc, nil, nil)
 	assert.ErrorIs(t, err, cqrs.ErrNilBus)
 	assert.ErrorIs(t, cqrsnats.ForwardStream[ListItems, Item](nil, cqrsnats.NewClient(nc)), cqrs.ErrNilBus)
 	assert.ErrorIs(t, cqrsnats.ForwardStream[ListItems, Item](cqrs.NewQueryBus(), nil), cqrs.ErrNilHandler)

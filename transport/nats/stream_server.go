@@ -123,10 +123,11 @@ type StreamServer struct {
 // the rest of [Subject], in the queue group, so that processes serving
 // the same types share the streams and each stream runs once. types must
 // name every streaming query registered on bus, and only those: a type
-// that is not registered there as a stream, with the same item type, or
-// a streaming query of bus missing from types, fails with an error
-// wrapping [cqrs.ErrHandlerNotFound]. It returns once the NATS server
-// knows the subscriptions.
+// that is not registered there as a stream, or a streaming query of bus
+// missing from types, fails with an error wrapping
+// [cqrs.ErrHandlerNotFound], and a type given with other items than its
+// handler yields with [cqrs.ErrResultType]. It returns once the NATS
+// server knows the subscriptions.
 //
 // Each stream runs the local stream ([cqrs.StreamOf]) on a goroutine of
 // its own, with a context that carries the caller's deadline (streams are
@@ -223,7 +224,7 @@ func (s *StreamServer) endpointsOf(bus *cqrs.QueryBus, types []StreamType) error
 		case !ok:
 			return fmt.Errorf("%w: serve streams: no stream handler for %s on the query bus", cqrs.ErrHandlerNotFound, q)
 		case spec.ResultType != r:
-			return fmt.Errorf("%w: serve streams: %s streams %s, not %s", cqrs.ErrHandlerNotFound, spec, spec.ResultType, r)
+			return fmt.Errorf("%w: serve streams: %s streams %s, not %s", cqrs.ErrResultType, spec, spec.ResultType, r)
 		case given[q]:
 			continue
 		}
