@@ -143,6 +143,9 @@ func Serve(nc *natsgo.Conn, bus cqrs.Bus, opts ...Option) (*Server, error) {
 		done:    make(chan struct{}),
 	}
 	for _, spec := range bus.Specs() {
+		if spec.Stream {
+			continue // ServeStreams serves them
+		}
 		subject, err := subjectOf(cfg.prefix, "", spec)
 		if err != nil {
 			return nil, err
