@@ -130,6 +130,9 @@ type call[C, R any] struct {
 	// busy when its dispatch returns was handed to a goroutine that
 	// outlived the dispatch, and is left to the garbage collector.
 	busy bool
+	// A call is never compared: this spares the compiler an equality
+	// function for each message type.
+	_ [0]func()
 }
 
 func (c *call[C, R]) Spec() Spec   { return *c.spec }
@@ -199,6 +202,23 @@ func (h *intercepted[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	return res, err
 }
 
+// inner is the innermost Invoker of the chain: it calls the typed handler
+// with the Call's message and stores its result in the Call.
+func (h *intercepted[C, R]) inner(ctx context.Context, c Call) error {
+	cc, ok := c.(*call[C, R])
+	if !ok {
+		return foreignCall(h.spec, c)
+	}
+	cc.busy = true
+	res, err := h.next.Handle(ctx, cc.msg)
+	cc.res, cc.busy = res, false
+	return err
+}
+
+func foreignCall(spec *Spec, c Call) error {
+	return fmt.Errorf("cqrs: %s: an interceptor passed on a Call for %s", spec, c.Spec())
+}
+
 func anyEnabled(ctx context.Context, gates []gate) bool {
 	for _, g := range gates {
 		if g.Enabled(ctx) {
@@ -211,23 +231,28 @@ func anyEnabled(ctx context.Context, gates []gate) bool {
 // intercept builds, once, the chain of interceptors ics around next. The
 // first interceptor runs outermost.
 func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R]) (Handler[C, R], error) {
-	inv := Invoker(func(ctx context.Context, c Call) error {
-		cc, ok := c.(*call[C, R])
-		if !ok {
-			return fmt.Errorf("cqrs: %s: an interceptor passed on a Call for %s", spec, c.Spec())
-		}
-		cc.busy = true
-		res, err := next.Handle(ctx, cc.msg)
-		cc.res, cc.busy = res, false
-		return err
-	})
+	h := &intercepted[C, R]{spec: spec, next: next}
+	inv, gates, err := chain(spec, ics, h.inner)
+	if err != nil {
+		return nil, err
+	}
+	h.invoke, h.gates = inv, gates
+	return h, nil
+}
+
+// chain applies ics to inner, the last listed first, and collects their
+// gates: nil if one has none. It is the part of building a chain that does
+// not depend on the message type, so it is compiled once, not once for
+// each registered type.
+func chain(spec *Spec, ics []Interceptor, inner Invoker) (Invoker, []gate, error) {
+	inv := inner
 	gates := make([]gate, 0, len(ics))
 	for i := len(ics) - 1; i >= 0; i-- {
 		if isNilValue(ics[i]) {
-			return nil, fmt.Errorf("%w: %s: interceptor %d is nil", ErrNilHandler, spec, i)
+			return nil, nil, fmt.Errorf("%w: %s: interceptor %d is nil", ErrNilHandler, spec, i)
 		}
 		if inv = ics[i].Intercept(*spec, inv); inv == nil {
-			return nil, fmt.Errorf("%w: %s: interceptor %d returned a nil Invoker", ErrNilHandler, spec, i)
+			return nil, nil, fmt.Errorf("%w: %s: interceptor %d returned a nil Invoker", ErrNilHandler, spec, i)
 		}
 		if g, ok := ics[i].(gate); ok && gates != nil {
 			gates = append(gates, g)
@@ -235,5 +260,5 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R]) (Han
 			gates = nil
 		}
 	}
-	return &intercepted[C, R]{spec: spec, invoke: inv, next: next, gates: gates}, nil
+	return inv, gates, nil
 }
