@@ -2,12 +2,14 @@ package benchmarks
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/go-playground/validator/v10"
+	"github.com/maypok86/otter/v2"
 	"github.com/sony/gobreaker/v2"
 	"github.com/stretchr/testify/require"
 
@@ -212,4 +214,41 @@ func BenchmarkCache(b *testing.B) {
 			}
 		})
 	}
+
+	// What a hit is made of: otter's lookup alone (the middleware's
+	// GetIfPresent with the same key, the query itself), and the floors
+	// of a hashed lookup: hashing the key with hash/maphash, and a plain
+	// map read.
+	store, err := otter.New(&otter.Options[FindUser, User]{MaximumSize: 10_000})
+	require.NoError(b, err)
+	defer store.StopAllGoroutines()
+	store.Set(q, User{ID: q.ID, Name: q.Tenant})
+	b.Run("PartOtterGetIfPresent", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if u, ok := store.GetIfPresent(q); !ok || u.ID != q.ID {
+				b.Fatal(u, ok)
+			}
+		}
+	})
+	seed := maphash.MakeSeed()
+	b.Run("PartMaphash", func(b *testing.B) {
+		b.ReportAllocs()
+		var h uint64
+		for b.Loop() {
+			h += maphash.Comparable(seed, q)
+		}
+		sinkHash = h
+	})
+	plain := map[FindUser]User{q: {ID: q.ID, Name: q.Tenant}}
+	b.Run("PartMap", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if u, ok := plain[q]; !ok || u.ID != q.ID {
+				b.Fatal(u, ok)
+			}
+		}
+	})
 }
+
+var sinkHash uint64
