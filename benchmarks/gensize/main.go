@@ -98,7 +98,11 @@ func run(counts, impl string) error {
 
 // build writes and builds the program with n types.
 func build(impl string, n int) (result, error) {
-	dir, err := os.MkdirTemp("benchmarks/gensize", "_gen")
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return result{}, fmt.Errorf("finding the module: %w", err)
+	}
+	dir, err := os.MkdirTemp(filepath.Join(strings.TrimSpace(string(root)), "benchmarks", "gensize"), "_gen")
 	if err != nil {
 		return result{}, err
 	}
@@ -106,8 +110,9 @@ func build(impl string, n int) (result, error) {
 	if err := write(filepath.Join(dir, "main.go"), impl, n); err != nil {
 		return result{}, err
 	}
-	bin := filepath.Join(dir, "prog")
-	cmd := exec.Command("go", "build", "-o", bin, "./"+filepath.ToSlash(dir))
+	bin := filepath.Join(dir, "prog.exe")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = dir
 	cmd.Stderr = os.Stderr
 	start := time.Now()
 	if err := cmd.Run(); err != nil {

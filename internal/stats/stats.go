@@ -1,6 +1,7 @@
 // Package stats keeps the counts and latency histogram of one message type,
-// cheaply enough to record every dispatch: no allocation, no lock, and
-// counters spread over per-processor shards.
+// cheaply enough to record every dispatch: no allocation, no lock, hot
+// counters spread over per-processor shards of one cache line each, and one
+// shared histogram that the shards write to only now and then.
 package stats
 
 import (
