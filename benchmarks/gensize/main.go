@@ -41,6 +41,7 @@ import (
 func main() {
 	counts := flag.String("n", "1000,3000", "comma-separated numbers of message types")
 	flag.StringVar(&keep, "keep", "", "copy the binary of the largest program to this file, for go tool nm")
+	flag.BoolVar(&strip, "strip", false, "build with -ldflags=-s -w: no symbol table, no DWARF")
 	impl := flag.String("impl", "cqrs", "cqrs or minimal")
 	flag.Parse()
 	if err := run(*counts, *impl); err != nil {
@@ -49,7 +50,10 @@ func main() {
 	}
 }
 
-var keep string
+var (
+	keep  string
+	strip bool
+)
 
 type result struct {
 	n     int
@@ -111,7 +115,11 @@ func build(impl string, n int) (result, error) {
 		return result{}, err
 	}
 	bin := filepath.Join(dir, "prog.exe")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	args := []string{"build", "-o", bin}
+	if strip {
+		args = append(args, "-ldflags=-s -w")
+	}
+	cmd := exec.Command("go", append(args, ".")...)
 	cmd.Dir = dir
 	cmd.Stderr = os.Stderr
 	start := time.Now()
