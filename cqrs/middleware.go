@@ -202,19 +202,6 @@ func (h *intercepted[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	return res, err
 }
 
-// inner is the innermost Invoker of the chain: it calls the typed handler
-// with the Call's message and stores its result in the Call.
-func (h *intercepted[C, R]) inner(ctx context.Context, c Call) error {
-	cc, ok := c.(*call[C, R])
-	if !ok {
-		return foreignCall(h.spec, c)
-	}
-	cc.busy = true
-	res, err := h.next.Handle(ctx, cc.msg)
-	cc.res, cc.busy = res, false
-	return err
-}
-
 func foreignCall(spec *Spec, c Call) error {
 	return fmt.Errorf("cqrs: %s: an interceptor passed on a Call for %s", spec, c.Spec())
 }
@@ -232,7 +219,19 @@ func anyEnabled(ctx context.Context, gates []gate) bool {
 // first interceptor runs outermost.
 func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R]) (Handler[C, R], error) {
 	h := &intercepted[C, R]{spec: spec, next: next}
-	inv, gates, err := chain(spec, ics, h.inner)
+	// The innermost Invoker calls the typed handler with the Call's
+	// message and stores its result in the Call.
+	inner := func(ctx context.Context, c Call) error {
+		cc, ok := c.(*call[C, R])
+		if !ok {
+			return foreignCall(spec, c)
+		}
+		cc.busy = true
+		res, err := next.Handle(ctx, cc.msg)
+		cc.res, cc.busy = res, false
+		return err
+	}
+	inv, gates, err := chain(spec, ics, inner)
 	if err != nil {
 		return nil, err
 	}
