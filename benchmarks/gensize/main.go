@@ -9,7 +9,10 @@
 //
 // Each generated type is a struct with its own field names, so each has
 // its own GC shape, as real message types do, and the compiler cannot
-// share one copy of the generic code between them.
+// share one copy of the generic code between them. With -shared every type
+// is defined on one struct type instead, the best case, where the generic
+// code is compiled once and each type costs only its dictionaries, type
+// descriptors and method wrappers.
 //
 // With -impl cqrs (the default) the program uses cqrs.Register and
 // cqrs.Dispatch. With -impl minimal it uses the smallest generic registry
@@ -42,6 +45,7 @@ func main() {
 	counts := flag.String("n", "1000,3000", "comma-separated numbers of message types")
 	flag.StringVar(&keep, "keep", "", "copy the binary of the largest program to this file, for go tool nm")
 	flag.BoolVar(&strip, "strip", false, "build with -ldflags=-s -w: no symbol table, no DWARF")
+	flag.BoolVar(&shared, "shared", false, "define every type on one struct type, so that all share one GC shape")
 	impl := flag.String("impl", "cqrs", "cqrs or minimal")
 	flag.Parse()
 	if err := run(*counts, *impl); err != nil {
@@ -51,8 +55,8 @@ func main() {
 }
 
 var (
-	keep  string
-	strip bool
+	keep          string
+	strip, shared bool
 )
 
 type result struct {
@@ -164,11 +168,17 @@ func write(path, impl string, n int) (err error) {
 		w.WriteString(minimalPrelude)
 	}
 	for i := range n {
-		fmt.Fprintf(w, "type M%d struct {\n\tID%d int64\n\tName%d string\n}\n\n", i, i, i)
-		fmt.Fprintf(w, "func handle%d(_ context.Context, m M%d) (Result, error) { return Result{N: m.ID%d}, nil }\n\n", i, i, i)
+		id := fmt.Sprintf("ID%d", i)
+		if shared {
+			id = "ID"
+			fmt.Fprintf(w, "type M%d Base\n\n", i)
+		} else {
+			fmt.Fprintf(w, "type M%d struct {\n\tID%d int64\n\tName%d string\n}\n\n", i, i, i)
+		}
+		fmt.Fprintf(w, "func handle%d(_ context.Context, m M%d) (Result, error) { return Result{N: m.%s}, nil }\n\n", i, i, id)
 		fmt.Fprintf(w, "func use%d(ctx context.Context, bus *Bus) error {\n", i)
 		fmt.Fprintf(w, "\tif err := register(bus, handle%d); err != nil {\n\t\treturn err\n\t}\n", i)
-		fmt.Fprintf(w, "\tr, err := dispatch[Result](ctx, bus, M%d{ID%d: %d})\n", i, i, i)
+		fmt.Fprintf(w, "\tr, err := dispatch[Result](ctx, bus, M%d{%s: %d})\n", i, id, i)
 		fmt.Fprintf(w, "\tif err == nil && r.N != %d {\n\t\terr = errors.New(\"wrong result\")\n\t}\n\treturn err\n}\n\n", i)
 	}
 	fmt.Fprintf(w, "var uses = [...]func(context.Context, *Bus) error{\n")
@@ -182,6 +192,12 @@ func write(path, impl string, n int) (err error) {
 const mainFunc = `
 // Result is every handler's result.
 type Result struct{ N int64 }
+
+// Base is the underlying type of every message type with -shared.
+type Base struct {
+	ID   int64
+	Name string
+}
 
 func main() {
 	ctx, bus := context.Background(), newBus()
