@@ -105,9 +105,9 @@ func specOf[C, R any](kind Kind) *Spec {
 // Call read after its dispatch returned shows the zero message and result,
 // or those of a later dispatch of the same type, and an abandoned Invoker
 // can run the handler with such a message. The bus keeps the worst of it
-// away from other callers: a Call whose handler is still running when its
-// dispatch returns is never reused, so a late result cannot overwrite a
-// later dispatch's.
+// away from other callers: a Call whose handler has started and not yet
+// returned when its dispatch returns is never reused, so a late result
+// cannot overwrite a later dispatch's.
 type Call interface {
 	// Spec describes the message's type.
 	Spec() Spec
