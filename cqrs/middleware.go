@@ -36,9 +36,10 @@ type Middleware[C, R any] func(next Handler[C, R]) Handler[C, R]
 //	Enabled(ctx context.Context) bool
 //
 // When every interceptor of a chain has it and all report false for a
-// dispatch, the bus skips the chain and calls the inner handler directly. When any reports true the whole chain runs, so
-// an interceptor must still check its own condition when invoked. A logger
-// whose level is off is the case this serves.
+// dispatch, the bus skips the chain and calls the inner handler directly.
+// When any reports true the whole chain runs, so an interceptor must still
+// check its own condition when invoked. A logger whose level is off is the
+// case this serves.
 type Interceptor interface {
 	Intercept(spec Spec, next Invoker) Invoker
 }
