@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"runtime"
 	"strconv"
 	"testing"
 
@@ -143,4 +144,23 @@ func BenchmarkManyTypes(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkHeapPerType reports the heap a bus made WithMetrics takes for
+// each registered message type (B/type), at each GOMAXPROCS given with
+// -cpu: the metrics, the route, the registry's share. It registers all
+// the generated types on a fresh bus, with runtime.MemStats around it.
+func BenchmarkHeapPerType(b *testing.B) {
+	var perType float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		bus := manyBus(b, manyCount, cqrs.WithMetrics())
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(bus)
+		perType = float64(after.HeapAlloc-before.HeapAlloc) / manyCount
+	}
+	b.ReportMetric(perType, "B/type")
 }
