@@ -2,12 +2,14 @@ package benchmarks
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/go-playground/validator/v10"
+	"github.com/maypok86/otter/v2"
 	"github.com/sony/gobreaker/v2"
 	"github.com/stretchr/testify/require"
 
@@ -58,40 +60,82 @@ func fullStack(tb testing.TB) *middleware.Stack {
 	return stack
 }
 
+// Plain is a message without validation tags: what Validation costs on
+// the many messages that declare nothing to check.
+type Plain struct {
+	ID   int64
+	Name string
+}
+
+func noopPlain(context.Context, Plain) (cqrs.NoResult, error) { return cqrs.NoResult{}, nil }
+
+// decorated is one row of the middleware benchmarks: a bus and the message
+// dispatched on it.
+type decorated struct {
+	name     string
+	dispatch func(ctx context.Context) error
+}
+
+// decoratedBuses builds each decorator alone over a handler that does
+// nothing, the full production stack, and the bare buses to compare with.
+func decoratedBuses(tb testing.TB) []decorated {
+	rl, err := middleware.NewRateLimit(neverLimits)
+	require.NoError(tb, err)
+	signupOn := func(bus cqrs.Bus) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := cqrs.Dispatch[cqrs.NoResult](ctx, bus, signup)
+			return err
+		}
+	}
+	intercepted := func(ics ...cqrs.Interceptor) func(ctx context.Context) error {
+		return signupOn(signupBus(tb, ics))
+	}
+	plainOn := func(ics ...cqrs.Interceptor) func(ctx context.Context) error {
+		bus := cqrs.NewCommandBus(cqrs.WithInterceptors(ics...))
+		require.NoError(tb, cqrs.Register(bus, cqrs.HandlerFunc[Plain, cqrs.NoResult](noopPlain)))
+		msg := Plain{ID: 1 << 20, Name: "acme"}
+		return func(ctx context.Context) error {
+			_, err := cqrs.Dispatch[cqrs.NoResult](ctx, bus, msg)
+			return err
+		}
+	}
+	typedLogging := cqrs.NewCommandBus()
+	require.NoError(tb, cqrs.Register(typedLogging, cqrs.HandlerFunc[Signup, cqrs.NoResult](noopSignup),
+		middleware.LoggingFor[Signup, cqrs.NoResult](typedLogging, middleware.LoggingConfig{Logger: quietLogger})))
+
+	return []decorated{
+		{"Bare", intercepted()},
+		{"LoggingDisabled", intercepted(middleware.Logging(middleware.LoggingConfig{Logger: quietLogger}))},
+		{"LoggingForDisabled", signupOn(typedLogging)},
+		{"Validation", intercepted(middleware.Validation(middleware.ValidationConfig{}))},
+		{"BarePlain", plainOn()},
+		{"ValidationNoTags", plainOn(middleware.Validation(middleware.ValidationConfig{}))},
+		{"Timeout", intercepted(middleware.Timeout(time.Second))},
+		{"Breaker", intercepted(middleware.NewBreaker(gobreaker.Settings{}))},
+		{"RateLimit", intercepted(rl)},
+		{"Retry", intercepted(middleware.Retry(middleware.RetryConfig{}))},
+		{"Recovery", intercepted(middleware.Recovery(middleware.RecoveryConfig{}))},
+		{"Metrics", intercepted(middleware.NewMetrics())},
+		{"FullStack", intercepted(fullStack(tb).Interceptors...)},
+	}
+}
+
 // BenchmarkMiddleware measures each decorator alone over a handler that
 // does nothing, the full production stack, and the two parts of that
 // stack no implementation can avoid: validating the message and making a
 // context with a deadline.
 func BenchmarkMiddleware(b *testing.B) {
 	ctx := context.Background()
-	rl, err := middleware.NewRateLimit(neverLimits)
-	require.NoError(b, err)
-	intercepted := func(ics ...cqrs.Interceptor) *cqrs.CommandBus { return signupBus(b, ics) }
-	dispatch := func(bus cqrs.Bus) func(b *testing.B) {
-		return func(b *testing.B) {
+	for _, d := range decoratedBuses(b) {
+		b.Run(d.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := cqrs.Dispatch[cqrs.NoResult](ctx, bus, signup); err != nil {
+				if err := d.dispatch(ctx); err != nil {
 					b.Fatal(err)
 				}
 			}
-		}
+		})
 	}
-	typedLogging := cqrs.NewCommandBus()
-	require.NoError(b, cqrs.Register(typedLogging, cqrs.HandlerFunc[Signup, cqrs.NoResult](noopSignup),
-		middleware.LoggingFor[Signup, cqrs.NoResult](typedLogging, middleware.LoggingConfig{Logger: quietLogger})))
-
-	b.Run("Bare", dispatch(signupBus(b, nil)))
-	b.Run("LoggingDisabled", dispatch(intercepted(middleware.Logging(middleware.LoggingConfig{Logger: quietLogger}))))
-	b.Run("LoggingForDisabled", dispatch(typedLogging))
-	b.Run("Validation", dispatch(intercepted(middleware.Validation(middleware.ValidationConfig{}))))
-	b.Run("Timeout", dispatch(intercepted(middleware.Timeout(time.Second))))
-	b.Run("Breaker", dispatch(intercepted(middleware.NewBreaker(gobreaker.Settings{}))))
-	b.Run("RateLimit", dispatch(intercepted(rl)))
-	b.Run("Retry", dispatch(intercepted(middleware.Retry(middleware.RetryConfig{}))))
-	b.Run("Recovery", dispatch(intercepted(middleware.Recovery(middleware.RecoveryConfig{}))))
-	b.Run("Metrics", dispatch(intercepted(middleware.NewMetrics())))
-	b.Run("FullStack", dispatch(intercepted(fullStack(b).Interceptors...)))
 
 	// The unavoidable parts of the full stack, alone.
 	v := validator.New(validator.WithRequiredStructEnabled())
@@ -113,6 +157,26 @@ func BenchmarkMiddleware(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkMiddlewareParallel runs the rows of BenchmarkMiddleware under
+// b.RunParallel: per-op time at or below the serial one means the
+// decorator shares nothing that parallel dispatches write.
+func BenchmarkMiddlewareParallel(b *testing.B) {
+	ctx := context.Background()
+	for _, d := range decoratedBuses(b) {
+		b.Run(d.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := d.dispatch(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 // FindUser is the cached query of BenchmarkCache.
@@ -150,4 +214,41 @@ func BenchmarkCache(b *testing.B) {
 			}
 		})
 	}
+
+	// What a hit is made of: otter's lookup alone (the middleware's
+	// GetIfPresent with the same key, the query itself), and the floors
+	// of a hashed lookup: hashing the key with hash/maphash, and a plain
+	// map read.
+	store, err := otter.New(&otter.Options[FindUser, User]{MaximumSize: 10_000})
+	require.NoError(b, err)
+	defer store.StopAllGoroutines()
+	store.Set(q, User{ID: q.ID, Name: q.Tenant})
+	b.Run("PartOtterGetIfPresent", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if u, ok := store.GetIfPresent(q); !ok || u.ID != q.ID {
+				b.Fatal(u, ok)
+			}
+		}
+	})
+	seed := maphash.MakeSeed()
+	b.Run("PartMaphash", func(b *testing.B) {
+		b.ReportAllocs()
+		var h uint64
+		for b.Loop() {
+			h += maphash.Comparable(seed, q)
+		}
+		sinkHash = h
+	})
+	plain := map[FindUser]User{q: {ID: q.ID, Name: q.Tenant}}
+	b.Run("PartMap", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if u, ok := plain[q]; !ok || u.ID != q.ID {
+				b.Fatal(u, ok)
+			}
+		}
+	})
 }
+
+var sinkHash uint64

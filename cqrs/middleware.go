@@ -39,9 +39,10 @@ type Middleware[C, R any] func(next Handler[C, R]) Handler[C, R]
 //	Enabled(ctx context.Context) bool
 //
 // When every interceptor of a chain has it and all report false for a
-// dispatch, the bus skips the chain and calls the inner handler directly. When any reports true the whole chain runs, so
-// an interceptor must still check its own condition when invoked. A logger
-// whose level is off is the case this serves.
+// dispatch, the bus skips the chain and calls the inner handler directly.
+// When any reports true the whole chain runs, so an interceptor must still
+// check its own condition when invoked. A logger whose level is off is the
+// case this serves.
 //
 // Intercept may be called from several goroutines at once, when handlers
 // are registered concurrently, and the returned [Invoker] must be safe to
@@ -129,9 +130,9 @@ func specOf[C, R any](kind Kind) *Spec {
 // Call read after its dispatch returned shows the zero message and result,
 // or those of a later dispatch of the same type, and an abandoned Invoker
 // can run the handler with such a message. The bus keeps the worst of it
-// away from other callers: a Call whose handler is still running when its
-// dispatch returns is never reused, so a late result cannot overwrite a
-// later dispatch's.
+// away from other callers: a Call whose handler has started and not yet
+// returned when its dispatch returns is never reused, so a late result
+// cannot overwrite a later dispatch's.
 type Call interface {
 	// Spec describes the message's type.
 	Spec() Spec
@@ -154,6 +155,9 @@ type call[C, R any] struct {
 	// busy when its dispatch returns was handed to a goroutine that
 	// outlived the dispatch, and is left to the garbage collector.
 	busy bool
+	// A call is never compared: this spares the compiler an equality
+	// function for each message type.
+	_ [0]func()
 }
 
 func (c *call[C, R]) Spec() Spec   { return *c.spec }
@@ -223,6 +227,10 @@ func (h *intercepted[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	return res, err
 }
 
+func foreignCall(spec *Spec, c Call) error {
+	return fmt.Errorf("cqrs: %s: an interceptor passed on a Call for %s", spec, c.Spec())
+}
+
 func anyEnabled(ctx context.Context, gates []gate) bool {
 	for _, g := range gates {
 		if g.Enabled(ctx) {
@@ -235,23 +243,40 @@ func anyEnabled(ctx context.Context, gates []gate) bool {
 // intercept builds, once, the chain of interceptors ics around next. The
 // first interceptor runs outermost.
 func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R]) (Handler[C, R], error) {
-	inv := Invoker(func(ctx context.Context, c Call) error {
+	h := &intercepted[C, R]{spec: spec, next: next}
+	// The innermost Invoker calls the typed handler with the Call's
+	// message and stores its result in the Call.
+	inner := func(ctx context.Context, c Call) error {
 		cc, ok := c.(*call[C, R])
 		if !ok {
-			return fmt.Errorf("cqrs: %s: an interceptor passed on a Call for %s", spec, c.Spec())
+			return foreignCall(spec, c)
 		}
 		cc.busy = true
 		res, err := next.Handle(ctx, cc.msg)
 		cc.res, cc.busy = res, false
 		return err
-	})
+	}
+	inv, gates, err := chain(spec, ics, inner)
+	if err != nil {
+		return nil, err
+	}
+	h.invoke, h.gates = inv, gates
+	return h, nil
+}
+
+// chain applies ics to inner, the last listed first, and collects their
+// gates: nil if one has none. It is the part of building a chain that does
+// not depend on the message type, so it is compiled once, not once for
+// each registered type.
+func chain(spec *Spec, ics []Interceptor, inner Invoker) (Invoker, []gate, error) {
+	inv := inner
 	gates := make([]gate, 0, len(ics))
 	for i := len(ics) - 1; i >= 0; i-- {
 		if isNilValue(ics[i]) {
-			return nil, fmt.Errorf("%w: %s: interceptor %d is nil", ErrNilHandler, spec, i)
+			return nil, nil, fmt.Errorf("%w: %s: interceptor %d is nil", ErrNilHandler, spec, i)
 		}
 		if inv = ics[i].Intercept(*spec, inv); inv == nil {
-			return nil, fmt.Errorf("%w: %s: interceptor %d returned a nil Invoker", ErrNilHandler, spec, i)
+			return nil, nil, fmt.Errorf("%w: %s: interceptor %d returned a nil Invoker", ErrNilHandler, spec, i)
 		}
 		if g, ok := ics[i].(gate); ok && gates != nil {
 			gates = append(gates, g)
@@ -259,5 +284,5 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R]) (Han
 			gates = nil
 		}
 	}
-	return &intercepted[C, R]{spec: spec, invoke: inv, next: next, gates: gates}, nil
+	return inv, gates, nil
 }

@@ -27,6 +27,8 @@ var bars = []struct{ bench, label string }{
 	{"Dispatch/StringMap", "map[string] baseline"},
 	{"Dispatch/Dispatch", "cqrs.Dispatch"},
 	{"Dispatch/ExecuteTyped", "cqrs.ExecuteTyped"},
+	{"Dispatch/DispatchInterceptor3", "Dispatch, 3 interceptors"},
+	{"Dispatch/DispatchMetrics", "Dispatch, WithMetrics"},
 	{"Cache/Hit", "query cache hit"},
 	{"Middleware/FullStack", "full middleware stack"},
 }

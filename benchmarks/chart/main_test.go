@@ -22,6 +22,8 @@ BenchmarkDispatch/StringMap-2      	4480136	        50 ns/op
 BenchmarkDispatch/StringMap-2      	4480136	        60 ns/op
 BenchmarkDispatch/Dispatch-2       	15767455	        14 ns/op
 BenchmarkDispatch/ExecuteTyped-2   	6484570	        35 ns/op
+BenchmarkDispatch/DispatchInterceptor3-2   	6484570	        30 ns/op
+BenchmarkDispatch/DispatchMetrics-2   	6484570	        60 ns/op
 BenchmarkCache/Hit-2               	6484570	        55 ns/op
 BenchmarkMiddleware/FullStack-2    	139466	      1600 ns/op
 PASS

@@ -1,6 +1,7 @@
 // Package stats keeps the counts and latency histogram of one message type,
-// cheaply enough to record every dispatch: no allocation, no lock, and
-// counters spread over per-processor shards.
+// cheaply enough to record every dispatch: no allocation, no lock, hot
+// counters spread over per-processor shards of one cache line each, and one
+// shared histogram that the shards write to only now and then.
 package stats
 
 import (
@@ -83,7 +84,8 @@ func Time() time.Time { return epoch.Add(time.Since(epoch)) }
 // bucket there, and the shard moves a count into the shared histogram only
 // when another bucket takes its slot. Latencies of one message type fall in
 // few buckets, so the shared histogram is written far less often than once
-// per dispatch, and no two processors write one cache line on the path.
+// per dispatch, and up to [maxShards] processors, no two write one cache
+// line on the path.
 type Stats struct {
 	shards []shard
 	mask   uint64
@@ -111,8 +113,11 @@ const (
 )
 
 // maxShards bounds the memory of one message type's metrics: 64 bytes a
-// shard, besides the shared histogram's 2.4 KiB.
-const maxShards = 16
+// shard, besides the shared histogram's 2.4 KiB, so that a type's metrics
+// stay near 3 KiB (and the bus's whole share of a type under 4 KiB) at any
+// GOMAXPROCS. Past 8 processors, processors share shards, two or more to
+// one cache line: less than every processor sharing one histogram.
+const maxShards = 8
 
 // New returns empty Stats.
 func New() *Stats {

@@ -1,11 +1,12 @@
 // Package benchmarks measures typed dispatch against the shapes it
-// replaces. Run it with:
+// replaces. It has only test files: run it with
 //
 //	go test ./benchmarks -run '^$' -bench . -benchmem
 //
-// The package's only non-test code is the baseline: the string-keyed bus of
-// interface{} handlers behind a sync.RWMutex that hand-rolled and seed
-// mediators use.
+// This file is the baseline: the string-keyed bus of interface{} handlers
+// behind a sync.RWMutex that hand-rolled and seed mediators use. It lives
+// in a _test.go file, as x/sync keeps its semChan, so that it is not
+// library code anyone can import.
 package benchmarks
 
 import (
