@@ -1,0 +1,306 @@
+package nats_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
+)
+
+// TestEventsDurableKilledSubscriber: three subscriber names, two
+// processes each hosting an instance of every name. While 1,000 events
+// are published, one process is killed without a graceful close (its
+// connection closed, nothing stopped or drained) after it has handled
+// about 300 deliveries, and started again a moment later. Every name
+// handles every event: none is lost. Duplicates (events the killed
+// process handled but had not acknowledged) are counted and bounded.
+func TestEventsDurableKilledSubscriber(t *testing.T) {
+	const events = 1000
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, AckWait: time.Second, BackOff: []time.Duration{10 * time.Millisecond}}
+	names := []string{"email", "stock", "analytics"}
+	seen := newTally()
+	// start runs one subscriber process, on a connection of its own.
+	start := func(process string) (*natsgo.Conn, *cqrsnats.Receiver) {
+		nc, err := natsgo.Connect(url)
+		require.NoError(t, err)
+		r, err := cqrsnats.NewReceiver(nc, ev)
+		require.NoError(t, err)
+		for _, name := range names {
+			_, err := cqrsnats.Subscribe(r, name, seen.subscriber(name, process))
+			require.NoError(t, err)
+		}
+		return nc, r
+	}
+	killed, _ := start("a")
+	survivor, survivorReceiver := start("b")
+	p := publisher(t, url, ev)
+
+	published := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		for i := 1; i <= events; i++ {
+			if err := cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: i}); err != nil {
+				published <- err
+				return
+			}
+			if i%100 == 0 {
+				time.Sleep(20 * time.Millisecond) // let the subscribers keep pace
+			}
+		}
+		published <- nil
+	}()
+	require.Eventually(t, func() bool { return seen.instance("a") >= 300 }, 10*time.Second, time.Millisecond)
+	killed.Close() // abrupt: no Stop, no drain; its unacknowledged events wait out AckWait
+	atKill := seen.instance("a")
+	time.Sleep(100 * time.Millisecond) // events go on being published while it is down
+	restarted, restartedReceiver := start("a2")
+	require.NoError(t, <-published)
+
+	require.True(t, seen.await(names, events, 15*time.Second), "not every name got every event")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, restartedReceiver.Stop(ctx))
+	require.NoError(t, survivorReceiver.Stop(ctx))
+	restarted.Close()
+	survivor.Close()
+
+	total := 0
+	for _, name := range names {
+		lost, duplicated := seen.count(name, events)
+		assert.Zero(t, lost, "%s lost events", name)
+		total += duplicated
+	}
+	t.Logf("killed after %d deliveries; the restarted process handled %d, the survivor %d; %d duplicated deliveries",
+		atKill, seen.instance("a2"), seen.instance("b"), total)
+	// Only what the killed process had pulled and not acknowledged may
+	// come twice: at most a pull batch per subscriber.
+	assert.LessOrEqual(t, total, len(names)*32)
+}
+
+// TestEventsDurableSubscriberDown: events published while no instance of
+// a subscriber name is up wait in the stream, and reach it when it
+// subscribes again.
+func TestEventsDurableSubscriberDown(t *testing.T) {
+	ns := startEventServer(t, true)
+	ev := cqrsnats.EventConfig{Durable: true}
+	seen := newTally()
+	first, err := cqrsnats.NewReceiver(connect(t, ns.ClientURL()), ev)
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(first, "email", seen.subscriber("email", "first"))
+	require.NoError(t, err)
+	require.NoError(t, first.Stop(context.Background())) // the consumer stays
+
+	publishParcels(t, publisher(t, ns.ClientURL(), ev), 1, 100)
+	assert.Zero(t, seen.instance("first"))
+
+	second := receiver(t, ns.ClientURL(), ev)
+	_, err = cqrsnats.Subscribe(second, "email", seen.subscriber("email", "second"))
+	require.NoError(t, err)
+	require.True(t, seen.await([]string{"email"}, 100, 10*time.Second))
+	lost, duplicated := seen.count("email", 100)
+	assert.Zero(t, lost+duplicated)
+}
+
+// TestEventsDurablePoisonIsDeadLettered: an event one subscriber keeps
+// failing is delivered MaxDeliver times with back-off, then kept in the
+// dead-letter stream; the publisher never hears of it, the other
+// subscriber names handle it once, and the other events go on. Replayed
+// once the subscriber is fixed, it reaches that subscriber alone.
+func TestEventsDurablePoisonIsDeadLettered(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, MaxDeliver: 3, BackOff: []time.Duration{20 * time.Millisecond, 40 * time.Millisecond}}
+	r := receiver(t, url, ev)
+	seen := newTally()
+	var fixed atomic.Bool
+	var mu sync.Mutex
+	var attempts []time.Time
+	_, err := cqrsnats.Subscribe(r, "email", func(_ context.Context, e ParcelShipped) error {
+		if e.Parcel == 13 && !fixed.Load() {
+			mu.Lock()
+			attempts = append(attempts, time.Now())
+			mu.Unlock()
+			return errors.New("template missing")
+		}
+		seen.record("email", "email", e.Parcel)
+		return nil
+	})
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(r, "stock", seen.subscriber("stock", "stock"))
+	require.NoError(t, err)
+
+	publishParcels(t, publisher(t, url, ev), 1, 20) // no error: failures stay on the subscriber's side
+	require.True(t, seen.await([]string{"stock"}, 20, 10*time.Second))
+	var dead []*jetstream.RawStreamMsg
+	require.Eventually(t, func() bool {
+		dead = unhandled(t, url, "CQRS_UNHANDLED")
+		return len(dead) == 1
+	}, 10*time.Second, 20*time.Millisecond)
+
+	mu.Lock()
+	require.Len(t, attempts, 3)
+	assert.GreaterOrEqual(t, attempts[1].Sub(attempts[0]), 20*time.Millisecond, "no back-off")
+	assert.GreaterOrEqual(t, attempts[2].Sub(attempts[1]), 40*time.Millisecond, "no back-off")
+	mu.Unlock()
+	m := dead[0]
+	assert.Equal(t, "email", m.Header.Get("Cqrs-Subscriber"))
+	assert.Equal(t, "3", m.Header.Get("Cqrs-Deliveries"))
+	assert.Equal(t, "error", m.Header.Get("Nats-Service-Error-Code"))
+	assert.Contains(t, m.Header.Get("Nats-Service-Error"), "template missing")
+	assert.Contains(t, m.Subject, "cqrs.unhandled.email.event.")
+	lost, _ := seen.count("email", 20)
+	assert.Equal(t, 1, lost, "only the poison event is missing")
+	st := r.Stats()
+	require.Len(t, st, 2)
+	assert.Equal(t, uint64(1), st[0].DeadLettered)
+	assert.Equal(t, uint64(3), st[0].Failed)
+
+	// Fixed, the subscriber gets it back; the others do not get it again.
+	fixed.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := cqrsnats.ReplayUnhandled(ctx, connect(t, url), ev, "email")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	require.True(t, seen.await([]string{"email"}, 20, 10*time.Second))
+	assert.Empty(t, unhandled(t, url, "CQRS_UNHANDLED"))
+	n, err = cqrsnats.ReplayUnhandled(ctx, connect(t, url), ev, "email")
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	time.Sleep(100 * time.Millisecond) // a wrong replay to stock would show by now
+	for _, name := range []string{"email", "stock"} {
+		lost, duplicated := seen.count(name, 20)
+		assert.Zero(t, lost+duplicated, name)
+	}
+	_, err = cqrsnats.ReplayUnhandled(ctx, connect(t, url), ev, "email.>")
+	assert.ErrorIs(t, err, cqrs.ErrInvalidName)
+}
+
+// TestEventsDurableConsumerPerNameAndType: each subscriber name has a
+// consumer of its own for each event type. In a rolling upgrade, where
+// the old version subscribes "email" to ParcelShipped and the new one to
+// ParcelShipped and InvoicePaid, no InvoicePaid is dropped by the old
+// version and each ParcelShipped is handled once (issue #9, item 1, for
+// events).
+func TestEventsDurableConsumerPerNameAndType(t *testing.T) {
+	const n = 50
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, BackOff: []time.Duration{10 * time.Millisecond}}
+	seen := newTally()
+	invoices := newTally()
+	v1 := receiver(t, url, ev)
+	_, err := cqrsnats.Subscribe(v1, "email", seen.subscriber("email", "v1"))
+	require.NoError(t, err)
+	v2 := receiver(t, url, ev)
+	_, err = cqrsnats.Subscribe(v2, "email", seen.subscriber("email", "v2"))
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(v2, "email", func(_ context.Context, e InvoicePaid) error {
+		invoices.record("email", "v2", e.Invoice)
+		return nil
+	})
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(v2, "stock", seen.subscriber("stock", "v2"))
+	require.NoError(t, err)
+
+	p := publisher(t, url, ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 1; i <= n; i++ {
+		require.NoError(t, cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: i}))
+		require.NoError(t, cqrsnats.Publish(ctx, p, InvoicePaid{Invoice: i}))
+	}
+	require.True(t, seen.await([]string{"email", "stock"}, n, 10*time.Second))
+	require.True(t, invoices.await([]string{"email"}, n, 10*time.Second))
+	require.NoError(t, v1.Stop(ctx))
+	require.NoError(t, v2.Stop(ctx))
+	for _, c := range []struct {
+		t    *tally
+		name string
+	}{{seen, "email"}, {seen, "stock"}, {invoices, "email"}} {
+		lost, duplicated := c.t.count(c.name, n)
+		assert.Zero(t, lost, c.name)
+		assert.Zero(t, duplicated, c.name)
+	}
+
+	js, err := jetstream.New(connect(t, url))
+	require.NoError(t, err)
+	stream, err := js.Stream(ctx, "CQRS_EVENTS")
+	require.NoError(t, err)
+	filters := map[string]string{}
+	for info := range stream.ListConsumers(ctx).Info() {
+		require.Len(t, info.Config.FilterSubjects, 2, info.Name)
+		filters[info.Name] = fmt.Sprint(info.Config.FilterSubjects)
+	}
+	assert.Len(t, filters, 3, "one consumer per subscriber name and event type: %v", filters)
+	distinct := map[string]bool{}
+	for _, f := range filters {
+		distinct[f] = true
+	}
+	assert.Len(t, distinct, 3, "consumers share filters: %v", filters)
+}
+
+// TestEventsDurableStreamAsConfigured: an existing stream is used as the
+// operator configured it, never rewritten; one that cannot keep events
+// is refused with ErrEventStream.
+func TestEventsDurableStreamAsConfigured(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	js, err := jetstream.New(connect(t, url))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "SHOP_EVENTS", Subjects: []string{"shop.stored.>"}, Storage: jetstream.MemoryStorage,
+		Retention: jetstream.LimitsPolicy, MaxAge: time.Hour, MaxMsgs: 10_000,
+	})
+	require.NoError(t, err)
+	ev := cqrsnats.EventConfig{Durable: true}
+	shop := cqrsnats.WithPrefix("shop")
+	r := receiver(t, url, ev, shop)
+	seen := newTally()
+	_, err = cqrsnats.Subscribe(r, "email", seen.subscriber("email", "email"))
+	require.NoError(t, err)
+	publishParcels(t, publisher(t, url, ev, shop), 1, 10)
+	require.True(t, seen.await([]string{"email"}, 10, 10*time.Second))
+	stream, err := js.Stream(ctx, "SHOP_EVENTS")
+	require.NoError(t, err)
+	cfg := stream.CachedInfo().Config
+	assert.Equal(t, jetstream.MemoryStorage, cfg.Storage)
+	assert.Equal(t, jetstream.LimitsPolicy, cfg.Retention)
+	assert.Equal(t, time.Hour, cfg.MaxAge)
+	assert.Equal(t, int64(10_000), cfg.MaxMsgs)
+	_, err = js.Stream(ctx, "SHOP_UNHANDLED")
+	assert.NoError(t, err, "the dead-letter stream was made")
+
+	// A work queue would give each event to one subscriber name only.
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "WORK", Subjects: []string{"work.stored.>"}, Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	w := receiver(t, url, cqrsnats.EventConfig{Durable: true, Stream: "WORK"}, cqrsnats.WithPrefix("work"))
+	_, err = cqrsnats.Subscribe(w, "email", seen.subscriber("email", "work"))
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+	assert.Empty(t, w.Stats())
+	// A stream that does not take the subjects.
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"other.x"}})
+	require.NoError(t, err)
+	o := receiver(t, url, cqrsnats.EventConfig{Durable: true, Stream: "OTHER"})
+	_, err = cqrsnats.Subscribe(o, "email", seen.subscriber("email", "other"))
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+	// A publisher whose subject another stream than its own stores.
+	err = cqrsnats.Publish(ctx, publisher(t, url, cqrsnats.EventConfig{Durable: true, Stream: "OTHER"}, shop), ParcelShipped{Parcel: 1})
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+}
