@@ -450,6 +450,13 @@ type EventSubscription struct {
 // in the stream. fn may thus see an event more than once: make it
 // idempotent.
 //
+// The context fn gets carries the publisher's trace context. With core
+// NATS it has no deadline (nobody waits for an event, and a timer per
+// event would cost more than the rest of its delivery): give a subscriber
+// that may hang a timeout in mws, such as middleware.Timeout. With
+// JetStream it ends after AckWait, when the event goes to another
+// instance anyway.
+//
 // Events of one type reach one instance's fn one at a time, in the order
 // that instance receives them. An event is decoded into a new E only if
 // it carries E's identity; anything else on E's subject (bytes from
@@ -624,10 +631,11 @@ func (s *EventSubscription) receive(m *natsgo.Msg) {
 		s.refuse(err)
 		return
 	}
+	// No deadline: nobody waits for an event, and a timer per event
+	// would cost more than the rest of its delivery. A subscriber that
+	// may hang gets a timeout from its middleware (middleware.Timeout).
 	ctx := s.context(m.Header)
-	dctx := withDeadline(ctx, time.Now().Add(s.r.cfg.maxHandlerTime))
-	err = s.deliver(dctx, payload)
-	dctx.stop()
+	err = s.deliver(ctx, payload)
 	switch {
 	case err == nil:
 		s.handled.Add(1)
