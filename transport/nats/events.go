@@ -309,7 +309,10 @@ func (p *Publisher) store(ctx context.Context, et *eventType, m *natsgo.Msg) err
 	_, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(p.ev.Stream), jetstream.WithRetryAttempts(0))
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		p.streamMu.Lock()
-		err = eventStream(ctx, p.js, p.cfg.prefix, p.ev, []string{m.Subject})
+		info, err := eventStream(ctx, p.js, p.cfg.prefix, p.ev)
+		if err == nil {
+			err = storesAll(info, []string{m.Subject})
+		}
 		p.streamMu.Unlock()
 		if err != nil {
 			return fmt.Errorf("nats: publish %s: %w", et.spec, err)
@@ -371,7 +374,7 @@ type Receiver struct {
 	mu      sync.Mutex
 	buses   map[string]*cqrs.EventBus // one per subscriber name
 	subs    []*EventSubscription
-	streams bool // the streams were found or made
+	streams [2]*jetstream.StreamInfo // the events' and the dead letters', once found or made
 	stopped bool
 }
 
@@ -486,9 +489,9 @@ func Subscribe[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](r *Receiver, name 
 		return nil, err
 	}
 	s, err := r.add(local, func(ctx context.Context, payload []byte) error {
-		var evt E
-		if err := r.cfg.codec.Unmarshal(payload, &evt); err != nil {
-			return errUndecodable{err}
+		evt, err := decodeEvent[E](r.cfg.codec, payload)
+		if err != nil {
+			return err
 		}
 		return cqrs.Publish(ctx, bus, evt)
 	})
@@ -500,6 +503,21 @@ func Subscribe[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](r *Receiver, name 
 		r.buses[name] = bus
 	}
 	return s, nil
+}
+
+// decodeEvent decodes payload into a new E. A panic in the codec is an
+// error, as the bus makes a subscriber's: it never reaches NATS's
+// goroutine.
+func decodeEvent[E any](codec Codec, payload []byte) (evt E, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = errUndecodable{fmt.Errorf("the codec panicked: %v", v)}
+		}
+	}()
+	if err := codec.Unmarshal(payload, &evt); err != nil {
+		return evt, errUndecodable{err}
+	}
+	return evt, nil
 }
 
 // errUndecodable is a payload the codec refused: the event will never be

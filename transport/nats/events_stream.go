@@ -43,8 +43,9 @@ func jsErrorCode(err error) jetstream.ErrorCode {
 	return 0
 }
 
-// eventStream makes sure the events' stream exists and stores subjects.
-func eventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev EventConfig, subjects []string) error {
+// eventStream returns the info of the events' stream, made if missing,
+// after checking that it can keep events.
+func eventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev EventConfig) (*jetstream.StreamInfo, error) {
 	info, err := findOrMakeStream(ctx, js, jetstream.StreamConfig{
 		Name:        ev.Stream,
 		Description: "Events of github.com/typedcqrs/dispatch, prefix " + prefix,
@@ -53,17 +54,17 @@ func eventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev 
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if info.Config.Retention == jetstream.WorkQueuePolicy {
-		return fmt.Errorf("%w: stream %s is a work queue, which gives each event to one subscriber name only", ErrEventStream, ev.Stream)
+		return nil, fmt.Errorf("%w: stream %s is a work queue, which gives each event to one subscriber name only", ErrEventStream, ev.Stream)
 	}
-	return storesAll(info, subjects)
+	return info, nil
 }
 
-// deadEventStream makes sure the dead-letter stream exists and stores
-// subjects.
-func deadEventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev EventConfig, subjects []string) error {
+// deadEventStream returns the info of the dead-letter stream, made if
+// missing, after checking that it can keep dead letters.
+func deadEventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev EventConfig) (*jetstream.StreamInfo, error) {
 	info, err := findOrMakeStream(ctx, js, jetstream.StreamConfig{
 		Name:        ev.DeadLetterStream,
 		Description: "Events of github.com/typedcqrs/dispatch that a subscriber could not handle, prefix " + prefix,
@@ -72,12 +73,12 @@ func deadEventStream(ctx context.Context, js jetstream.JetStream, prefix string,
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if info.Config.Retention == jetstream.InterestPolicy {
-		return fmt.Errorf("%w: dead-letter stream %s has interest retention, which drops dead letters while nobody reads them", ErrEventStream, ev.DeadLetterStream)
+		return nil, fmt.Errorf("%w: dead-letter stream %s has interest retention, which drops dead letters while nobody reads them", ErrEventStream, ev.DeadLetterStream)
 	}
-	return storesAll(info, subjects)
+	return info, nil
 }
 
 // findOrMakeStream returns the info of the stream want names, making it
@@ -161,14 +162,22 @@ func (r *Receiver) consume(s *EventSubscription) error {
 	s.replay = r.cfg.prefix + "." + storedToken + "." + replayToken + "." + name + "." + tail
 	s.dead = r.cfg.prefix + "." + unhandledToken + "." + name + "." + tail
 	s.consumer = eventConsumerName(name, s.et.subject)
-	if !r.streams {
-		if err := eventStream(ctx, r.js, r.cfg.prefix, r.ev, []string{s.et.subject, s.replay}); err != nil {
+	if r.streams[0] == nil {
+		events, err := eventStream(ctx, r.js, r.cfg.prefix, r.ev)
+		if err != nil {
 			return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
 		}
-		if err := deadEventStream(ctx, r.js, r.cfg.prefix, r.ev, []string{s.dead}); err != nil {
+		dead, err := deadEventStream(ctx, r.js, r.cfg.prefix, r.ev)
+		if err != nil {
 			return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
 		}
-		r.streams = true
+		r.streams = [2]*jetstream.StreamInfo{events, dead}
+	}
+	if err := storesAll(r.streams[0], []string{s.et.subject, s.replay}); err != nil {
+		return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
+	}
+	if err := storesAll(r.streams[1], []string{s.dead}); err != nil {
+		return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
 	}
 	consumer, err := r.js.CreateOrUpdateConsumer(ctx, r.ev.Stream, jetstream.ConsumerConfig{
 		Durable:        s.consumer,
