@@ -308,13 +308,7 @@ func (p *Publisher) publish(ctx context.Context, et *eventType, evt any) error {
 func (p *Publisher) store(ctx context.Context, et *eventType, m *natsgo.Msg) error {
 	_, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(p.ev.Stream), jetstream.WithRetryAttempts(0))
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
-		p.streamMu.Lock()
-		info, err := eventStream(ctx, p.js, p.cfg.prefix, p.ev)
-		if err == nil {
-			err = storesAll(info, []string{m.Subject})
-		}
-		p.streamMu.Unlock()
-		if err != nil {
+		if err := p.makeStream(ctx, m.Subject); err != nil {
 			return fmt.Errorf("nats: publish %s: %w", et.spec, err)
 		}
 		_, err = p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(p.ev.Stream))
@@ -327,6 +321,18 @@ func (p *Publisher) store(ctx context.Context, et *eventType, m *natsgo.Msg) err
 	default:
 		return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
 	}
+}
+
+// makeStream makes the events' stream if it is still missing, and checks
+// that it stores subject.
+func (p *Publisher) makeStream(ctx context.Context, subject string) error {
+	p.streamMu.Lock()
+	defer p.streamMu.Unlock()
+	info, err := eventStream(ctx, p.js, p.cfg.prefix, p.ev)
+	if err != nil {
+		return err
+	}
+	return storesAll(info, []string{subject})
 }
 
 // ForwarderName is the name of the subscriber that [ForwardEvents]

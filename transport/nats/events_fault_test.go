@@ -304,3 +304,29 @@ func TestEventsDurableStreamAsConfigured(t *testing.T) {
 	err = cqrsnats.Publish(ctx, publisher(t, url, cqrsnats.EventConfig{Durable: true, Stream: "OTHER"}, shop), ParcelShipped{Parcel: 1})
 	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
 }
+
+// TestEventsDurablePublishMakesTheStream: the first publish, before any
+// receiver, makes the stream with the documented defaults and succeeds;
+// with interest retention and no consumer yet, the stream keeps nothing.
+func TestEventsDurablePublishMakesTheStream(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true}
+	p := publisher(t, url, ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: 1}))
+	require.NoError(t, cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: 2}))
+
+	js, err := jetstream.New(connect(t, url))
+	require.NoError(t, err)
+	stream, err := js.Stream(ctx, "CQRS_EVENTS")
+	require.NoError(t, err)
+	cfg := stream.CachedInfo().Config
+	assert.Equal(t, []string{"cqrs.stored.>"}, cfg.Subjects)
+	assert.Equal(t, jetstream.InterestPolicy, cfg.Retention)
+	assert.Equal(t, jetstream.FileStorage, cfg.Storage)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, info.State.Msgs, "kept with no subscriber name to take them")
+}

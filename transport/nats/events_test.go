@@ -462,7 +462,7 @@ func TestEventsBadInput(t *testing.T) {
 	assert.ErrorIs(t, err, cqrsnats.ErrInvalidSubject)
 
 	p := publisher(t, url, cqrsnats.EventConfig{}, cqrsnats.WithMaxPayload(64))
-	assert.ErrorIs(t, cqrsnats.Publish(context.Background(), p, hiddenEvent{}), cqrsnats.ErrUnexportedFields)
+	assert.ErrorIs(t, cqrsnats.Publish(context.Background(), p, hiddenEvent{secret: 1}), cqrsnats.ErrUnexportedFields)
 	assert.ErrorIs(t, cqrsnats.Publish(context.Background(), (*cqrsnats.Publisher)(nil), ParcelShipped{}), cqrs.ErrNilBus)
 	//lint:ignore SA1012 a nil context is what is tested
 	assert.ErrorIs(t, cqrsnats.Publish(nil, p, ParcelShipped{}), cqrs.ErrNilContext) //nolint:staticcheck
