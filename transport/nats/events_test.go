@@ -499,3 +499,32 @@ func TestEventsSubscriptionStop(t *testing.T) {
 	require.True(t, seen.await([]string{"stock"}, 10, 5*time.Second))
 	assert.Equal(t, 5, seen.instance("email"), "a stopped subscriber was called")
 }
+
+// panickyCodec is JSON whose Unmarshal panics on parcel 13.
+type panickyCodec struct{ cqrsnats.JSON }
+
+func (c panickyCodec) Unmarshal(data []byte, v any) error {
+	if err := c.JSON.Unmarshal(data, v); err != nil {
+		return err
+	}
+	if e, ok := v.(*ParcelShipped); ok && e.Parcel == 13 {
+		panic("the codec broke")
+	}
+	return nil
+}
+
+// TestEventsCodecPanicIsRefused: a codec that panics on an event refuses
+// that event; the process and the other events go on.
+func TestEventsCodecPanicIsRefused(t *testing.T) {
+	ns := startEventServer(t, false)
+	r := receiver(t, ns.ClientURL(), cqrsnats.EventConfig{}, cqrsnats.WithCodec(panickyCodec{}))
+	seen := newTally()
+	sub, err := cqrsnats.Subscribe(r, "email", seen.subscriber("email", "email"))
+	require.NoError(t, err)
+	publishParcels(t, publisher(t, ns.ClientURL(), cqrsnats.EventConfig{}), 1, 20)
+	require.Eventually(t, func() bool { return sub.Stats().Handled+sub.Stats().Malformed == 20 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, uint64(1), sub.Stats().Malformed)
+	lost, duplicated := seen.count("email", 20)
+	assert.Equal(t, 1, lost, "only the event the codec panicked on")
+	assert.Zero(t, duplicated)
+}
