@@ -46,12 +46,13 @@ type EventConfig struct {
 	// work queue ([ErrEventStream]). If it does not exist it is made with
 	// subjects prefix + ".stored.>", interest retention (an event is kept
 	// until every subscriber name's consumer of its type has acknowledged
-	// it), file storage, one replica and no limits.
+	// it, so one published before any name subscribed to its type is not
+	// kept at all), file storage, one replica and no limits.
 	Stream string
 	// DeadLetterStream names the stream that keeps the events a
 	// subscriber could not handle (see [Subscribe]) until they are
-	// replayed ([ReplayUnhandled]) or removed. The default is the
-	// default Stream's prefix followed by "_UNHANDLED", such as
+	// replayed ([ReplayUnhandled]) or removed. The default is the prefix
+	// made a name as for Stream, followed by "_UNHANDLED", such as
 	// "CQRS_UNHANDLED". If it exists it is used as it is, provided it
 	// takes their subjects and does not have interest retention (which
 	// would drop them while nobody reads them). If it does not exist it is
@@ -751,7 +752,7 @@ type EventStats struct {
 }
 
 // Stats returns the counts of each current subscriber of r, in the order
-// they subscribed.
+// they subscribed: a stopped subscription is no longer listed.
 func (r *Receiver) Stats() []EventStats {
 	r.mu.Lock()
 	subs := append([]*EventSubscription(nil), r.subs...)

@@ -49,8 +49,8 @@ func eventsNATS(durable bool) (string, func()) {
 	}
 }
 
-// dial connects to url, or panics.
-func dial(url string) *natsgo.Conn {
+// dialNATS connects to url, or panics.
+func dialNATS(url string) *natsgo.Conn {
 	nc, err := natsgo.Connect(url)
 	if err != nil {
 		panic(err)
@@ -58,9 +58,9 @@ func dial(url string) *natsgo.Conn {
 	return nc
 }
 
-// lines collects what subscribers print from their goroutines, to print
+// printSorted collects what subscribers print from their goroutines, to print
 // it sorted once n have come.
-func lines(n int, in <-chan string) {
+func printSorted(n int, in <-chan string) {
 	var out []string
 	for range n {
 		select {
@@ -83,7 +83,7 @@ func ExampleSubscribe() {
 	// each a process of its own: "email" and "stock" each get every
 	// event, and the two instances of "email" share theirs.
 	for _, service := range []string{"email", "email", "stock"} {
-		nc := dial(url)
+		nc := dialNATS(url)
 		defer nc.Close()
 		r, err := cqrsnats.NewReceiver(nc, cqrsnats.EventConfig{})
 		if err != nil {
@@ -99,7 +99,7 @@ func ExampleSubscribe() {
 		}
 	}
 
-	nc := dial(url)
+	nc := dialNATS(url)
 	defer nc.Close()
 	p, _ := cqrsnats.NewPublisher(nc, cqrsnats.EventConfig{})
 	for order := 1; order <= 2; order++ {
@@ -107,7 +107,7 @@ func ExampleSubscribe() {
 			panic(err)
 		}
 	}
-	lines(4, got)
+	printSorted(4, got)
 	// Output:
 	// email: order 1
 	// email: order 2
@@ -121,7 +121,7 @@ func ExamplePublish() {
 	ev := cqrsnats.EventConfig{Durable: true}
 
 	// The mailer subscribes once: that makes its durable consumer.
-	mailer := dial(url)
+	mailer := dialNATS(url)
 	defer mailer.Close()
 	r, _ := cqrsnats.NewReceiver(mailer, ev)
 	got := make(chan string, 4)
@@ -135,7 +135,7 @@ func ExamplePublish() {
 	_ = r.Stop(context.Background()) // the mailer goes down
 
 	// With JetStream, Publish returns once the stream has the event.
-	nc := dial(url)
+	nc := dialNATS(url)
 	defer nc.Close()
 	p, _ := cqrsnats.NewPublisher(nc, ev)
 	err := cqrsnats.Publish(context.Background(), p, OrderPlaced{Order: 7})
@@ -147,7 +147,7 @@ func ExamplePublish() {
 	if _, err := cqrsnats.Subscribe(r, "email", email); err != nil {
 		panic(err)
 	}
-	lines(1, got)
+	printSorted(1, got)
 	// Output:
 	// published: <nil>
 	// email: order 7
@@ -156,7 +156,7 @@ func ExamplePublish() {
 func ExampleNewPublisher() {
 	url, stop := eventsNATS(false)
 	defer stop()
-	nc := dial(url)
+	nc := dialNATS(url)
 	defer nc.Close()
 
 	// Core NATS: at most once, to the subscribers connected now. The
@@ -172,7 +172,7 @@ func ExampleNewPublisher() {
 func ExampleNewReceiver() {
 	url, stop := eventsNATS(true)
 	defer stop()
-	nc := dial(url)
+	nc := dialNATS(url)
 	defer nc.Close()
 
 	// JetStream: at least once, a durable consumer per subscriber name
@@ -204,7 +204,7 @@ func ExampleForwardEvents() {
 	got := make(chan string, 2)
 
 	// Another process's subscriber.
-	remote := dial(url)
+	remote := dialNATS(url)
 	defer remote.Close()
 	r, _ := cqrsnats.NewReceiver(remote, cqrsnats.EventConfig{})
 	defer func() { _ = r.Stop(context.Background()) }()
@@ -219,7 +219,7 @@ func ExampleForwardEvents() {
 		got <- fmt.Sprint("email: order ", e.Order)
 		return nil
 	})
-	nc := dial(url)
+	nc := dialNATS(url)
 	defer nc.Close()
 	p, _ := cqrsnats.NewPublisher(nc, cqrsnats.EventConfig{})
 	if _, err := cqrsnats.ForwardEvents[OrderPlaced](events, p); err != nil {
@@ -228,7 +228,7 @@ func ExampleForwardEvents() {
 	if err := cqrs.Publish(context.Background(), events, OrderPlaced{Order: 3}); err != nil {
 		panic(err)
 	}
-	lines(2, got)
+	printSorted(2, got)
 	// Output:
 	// analytics: order 3
 	// email: order 3
@@ -238,7 +238,7 @@ func ExampleReplayUnhandled() {
 	url, stop := eventsNATS(true)
 	defer stop()
 	ev := cqrsnats.EventConfig{Durable: true, MaxDeliver: 2, BackOff: []time.Duration{time.Millisecond}}
-	nc := dial(url)
+	nc := dialNATS(url)
 	defer nc.Close()
 
 	broken := make(chan struct{})
@@ -264,7 +264,7 @@ func ExampleReplayUnhandled() {
 	close(broken) // the mail server is back: replay to "email" alone
 	n, err := cqrsnats.ReplayUnhandled(context.Background(), nc, ev, "email")
 	fmt.Println("replayed:", n, err)
-	lines(1, got)
+	printSorted(1, got)
 	// Output:
 	// failed deliveries: 2
 	// replayed: 1 <nil>
@@ -283,7 +283,7 @@ func ExampleEventSubject() {
 func ExampleReceiver_Stats() {
 	url, stop := eventsNATS(false)
 	defer stop()
-	nc := dial(url)
+	nc := dialNATS(url)
 	defer nc.Close()
 	r, _ := cqrsnats.NewReceiver(nc, cqrsnats.EventConfig{})
 	defer func() { _ = r.Stop(context.Background()) }()
