@@ -209,22 +209,32 @@ type Publisher struct {
 // option, or wrapping [ErrTransport] for a nil nc. It makes no request:
 // the stream, if need be, is made by the first [Publish] that finds none.
 func NewPublisher(nc *natsgo.Conn, ev EventConfig, opts ...Option) (*Publisher, error) {
+	cfg, ev, js, err := eventSide("publishing", nc, ev, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Publisher{nc: nc, js: js, cfg: cfg, ev: ev, traced: len(cfg.propagator.Fields()) > 0}, nil
+}
+
+// eventSide reads the options and ev of either side, doing what, and
+// returns the JetStream context when ev is durable.
+func eventSide(doing string, nc *natsgo.Conn, ev EventConfig, opts []Option) (config, EventConfig, jetstream.JetStream, error) {
 	cfg := newConfig(opts)
 	if cfg.err != nil {
-		return nil, cfg.err
+		return cfg, ev, nil, cfg.err
 	}
 	if nc == nil {
-		return nil, fmt.Errorf("%w: publishing events: no connection", ErrTransport)
+		return cfg, ev, nil, fmt.Errorf("%w: %s events: no connection", ErrTransport, doing)
 	}
-	p := &Publisher{nc: nc, cfg: cfg, ev: ev.withDefaults(cfg.prefix), traced: len(cfg.propagator.Fields()) > 0}
-	if ev.Durable {
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return nil, fmt.Errorf("%w: publishing events: %w", ErrTransport, err)
-		}
-		p.js = js
+	ev = ev.withDefaults(cfg.prefix)
+	if !ev.Durable {
+		return cfg, ev, nil, nil
 	}
-	return p, nil
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return cfg, ev, nil, fmt.Errorf("%w: %s events: %w", ErrTransport, doing, err)
+	}
+	return cfg, ev, js, nil
 }
 
 // typeOf returns what p knows of event type t, checking it the first
@@ -389,22 +399,11 @@ type Receiver struct {
 // when ev.Durable, JetStream. It fails with the error of an invalid
 // option, or wrapping [ErrTransport] for a nil nc.
 func NewReceiver(nc *natsgo.Conn, ev EventConfig, opts ...Option) (*Receiver, error) {
-	cfg := newConfig(opts)
-	if cfg.err != nil {
-		return nil, cfg.err
+	cfg, ev, js, err := eventSide("receiving", nc, ev, opts)
+	if err != nil {
+		return nil, err
 	}
-	if nc == nil {
-		return nil, fmt.Errorf("%w: receiving events: no connection", ErrTransport)
-	}
-	r := &Receiver{nc: nc, cfg: cfg, ev: ev.withDefaults(cfg.prefix), buses: map[string]*cqrs.EventBus{}}
-	if ev.Durable {
-		js, err := jetstream.New(nc)
-		if err != nil {
-			return nil, fmt.Errorf("%w: receiving events: %w", ErrTransport, err)
-		}
-		r.js = js
-	}
-	return r, nil
+	return &Receiver{nc: nc, js: js, cfg: cfg, ev: ev, buses: map[string]*cqrs.EventBus{}}, nil
 }
 
 // EventSubscription is one subscriber of a [Receiver]. Its methods are

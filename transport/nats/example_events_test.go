@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"reflect"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/typedcqrs/dispatch/cqrs"
@@ -26,27 +24,8 @@ type OrderPlaced struct {
 // eventsNATS starts an embedded NATS server for an example, with
 // JetStream when durable, and returns its URL and how to stop it.
 func eventsNATS(durable bool) (string, func()) {
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: durable}
-	if durable {
-		dir, err := os.MkdirTemp("", "nats-events-example")
-		if err != nil {
-			panic(err)
-		}
-		opts.StoreDir = dir
-	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		panic(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		panic("NATS did not start")
-	}
-	return ns.ClientURL(), func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		_ = os.RemoveAll(opts.StoreDir)
-	}
+	ns, stop := exampleNATS(durable)
+	return ns.ClientURL(), stop
 }
 
 // dialNATS connects to url, or panics.
