@@ -313,24 +313,29 @@ func (p *Publisher) publish(ctx context.Context, et *eventType, evt any) error {
 	return p.store(ctx, et, m)
 }
 
-// store publishes m to the events' stream: one round trip, on the
-// condition that the configured stream stores it. Only when no stream
-// answers does it make the stream, then publish again.
+// store publishes m to the events' stream, in one round trip, and checks
+// that the configured stream stored it. Only when no stream answers does
+// it make the stream, then publish again. The check comes after the
+// store, rather than as a Nats-Expected-Stream header: a header on every
+// event costs each subscriber name a header to parse, and a stream that
+// takes another's subjects is a misconfiguration that the first publish
+// reports.
 func (p *Publisher) store(ctx context.Context, et *eventType, m *natsgo.Msg) error {
-	_, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(p.ev.Stream), jetstream.WithRetryAttempts(0))
+	ack, err := p.js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0))
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		if err := p.makeStream(ctx, m.Subject); err != nil {
 			return fmt.Errorf("nats: publish %s: %w", et.spec, err)
 		}
-		_, err = p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(p.ev.Stream))
+		ack, err = p.js.PublishMsg(ctx, m)
 	}
 	switch {
-	case err == nil:
-		return nil
-	case jsErrorCode(err) == jsStreamNotMatch:
-		return fmt.Errorf("%w: publish %s: subject %s is stored by another stream than %s: %w", ErrEventStream, et.spec, m.Subject, p.ev.Stream, err)
-	default:
+	case err != nil:
 		return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
+	case ack.Stream != p.ev.Stream:
+		return fmt.Errorf("%w: publish %s: subject %s is stored by stream %s, not %s, where no subscriber will see it",
+			ErrEventStream, et.spec, m.Subject, ack.Stream, p.ev.Stream)
+	default:
+		return nil
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 
 // JetStream's error codes the event streams tell apart.
 const (
-	jsStreamNotMatch      jetstream.ErrorCode = 10060 // the Nats-Expected-Stream condition failed
 	jsStreamSubjectsTaken jetstream.ErrorCode = 10065 // another stream takes the subjects
 )
 
