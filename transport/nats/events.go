@@ -192,7 +192,8 @@ func eventSpec[E any]() (spec cqrs.Spec) {
 
 // Publisher publishes events to NATS for the [Receiver]s of other
 // processes. Make one with [NewPublisher]; the zero value is not usable.
-// A Publisher is safe for concurrent use.
+// A Publisher is safe for concurrent use. It starts no goroutine and
+// needs no closing: closing its connection ends it.
 type Publisher struct {
 	nc     *natsgo.Conn
 	js     jetstream.JetStream // nil with core NATS
@@ -252,9 +253,9 @@ func (p *Publisher) typeOf(spec func() cqrs.Spec, t reflect.Type) (*eventType, e
 }
 
 // Publish publishes the declared event evt over NATS to every subscriber
-// name that receives its type ([Subscribe]), each of which handles it
-// once: with core NATS, at most once, if it is connected now; with
-// JetStream, at least once, now or when it comes back. No type argument
+// name that receives its type ([Subscribe]), each of which gets it: with
+// core NATS at most once, if an instance is connected now; with
+// JetStream at least once, now or when an instance comes back. No type argument
 // is written:
 //
 //	err := cqrsnats.Publish(ctx, publisher, OrderPlaced{Order: 7})
@@ -271,8 +272,9 @@ func (p *Publisher) typeOf(spec func() cqrs.Spec, t reflect.Type) (*eventType, e
 // why), [ErrPayloadTooLarge], an error wrapping [ErrTransport] when NATS
 // does not take the event (with JetStream, ctx bounds the wait for the
 // stream), [ErrEventStream] when another stream than the configured one
-// takes its subject. A nil p is [cqrs.ErrNilBus], a nil ctx
-// [cqrs.ErrNilContext].
+// took it (it is then in that stream, where no subscriber sees it: a
+// misconfiguration the first publish reports). A nil p is
+// [cqrs.ErrNilBus], a nil ctx [cqrs.ErrNilContext].
 func Publish[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](ctx context.Context, p *Publisher, evt E) error {
 	if p == nil {
 		return fmt.Errorf("%w: publishing an event over NATS without a publisher", cqrs.ErrNilBus)
@@ -411,8 +413,9 @@ func NewReceiver(nc *natsgo.Conn, ev EventConfig, opts ...Option) (*Receiver, er
 	return &Receiver{nc: nc, js: js, cfg: cfg, ev: ev, buses: map[string]*cqrs.EventBus{}}, nil
 }
 
-// EventSubscription is one subscriber of a [Receiver]. Its methods are
-// safe for concurrent use.
+// EventSubscription is one subscriber of a [Receiver], made by
+// [Subscribe]; the zero value is not usable. Its methods are safe for
+// concurrent use.
 type EventSubscription struct {
 	r       *Receiver
 	et      *eventType
