@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
@@ -365,4 +366,108 @@ func TestEventsDurablePublishMakesTheStream(t *testing.T) {
 	info, err := stream.Info(ctx)
 	require.NoError(t, err)
 	assert.Zero(t, info.State.Msgs, "kept with no subscriber name to take them")
+}
+
+// TestEventsTwoServicesOneNATS: two services share one NATS and one event
+// type, each with its own prefix and a subscriber named "email": each
+// service's events reach its own subscriber only, in both modes.
+func TestEventsTwoServicesOneNATS(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Core", true: "JetStream"}[durable], func(t *testing.T) {
+			const n = 100
+			ns := startEventServer(t, durable)
+			ev := cqrsnats.EventConfig{Durable: durable}
+			seen := newTally()
+			for _, service := range []string{"shop", "billing"} {
+				r := receiver(t, ns.ClientURL(), ev, cqrsnats.WithPrefix(service))
+				_, err := cqrsnats.Subscribe(r, "email", func(_ context.Context, e ParcelShipped) error {
+					seen.record(service, service, e.Parcel)
+					return nil
+				})
+				require.NoError(t, err)
+			}
+			// shop publishes parcels 1 to n, billing n+1 to 2n.
+			publishParcels(t, publisher(t, ns.ClientURL(), ev, cqrsnats.WithPrefix("shop")), 1, n)
+			publishParcels(t, publisher(t, ns.ClientURL(), ev, cqrsnats.WithPrefix("billing")), n+1, 2*n)
+			require.True(t, seen.await([]string{"shop"}, n, 10*time.Second))
+			require.Eventually(t, func() bool { return seen.instance("billing") >= n }, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // a misrouted event would arrive by now
+			seen.mu.Lock()
+			defer seen.mu.Unlock()
+			misrouted := 0
+			for parcel, c := range seen.byName["shop"] {
+				if parcel > n {
+					misrouted += c
+				}
+			}
+			for parcel, c := range seen.byName["billing"] {
+				if parcel <= n {
+					misrouted += c
+				}
+			}
+			assert.Zero(t, misrouted)
+			assert.Equal(t, n, seen.byInstance["shop"])
+			assert.Equal(t, n, seen.byInstance["billing"])
+		})
+	}
+}
+
+// TestEventsDurableServerRestart: the NATS server restarts (same port,
+// same store) between two halves of the events; the subscriber process
+// and the publisher reconnect, and every event is handled.
+func TestEventsDurableServerRestart(t *testing.T) {
+	const n = 100
+	dir := t.TempDir()
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true, StoreDir: dir}
+	ns, err := server.NewServer(opts)
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	url := ns.ClientURL()
+	opts.Port = ns.Addr().(*net.TCPAddr).Port
+	ev := cqrsnats.EventConfig{Durable: true, AckWait: time.Second, BackOff: []time.Duration{10 * time.Millisecond}}
+	reconnect := []natsgo.Option{natsgo.MaxReconnects(-1), natsgo.ReconnectWait(20 * time.Millisecond)}
+
+	seen := newTally()
+	r, err := cqrsnats.NewReceiver(connect(t, url, reconnect...), ev)
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(r, "email", seen.subscriber("email", "email"))
+	require.NoError(t, err)
+	p, err := cqrsnats.NewPublisher(connect(t, url, reconnect...), ev)
+	require.NoError(t, err)
+	publishParcels(t, p, 1, n/2)
+	require.True(t, seen.await([]string{"email"}, n/2, 10*time.Second))
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns, err = server.NewServer(opts)
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+
+	// Publish the rest, each until the restarted server has it.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	retried := 0
+	for i := n/2 + 1; i <= n; i++ {
+		for {
+			err := cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: i})
+			if err == nil {
+				break
+			}
+			require.ErrorIs(t, err, cqrsnats.ErrTransport)
+			require.NoError(t, ctx.Err())
+			retried++
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	require.True(t, seen.await([]string{"email"}, n, 15*time.Second), "events lost across the restart")
+	require.NoError(t, r.Stop(ctx))
+	lost, duplicated := seen.count("email", n)
+	assert.Zero(t, lost)
+	t.Logf("%d publishes retried while the server came back; %d duplicated deliveries", retried, duplicated)
 }
