@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -398,6 +399,7 @@ type Receiver struct {
 	mu      sync.Mutex
 	buses   map[string]*cqrs.EventBus // one per subscriber name
 	subs    []*EventSubscription
+	ending  []*EventSubscription     // stopped, or being stopped
 	streams [2]*jetstream.StreamInfo // the events' and the dead letters', once found or made
 	stopped bool
 }
@@ -433,6 +435,7 @@ type EventSubscription struct {
 	closed   bool
 	stopOnce sync.Once
 	stopped  chan struct{} // closed once stopped
+	ended    atomic.Bool   // stopped is closed, or about to be
 
 	received, handled, failed, malformed, buried atomic.Uint64
 }
@@ -579,17 +582,20 @@ func (s *EventSubscription) Spec() cqrs.Spec { return s.spec }
 // or for a later Subscribe of the same name. Stop may be called more
 // than once; when ctx ends first it returns ctx's error, wrapped.
 func (s *EventSubscription) Stop(ctx context.Context) error {
-	err := s.stop(ctx)
 	s.r.mu.Lock()
-	defer s.r.mu.Unlock()
 	for i, x := range s.r.subs {
 		if x == s {
 			s.r.subs = append(s.r.subs[:i:i], s.r.subs[i+1:]...)
+			s.r.ending = append(slices.DeleteFunc(s.r.ending, (*EventSubscription).finished), s)
 			break
 		}
 	}
-	return err
+	s.r.mu.Unlock()
+	return s.stop(ctx)
 }
+
+// finished reports whether s has stopped.
+func (s *EventSubscription) finished() bool { return s.ended.Load() }
 
 // stop ends the subscription; it does not touch r.subs.
 func (s *EventSubscription) stop(ctx context.Context) error {
@@ -609,6 +615,7 @@ func (s *EventSubscription) stop(ctx context.Context) error {
 		}
 		go func() {
 			defer close(s.stopped)
+			defer s.ended.Store(true)
 			if s.core != nil {
 				if drained != nil {
 					<-drained
@@ -637,8 +644,11 @@ func (s *EventSubscription) stop(ctx context.Context) error {
 func (r *Receiver) Stop(ctx context.Context) error {
 	r.mu.Lock()
 	r.stopped = true
-	subs := r.subs
+	r.ending = append(r.ending, r.subs...)
 	r.subs = nil
+	// Every subscription stopped so far: a Stop whose ctx ended left
+	// some still stopping, and a later Stop waits for them too.
+	subs := r.ending
 	r.mu.Unlock()
 	var errs []error
 	for _, s := range subs {

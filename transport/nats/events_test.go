@@ -528,3 +528,33 @@ func TestEventsCodecPanicIsRefused(t *testing.T) {
 	assert.Equal(t, 1, lost, "only the event the codec panicked on")
 	assert.Zero(t, duplicated)
 }
+
+// TestEventsStopWaitsForTheHandler: Stop waits for the event being
+// handled, bounded by its ctx, and may be called again.
+func TestEventsStopWaitsForTheHandler(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Core", true: "JetStream"}[durable], func(t *testing.T) {
+			ns := startEventServer(t, durable)
+			ev := cqrsnats.EventConfig{Durable: durable}
+			r, err := cqrsnats.NewReceiver(connect(t, ns.ClientURL()), ev)
+			require.NoError(t, err)
+			entered, release := make(chan struct{}), make(chan struct{})
+			_, err = cqrsnats.Subscribe(r, "email", func(context.Context, ParcelShipped) error {
+				close(entered)
+				<-release
+				return nil
+			})
+			require.NoError(t, err)
+			publishParcels(t, publisher(t, ns.ClientURL(), ev), 1, 1)
+			<-entered
+
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			err = r.Stop(ctx)
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			assert.Contains(t, err.Error(), "to email")
+			close(release)
+			require.NoError(t, r.Stop(context.Background()))
+		})
+	}
+}
