@@ -781,6 +781,28 @@ func (r *Receiver) Stats() []EventStats {
 	return out
 }
 
+// Metrics returns the metrics of the subscribers of r, as
+// [cqrs.EventBus.Metrics] gives them, sorted by subscriber name, then by
+// event: nil unless [EventConfig].Bus holds cqrs.WithMetrics.
+func (r *Receiver) Metrics() []cqrs.MessageMetrics {
+	r.mu.Lock()
+	names := make([]string, 0, len(r.buses))
+	for name := range r.buses {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	buses := make([]*cqrs.EventBus, len(names))
+	for i, name := range names {
+		buses[i] = r.buses[name]
+	}
+	r.mu.Unlock()
+	var out []cqrs.MessageMetrics
+	for _, b := range buses {
+		out = append(out, b.Metrics()...)
+	}
+	return out
+}
+
 // Stats returns the counts of s.
 func (s *EventSubscription) Stats() EventStats {
 	st := EventStats{

@@ -284,3 +284,30 @@ func ExampleReceiver_Stats() {
 	// Output:
 	// nats_test.OrderPlaced email: received 2, handled 1, failed 1
 }
+
+func ExampleReceiver_Metrics() {
+	url, stop := eventsNATS(false)
+	defer stop()
+	nc := dialNATS(url)
+	defer nc.Close()
+	// Each subscriber runs on a bus made with these options.
+	r, _ := cqrsnats.NewReceiver(nc, cqrsnats.EventConfig{Bus: []cqrs.Option{cqrs.WithMetrics()}})
+	defer func() { _ = r.Stop(context.Background()) }()
+	sub, _ := cqrsnats.Subscribe(r, "stock", func(_ context.Context, e OrderPlaced) error {
+		if e.Order == 2 {
+			return errors.New("out of stock")
+		}
+		return nil
+	})
+	p, _ := cqrsnats.NewPublisher(nc, cqrsnats.EventConfig{})
+	_ = cqrsnats.Publish(context.Background(), p, OrderPlaced{Order: 1})
+	_ = cqrsnats.Publish(context.Background(), p, OrderPlaced{Order: 2})
+	for st := sub.Stats(); st.Handled+st.Failed < 2; st = sub.Stats() {
+		time.Sleep(time.Millisecond)
+	}
+	for _, m := range r.Metrics() {
+		fmt.Printf("%s %s: %d calls, %d errors\n", m.Name, m.Subscriber, m.Calls, m.Errors)
+	}
+	// Output:
+	// nats_test.OrderPlaced stock: 2 calls, 1 errors
+}
