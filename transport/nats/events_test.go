@@ -3,6 +3,8 @@ package nats_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -557,4 +559,74 @@ func TestEventsStopWaitsForTheHandler(t *testing.T) {
 			require.NoError(t, r.Stop(context.Background()))
 		})
 	}
+}
+
+// FuzzEventsReceive publishes arbitrary bytes on an event subject: the
+// receiver never crashes, and each message is either handled as a
+// ParcelShipped (only when it is one) or refused and counted.
+func FuzzEventsReceive(f *testing.F) {
+	id := "github.com/typedcqrs/dispatch/transport/nats_test.ParcelShipped"
+	envelope := func(id, payload string) []byte {
+		return append([]byte{0x01, 0x00, 0x00, byte(len(id))}, id+payload...)
+	}
+	f.Add(envelope(id, `{"parcel":7}`))
+	f.Add(envelope(id, `{"parcel":"seven"}`))
+	f.Add(envelope(id[:len(id)-1]+"X", `{"parcel":7}`))
+	f.Add([]byte(`{"parcel":7}`))
+	f.Add([]byte{0x01, 0xff, 0xff})
+	f.Add([]byte{0x00})
+	f.Add([]byte{})
+
+	ns := startEventServer(f, false)
+	r := receiver(f, ns.ClientURL(), cqrsnats.EventConfig{})
+	var handled []int
+	var mu sync.Mutex
+	sub, err := cqrsnats.Subscribe(r, "email", func(_ context.Context, e ParcelShipped) error {
+		mu.Lock()
+		handled = append(handled, e.Parcel)
+		mu.Unlock()
+		return nil
+	})
+	require.NoError(f, err)
+	raw := connect(f, ns.ClientURL())
+	subject := cqrsnats.EventSubject("cqrs", sub.Spec(), false)
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		before := sub.Stats()
+		require.NoError(t, raw.Publish(subject, data))
+		require.NoError(t, raw.Flush())
+		require.Eventually(t, func() bool { return sub.Stats().Received > before.Received }, 5*time.Second, time.Millisecond)
+		require.Eventually(t, func() bool {
+			st := sub.Stats()
+			return st.Handled+st.Malformed+st.Failed == st.Received
+		}, 5*time.Second, time.Millisecond)
+		after := sub.Stats()
+		assert.Zero(t, after.Failed)
+		if after.Handled > before.Handled {
+			assert.True(t, isParcelShipped(data, id), "handled something that is not a ParcelShipped: %q", data)
+		}
+	})
+}
+
+// isParcelShipped reports whether data is the envelope of a ParcelShipped
+// (0x01, two uvarints, the length of the identity as a uvarint, the
+// identity, the JSON), read independently of the package.
+func isParcelShipped(data []byte, id string) bool {
+	if len(data) == 0 || data[0] != 0x01 {
+		return false
+	}
+	rest := data[1:]
+	var size uint64
+	for range 3 {
+		v, n := binary.Uvarint(rest)
+		if n <= 0 {
+			return false
+		}
+		size, rest = v, rest[n:]
+	}
+	if size != uint64(len(id)) || len(rest) < len(id) || string(rest[:len(id)]) != id {
+		return false
+	}
+	var e ParcelShipped
+	return json.Unmarshal(rest[len(id):], &e) == nil
 }
