@@ -471,3 +471,58 @@ func TestEventsDurableServerRestart(t *testing.T) {
 	assert.Zero(t, lost)
 	t.Logf("%d publishes retried while the server came back; %d duplicated deliveries", retried, duplicated)
 }
+
+// TestEventsDurableDeliveriesWithoutOutcome: an event whose deliveries
+// never end (two processes hang on it and die) counts those deliveries,
+// and the next delivery past MaxDeliver moves it to the dead letters
+// without running the subscriber again.
+func TestEventsDurableDeliveriesWithoutOutcome(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, MaxDeliver: 2, AckWait: 300 * time.Millisecond}
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	var calls atomic.Int32
+	// process subscribes "email" on a killable connection; its subscriber
+	// hangs on the event when hangs.
+	process := func(hangs bool) *killable {
+		k := &killable{}
+		nc, err := natsgo.Connect(url, natsgo.SetCustomDialer(k), natsgo.NoReconnect())
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		r, err := cqrsnats.NewReceiver(nc, ev)
+		require.NoError(t, err)
+		entered := make(chan struct{}, 1)
+		_, err = cqrsnats.Subscribe(r, "email", func(context.Context, ParcelShipped) error {
+			calls.Add(1)
+			if hangs {
+				entered <- struct{}{}
+				<-hang
+			}
+			return nil
+		})
+		require.NoError(t, err)
+		if hangs {
+			go func() {
+				<-entered
+				k.kill()
+			}()
+		}
+		return k
+	}
+	first := process(true)
+	publishParcels(t, publisher(t, url, ev), 1, 1)
+	require.Eventually(t, first.dead.Load, 5*time.Second, time.Millisecond)
+	second := process(true)
+	require.Eventually(t, second.dead.Load, 5*time.Second, time.Millisecond)
+	process(false)
+
+	var dead []*jetstream.RawStreamMsg
+	require.Eventually(t, func() bool {
+		dead = unhandled(t, url, "CQRS_UNHANDLED")
+		return len(dead) == 1
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "max_deliver", dead[0].Header.Get("Nats-Service-Error-Code"))
+	assert.Equal(t, "3", dead[0].Header.Get("Cqrs-Deliveries"))
+	assert.Equal(t, int32(2), calls.Load(), "the subscriber ran past MaxDeliver")
+}
