@@ -337,6 +337,18 @@ func TestEventsDurableStreamAsConfigured(t *testing.T) {
 	o := receiver(t, url, cqrsnats.EventConfig{Durable: true, Stream: "OTHER"})
 	_, err = cqrsnats.Subscribe(o, "email", seen.subscriber("email", "other"))
 	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+	// A dead-letter stream with interest retention would drop them.
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "INTEREST_UNHANDLED", Subjects: []string{"interest.unhandled.>"}, Retention: jetstream.InterestPolicy})
+	require.NoError(t, err)
+	i := receiver(t, url, cqrsnats.EventConfig{Durable: true, DeadLetterStream: "INTEREST_UNHANDLED"}, cqrsnats.WithPrefix("interest"))
+	_, err = cqrsnats.Subscribe(i, "email", seen.subscriber("email", "interest"))
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+	// A missing stream whose subjects another stream takes.
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{"squat.stored.>"}})
+	require.NoError(t, err)
+	sq := receiver(t, url, cqrsnats.EventConfig{Durable: true}, cqrsnats.WithPrefix("squat"))
+	_, err = cqrsnats.Subscribe(sq, "email", seen.subscriber("email", "squat"))
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
 	// A publisher whose subject another stream than its own stores.
 	err = cqrsnats.Publish(ctx, publisher(t, url, cqrsnats.EventConfig{Durable: true, Stream: "OTHER"}, shop), ParcelShipped{Parcel: 1})
 	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)

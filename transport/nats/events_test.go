@@ -37,6 +37,14 @@ type InvoicePaid struct {
 	Invoice int `json:"invoice"`
 }
 
+// renamed declares its own name.
+type renamed struct {
+	cqrs.Event
+	Text string
+}
+
+func (renamed) EventName() string { return "orders.renamed" }
+
 // hiddenEvent has a field JSON would leave out.
 type hiddenEvent struct {
 	cqrs.Event
@@ -473,6 +481,9 @@ func TestEventsBadInput(t *testing.T) {
 		Text string
 	}
 	assert.ErrorIs(t, cqrsnats.Publish(context.Background(), p, Big{Text: strings.Repeat("x", 100)}), cqrsnats.ErrPayloadTooLarge)
+	err = cqrsnats.Publish(context.Background(), p, renamed{Text: strings.Repeat("x", 100)})
+	assert.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+	assert.Contains(t, err.Error(), "event orders.renamed", "errors name the event as the bus does")
 
 	require.NoError(t, r.Stop(context.Background()))
 	_, err = cqrsnats.Subscribe(r, "late", ok)
