@@ -48,6 +48,19 @@ func (k *killable) kill() {
 	}
 }
 
+// killableReceiver makes a receiver on a connection that never
+// reconnects, and the means to kill it.
+func killableReceiver(t *testing.T, url string, ev cqrsnats.EventConfig) (*killable, *cqrsnats.Receiver) {
+	t.Helper()
+	k := &killable{}
+	nc, err := natsgo.Connect(url, natsgo.SetCustomDialer(k), natsgo.NoReconnect())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	r, err := cqrsnats.NewReceiver(nc, ev)
+	require.NoError(t, err)
+	return k, r
+}
+
 // TestEventsDurableKilledSubscriber: three subscriber names, two
 // processes each hosting an instance of every name. While 1,000 events
 // are published, one process is killed (its TCP connection cut, nothing
@@ -65,12 +78,7 @@ func TestEventsDurableKilledSubscriber(t *testing.T) {
 	seen := newTally()
 	// start runs one subscriber process, on a connection of its own.
 	start := func(process string) (*killable, *cqrsnats.Receiver) {
-		k := &killable{}
-		nc, err := natsgo.Connect(url, natsgo.SetCustomDialer(k), natsgo.NoReconnect())
-		require.NoError(t, err)
-		t.Cleanup(nc.Close)
-		r, err := cqrsnats.NewReceiver(nc, ev)
-		require.NoError(t, err)
+		k, r := killableReceiver(t, url, ev)
 		for _, name := range names {
 			_, err := cqrsnats.Subscribe(r, name, func(_ context.Context, e ParcelShipped) error {
 				if k.dead.Load() {
@@ -498,12 +506,7 @@ func TestEventsDurableDeliveriesWithoutOutcome(t *testing.T) {
 	// process subscribes "email" on a killable connection; its subscriber
 	// hangs on the event when hangs.
 	process := func(hangs bool) *killable {
-		k := &killable{}
-		nc, err := natsgo.Connect(url, natsgo.SetCustomDialer(k), natsgo.NoReconnect())
-		require.NoError(t, err)
-		t.Cleanup(nc.Close)
-		r, err := cqrsnats.NewReceiver(nc, ev)
-		require.NoError(t, err)
+		k, r := killableReceiver(t, url, ev)
 		entered := make(chan struct{}, 1)
 		_, err = cqrsnats.Subscribe(r, "email", func(context.Context, ParcelShipped) error {
 			calls.Add(1)
