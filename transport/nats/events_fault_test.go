@@ -508,7 +508,7 @@ func TestEventsDurableDeliveriesWithoutOutcome(t *testing.T) {
 	process := func(hangs bool) *killable {
 		k, r := killableReceiver(t, url, ev)
 		entered := make(chan struct{}, 1)
-		_, err = cqrsnats.Subscribe(r, "email", func(context.Context, ParcelShipped) error {
+		_, err := cqrsnats.Subscribe(r, "email", func(context.Context, ParcelShipped) error {
 			calls.Add(1)
 			if hangs {
 				entered <- struct{}{}
