@@ -79,7 +79,9 @@ type EventConfig struct {
 	// Bus holds the options of the event bus each subscriber name of a
 	// [Receiver] runs on, such as cqrs.WithInterceptors, cqrs.WithMetrics
 	// and cqrs.WithLogger: each subscriber runs inside them as it would on
-	// a local [cqrs.EventBus]. Publishers ignore it.
+	// a local [cqrs.EventBus]. A strategy it sets is ignored: a
+	// subscriber handles each event before the next, and with JetStream
+	// before it is acknowledged. Publishers ignore it.
 	Bus []cqrs.Option
 	// Logger receives what has no caller to go to: a subscriber's
 	// failure in core NATS mode, and refused messages. The default, also
@@ -510,7 +512,9 @@ func Subscribe[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](r *Receiver, name 
 		if err != nil {
 			return err
 		}
-		return cqrs.Publish(ctx, bus, evt)
+		// Synchronous whatever strategy Bus sets: an event is acknowledged
+		// only once its subscriber has returned.
+		return cqrs.PublishWith(ctx, bus, cqrs.Sequential(), evt)
 	})
 	if err != nil {
 		local.Cancel()

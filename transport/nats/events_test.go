@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -640,4 +641,29 @@ func isParcelShipped(data []byte, id string) bool {
 	}
 	var e ParcelShipped
 	return json.Unmarshal(rest[len(id):], &e) == nil
+}
+
+// TestEventsBusStrategyIgnored: an asynchronous strategy in
+// EventConfig.Bus does not let an event be acknowledged before its
+// subscriber has handled it: a failure is still delivered again.
+func TestEventsBusStrategyIgnored(t *testing.T) {
+	ns := startEventServer(t, true)
+	ev := cqrsnats.EventConfig{Durable: true, BackOff: []time.Duration{time.Millisecond},
+		Bus: []cqrs.Option{cqrs.WithStrategy(cqrs.Async())}}
+	r := receiver(t, ns.ClientURL(), ev)
+	var calls sync.WaitGroup
+	calls.Add(2)
+	var n atomic.Int32
+	sub, err := cqrsnats.Subscribe(r, "email", func(context.Context, ParcelShipped) error {
+		defer calls.Done()
+		if n.Add(1) == 1 {
+			return errors.New("first attempt fails")
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	publishParcels(t, publisher(t, ns.ClientURL(), ev), 1, 1)
+	calls.Wait()
+	require.Eventually(t, func() bool { return sub.Stats().Handled == 1 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, uint64(1), sub.Stats().Failed)
 }
