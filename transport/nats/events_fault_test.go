@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -540,4 +541,24 @@ func TestEventsDurableDeliveriesWithoutOutcome(t *testing.T) {
 	assert.Equal(t, "max_deliver", dead[0].Header.Get("Nats-Service-Error-Code"))
 	assert.Equal(t, "3", dead[0].Header.Get("Cqrs-Deliveries"))
 	assert.Equal(t, int32(2), calls.Load(), "the subscriber ran past MaxDeliver")
+}
+
+// TestEventsDurableLongestName: the longest subscriber name makes a valid
+// consumer name, and two names alike but for their end get distinct
+// consumers.
+func TestEventsDurableLongestName(t *testing.T) {
+	ns := startEventServer(t, true)
+	ev := cqrsnats.EventConfig{Durable: true}
+	r := receiver(t, ns.ClientURL(), ev)
+	seen := newTally()
+	long := strings.Repeat("n", 127)
+	for _, name := range []string{long + "a", long + "b"} {
+		_, err := cqrsnats.Subscribe(r, name, seen.subscriber(name, name))
+		require.NoError(t, err)
+	}
+	st := r.Stats()
+	require.Len(t, st, 2)
+	assert.NotEqual(t, st[0].Consumer, st[1].Consumer)
+	publishParcels(t, publisher(t, ns.ClientURL(), ev), 1, 3)
+	require.True(t, seen.await([]string{long + "a", long + "b"}, 3, 10*time.Second))
 }
