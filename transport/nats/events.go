@@ -66,9 +66,10 @@ type EventConfig struct {
 	// counts too. If MaxDeliver is less than or equal to 0, it is 5.
 	MaxDeliver int
 	// AckWait is how long a subscriber may take over an event before
-	// JetStream gives it to another instance, as after a crash; it also
-	// bounds the subscriber's context. If AckWait is less than or equal
-	// to 0, it is 30s.
+	// JetStream gives it to another instance, as after a crash: keep it
+	// above the longest a subscriber takes, and bound subscribers that may
+	// take longer with a timeout below it (middleware.Timeout). If AckWait
+	// is less than or equal to 0, it is 30s.
 	AckWait time.Duration
 	// BackOff is how long an event a subscriber failed waits before its
 	// next delivery to that subscriber: BackOff[0] after the first
@@ -472,12 +473,12 @@ type EventSubscription struct {
 // in the stream. fn may thus see an event more than once: make it
 // idempotent.
 //
-// The context fn gets carries the publisher's trace context. With core
-// NATS it has no deadline (nobody waits for an event, and a timer per
-// event would cost more than the rest of its delivery): give a subscriber
-// that may hang a timeout in mws, such as middleware.Timeout. With
-// JetStream it ends after AckWait, when the event goes to another
-// instance anyway.
+// The context fn gets carries the publisher's trace context and has no
+// deadline, in either mode: nobody waits for an event, and a timer per
+// event costs more than the rest of its delivery (it wakes the runtime's
+// network poller). Give a subscriber that may hang a timeout in mws, such
+// as middleware.Timeout; with JetStream, below AckWait, after which the
+// event goes to another instance anyway.
 //
 // Events of one type reach one instance's fn one at a time, in the order
 // that instance receives them. An event is decoded into a new E only if

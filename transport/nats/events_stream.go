@@ -226,9 +226,8 @@ func (s *EventSubscription) receiveStored(m jetstream.Msg) {
 		s.bury(m, meta, "max_deliver", fmt.Errorf("nats: %s: delivered %d times", s.spec, meta.NumDelivered-1))
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.context(m.Headers()), ev.AckWait)
-	err = s.deliver(ctx, payload)
-	cancel()
+	// No deadline, as with core NATS: see Subscribe.
+	err = s.deliver(s.context(m.Headers()), payload)
 	switch {
 	case err == nil:
 		s.handled.Add(1)
