@@ -1,0 +1,564 @@
+package nats_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
+)
+
+// killable dials NATS and can cut every connection it made at the TCP
+// level, without a word to the server or a flush of what the client had
+// not sent yet (acknowledgements): as the death of the process would.
+type killable struct {
+	mu    sync.Mutex
+	conns []net.Conn
+	dead  atomic.Bool
+}
+
+func (k *killable) Dial(network, address string) (net.Conn, error) {
+	c, err := (&net.Dialer{Timeout: 2 * time.Second}).Dial(network, address)
+	if err == nil {
+		k.mu.Lock()
+		k.conns = append(k.conns, c)
+		k.mu.Unlock()
+	}
+	return c, err
+}
+
+func (k *killable) kill() {
+	k.dead.Store(true)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, c := range k.conns {
+		_ = c.Close()
+	}
+}
+
+// killableReceiver makes a receiver on a connection that never
+// reconnects, and the means to kill it.
+func killableReceiver(t *testing.T, url string, ev cqrsnats.EventConfig) (*killable, *cqrsnats.Receiver) {
+	t.Helper()
+	k := &killable{}
+	nc, err := natsgo.Connect(url, natsgo.SetCustomDialer(k), natsgo.NoReconnect())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	r, err := cqrsnats.NewReceiver(nc, ev)
+	require.NoError(t, err)
+	return k, r
+}
+
+// TestEventsDurableKilledSubscriber: three subscriber names, two
+// processes each hosting an instance of every name. While 1,000 events
+// are published, one process is killed (its TCP connection cut, nothing
+// stopped, drained or flushed, its subscribers dead from that instant)
+// after it has handled about 300 deliveries, and another started in its
+// place a moment later. Every name handles every event: none is lost.
+// Duplicates (events the killed process handled but whose
+// acknowledgement never left it) are counted and bounded.
+func TestEventsDurableKilledSubscriber(t *testing.T) {
+	const events = 1000
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, AckWait: time.Second, BackOff: []time.Duration{10 * time.Millisecond}}
+	names := []string{"email", "stock", "analytics"}
+	seen := newTally()
+	// start runs one subscriber process, on a connection of its own.
+	start := func(process string) (*killable, *cqrsnats.Receiver) {
+		k, r := killableReceiver(t, url, ev)
+		for _, name := range names {
+			_, err := cqrsnats.Subscribe(r, name, func(_ context.Context, e ParcelShipped) error {
+				if k.dead.Load() {
+					return errors.New("this process is dead")
+				}
+				seen.record(name, process, e.Parcel)
+				return nil
+			})
+			require.NoError(t, err)
+		}
+		return k, r
+	}
+	killed, _ := start("a")
+	_, survivor := start("b")
+	p := publisher(t, url, ev)
+
+	published := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		for i := 1; i <= events; i++ {
+			if err := cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: i}); err != nil {
+				published <- err
+				return
+			}
+			if i%100 == 0 {
+				time.Sleep(20 * time.Millisecond) // let the subscribers keep pace
+			}
+		}
+		published <- nil
+	}()
+	require.Eventually(t, func() bool { return seen.instance("a") >= 300 }, 10*time.Second, time.Millisecond)
+	killed.kill()
+	atKill := seen.instance("a")
+	time.Sleep(100 * time.Millisecond) // events go on being published while it is down
+	_, restarted := start("a2")
+	require.NoError(t, <-published)
+
+	require.True(t, seen.await(names, events, 15*time.Second), "not every name got every event")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, restarted.Stop(ctx))
+	require.NoError(t, survivor.Stop(ctx))
+
+	total := 0
+	for _, name := range names {
+		lost, duplicated := seen.count(name, events)
+		assert.Zero(t, lost, "%s lost events", name)
+		total += duplicated
+	}
+	t.Logf("killed after %d deliveries; the restarted process handled %d, the survivor %d; %d duplicated deliveries",
+		atKill, seen.instance("a2"), seen.instance("b"), total)
+	// Only what the killed process had handled and not yet acknowledged
+	// may come twice: at most a pull batch per subscriber.
+	assert.LessOrEqual(t, total, len(names)*32)
+}
+
+// TestEventsDurableSubscriberDown: events published while no instance of
+// a subscriber name is up wait in the stream, and reach it when it
+// subscribes again.
+func TestEventsDurableSubscriberDown(t *testing.T) {
+	ns := startEventServer(t, true)
+	ev := cqrsnats.EventConfig{Durable: true}
+	seen := newTally()
+	first, err := cqrsnats.NewReceiver(connect(t, ns.ClientURL()), ev)
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(first, "email", seen.subscriber("email", "first"))
+	require.NoError(t, err)
+	require.NoError(t, first.Stop(context.Background())) // the consumer stays
+
+	publishParcels(t, publisher(t, ns.ClientURL(), ev), 1, 100)
+	assert.Zero(t, seen.instance("first"))
+
+	second := receiver(t, ns.ClientURL(), ev)
+	_, err = cqrsnats.Subscribe(second, "email", seen.subscriber("email", "second"))
+	require.NoError(t, err)
+	require.True(t, seen.await([]string{"email"}, 100, 10*time.Second))
+	lost, duplicated := seen.count("email", 100)
+	assert.Zero(t, lost+duplicated)
+}
+
+// TestEventsDurablePoisonIsDeadLettered: an event one subscriber keeps
+// failing is delivered MaxDeliver times with back-off, then kept in the
+// dead-letter stream; the publisher never hears of it, the other
+// subscriber names handle it once, and the other events go on. Replayed
+// once the subscriber is fixed, it reaches that subscriber alone.
+func TestEventsDurablePoisonIsDeadLettered(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, MaxDeliver: 3, BackOff: []time.Duration{20 * time.Millisecond, 40 * time.Millisecond}}
+	r := receiver(t, url, ev)
+	seen := newTally()
+	var fixed atomic.Bool
+	var mu sync.Mutex
+	var attempts []time.Time
+	_, err := cqrsnats.Subscribe(r, "email", func(_ context.Context, e ParcelShipped) error {
+		if e.Parcel == 13 && !fixed.Load() {
+			mu.Lock()
+			attempts = append(attempts, time.Now())
+			mu.Unlock()
+			return errors.New("template missing")
+		}
+		seen.record("email", "email", e.Parcel)
+		return nil
+	})
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(r, "stock", seen.subscriber("stock", "stock"))
+	require.NoError(t, err)
+
+	publishParcels(t, publisher(t, url, ev), 1, 20) // no error: failures stay on the subscriber's side
+	require.True(t, seen.await([]string{"stock"}, 20, 10*time.Second))
+	var dead []*jetstream.RawStreamMsg
+	require.Eventually(t, func() bool {
+		dead = unhandled(t, url, "CQRS_UNHANDLED")
+		return len(dead) == 1
+	}, 10*time.Second, 20*time.Millisecond)
+
+	mu.Lock()
+	require.Len(t, attempts, 3)
+	assert.GreaterOrEqual(t, attempts[1].Sub(attempts[0]), 20*time.Millisecond, "no back-off")
+	assert.GreaterOrEqual(t, attempts[2].Sub(attempts[1]), 40*time.Millisecond, "no back-off")
+	mu.Unlock()
+	m := dead[0]
+	assert.Equal(t, "email", m.Header.Get("Cqrs-Subscriber"))
+	assert.Equal(t, "3", m.Header.Get("Cqrs-Deliveries"))
+	assert.Equal(t, "error", m.Header.Get("Nats-Service-Error-Code"))
+	assert.Contains(t, m.Header.Get("Nats-Service-Error"), "template missing")
+	assert.Contains(t, m.Subject, "cqrs.unhandled.email.event.")
+	lost, _ := seen.count("email", 20)
+	assert.Equal(t, 1, lost, "only the poison event is missing")
+	st := r.Stats()
+	require.Len(t, st, 2)
+	assert.Equal(t, uint64(1), st[0].DeadLettered)
+	assert.Equal(t, uint64(3), st[0].Failed)
+
+	// Fixed, the subscriber gets it back; the others do not get it again.
+	fixed.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := cqrsnats.ReplayUnhandled(ctx, connect(t, url), ev, "email")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	require.True(t, seen.await([]string{"email"}, 20, 10*time.Second))
+	assert.Empty(t, unhandled(t, url, "CQRS_UNHANDLED"))
+	n, err = cqrsnats.ReplayUnhandled(ctx, connect(t, url), ev, "email")
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	time.Sleep(100 * time.Millisecond) // a wrong replay to stock would show by now
+	for _, name := range []string{"email", "stock"} {
+		lost, duplicated := seen.count(name, 20)
+		assert.Zero(t, lost+duplicated, name)
+	}
+	_, err = cqrsnats.ReplayUnhandled(ctx, connect(t, url), ev, "email.>")
+	assert.ErrorIs(t, err, cqrs.ErrInvalidName)
+}
+
+// TestEventsDurableConsumerPerNameAndType: each subscriber name has a
+// consumer of its own for each event type. In a rolling upgrade, where
+// the old version subscribes "email" to ParcelShipped and the new one to
+// ParcelShipped and InvoicePaid, no InvoicePaid is dropped by the old
+// version and each ParcelShipped is handled once (issue #9, item 1, for
+// events).
+func TestEventsDurableConsumerPerNameAndType(t *testing.T) {
+	const n = 50
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, BackOff: []time.Duration{10 * time.Millisecond}}
+	seen := newTally()
+	invoices := newTally()
+	v1 := receiver(t, url, ev)
+	_, err := cqrsnats.Subscribe(v1, "email", seen.subscriber("email", "v1"))
+	require.NoError(t, err)
+	v2 := receiver(t, url, ev)
+	_, err = cqrsnats.Subscribe(v2, "email", seen.subscriber("email", "v2"))
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(v2, "email", func(_ context.Context, e InvoicePaid) error {
+		invoices.record("email", "v2", e.Invoice)
+		return nil
+	})
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(v2, "stock", seen.subscriber("stock", "v2"))
+	require.NoError(t, err)
+
+	p := publisher(t, url, ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 1; i <= n; i++ {
+		require.NoError(t, cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: i}))
+		require.NoError(t, cqrsnats.Publish(ctx, p, InvoicePaid{Invoice: i}))
+	}
+	require.True(t, seen.await([]string{"email", "stock"}, n, 10*time.Second))
+	require.True(t, invoices.await([]string{"email"}, n, 10*time.Second))
+	require.NoError(t, v1.Stop(ctx))
+	require.NoError(t, v2.Stop(ctx))
+	for _, c := range []struct {
+		t    *tally
+		name string
+	}{{seen, "email"}, {seen, "stock"}, {invoices, "email"}} {
+		lost, duplicated := c.t.count(c.name, n)
+		assert.Zero(t, lost, c.name)
+		assert.Zero(t, duplicated, c.name)
+	}
+
+	js, err := jetstream.New(connect(t, url))
+	require.NoError(t, err)
+	stream, err := js.Stream(ctx, "CQRS_EVENTS")
+	require.NoError(t, err)
+	filters := map[string]string{}
+	for info := range stream.ListConsumers(ctx).Info() {
+		require.Len(t, info.Config.FilterSubjects, 2, info.Name)
+		filters[info.Name] = fmt.Sprint(info.Config.FilterSubjects)
+	}
+	assert.Len(t, filters, 3, "one consumer per subscriber name and event type: %v", filters)
+	distinct := map[string]bool{}
+	for _, f := range filters {
+		distinct[f] = true
+	}
+	assert.Len(t, distinct, 3, "consumers share filters: %v", filters)
+}
+
+// TestEventsDurableStreamAsConfigured: an existing stream is used as the
+// operator configured it, never rewritten; one that cannot keep events
+// is refused with ErrEventStream.
+func TestEventsDurableStreamAsConfigured(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	js, err := jetstream.New(connect(t, url))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "SHOP_EVENTS", Subjects: []string{"shop.stored.>"}, Storage: jetstream.MemoryStorage,
+		Retention: jetstream.LimitsPolicy, MaxAge: time.Hour, MaxMsgs: 10_000,
+	})
+	require.NoError(t, err)
+	ev := cqrsnats.EventConfig{Durable: true}
+	shop := cqrsnats.WithPrefix("shop")
+	r := receiver(t, url, ev, shop)
+	seen := newTally()
+	_, err = cqrsnats.Subscribe(r, "email", seen.subscriber("email", "email"))
+	require.NoError(t, err)
+	publishParcels(t, publisher(t, url, ev, shop), 1, 10)
+	require.True(t, seen.await([]string{"email"}, 10, 10*time.Second))
+	stream, err := js.Stream(ctx, "SHOP_EVENTS")
+	require.NoError(t, err)
+	cfg := stream.CachedInfo().Config
+	assert.Equal(t, jetstream.MemoryStorage, cfg.Storage)
+	assert.Equal(t, jetstream.LimitsPolicy, cfg.Retention)
+	assert.Equal(t, time.Hour, cfg.MaxAge)
+	assert.Equal(t, int64(10_000), cfg.MaxMsgs)
+	_, err = js.Stream(ctx, "SHOP_UNHANDLED")
+	assert.NoError(t, err, "the dead-letter stream was made")
+
+	// A work queue would give each event to one subscriber name only.
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "WORK", Subjects: []string{"work.stored.>"}, Retention: jetstream.WorkQueuePolicy})
+	require.NoError(t, err)
+	w := receiver(t, url, cqrsnats.EventConfig{Durable: true, Stream: "WORK"}, cqrsnats.WithPrefix("work"))
+	_, err = cqrsnats.Subscribe(w, "email", seen.subscriber("email", "work"))
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+	assert.Empty(t, w.Stats())
+	// A stream that does not take the subjects.
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"other.x"}})
+	require.NoError(t, err)
+	o := receiver(t, url, cqrsnats.EventConfig{Durable: true, Stream: "OTHER"})
+	_, err = cqrsnats.Subscribe(o, "email", seen.subscriber("email", "other"))
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+	// A dead-letter stream with interest retention would drop them.
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "INTEREST_UNHANDLED", Subjects: []string{"interest.unhandled.>"}, Retention: jetstream.InterestPolicy})
+	require.NoError(t, err)
+	i := receiver(t, url, cqrsnats.EventConfig{Durable: true, DeadLetterStream: "INTEREST_UNHANDLED"}, cqrsnats.WithPrefix("interest"))
+	_, err = cqrsnats.Subscribe(i, "email", seen.subscriber("email", "interest"))
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+	// A missing stream whose subjects another stream takes.
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{"squat.stored.>"}})
+	require.NoError(t, err)
+	sq := receiver(t, url, cqrsnats.EventConfig{Durable: true}, cqrsnats.WithPrefix("squat"))
+	_, err = cqrsnats.Subscribe(sq, "email", seen.subscriber("email", "squat"))
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+	// A publisher whose subject another stream than its own stores.
+	err = cqrsnats.Publish(ctx, publisher(t, url, cqrsnats.EventConfig{Durable: true, Stream: "OTHER"}, shop), ParcelShipped{Parcel: 1})
+	assert.ErrorIs(t, err, cqrsnats.ErrEventStream)
+}
+
+// TestEventsDurablePublishMakesTheStream: the first publish, before any
+// receiver, makes the stream with the documented defaults and succeeds;
+// with interest retention and no consumer yet, the stream keeps nothing.
+func TestEventsDurablePublishMakesTheStream(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true}
+	p := publisher(t, url, ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: 1}))
+	require.NoError(t, cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: 2}))
+
+	js, err := jetstream.New(connect(t, url))
+	require.NoError(t, err)
+	stream, err := js.Stream(ctx, "CQRS_EVENTS")
+	require.NoError(t, err)
+	cfg := stream.CachedInfo().Config
+	assert.Equal(t, []string{"cqrs.stored.>"}, cfg.Subjects)
+	assert.Equal(t, jetstream.InterestPolicy, cfg.Retention)
+	assert.Equal(t, jetstream.FileStorage, cfg.Storage)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, info.State.Msgs, "kept with no subscriber name to take them")
+}
+
+// TestEventsTwoServicesOneNATS: two services share one NATS and one event
+// type, each with its own prefix and a subscriber named "email": each
+// service's events reach its own subscriber only, in both modes.
+func TestEventsTwoServicesOneNATS(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Core", true: "JetStream"}[durable], func(t *testing.T) {
+			const n = 100
+			ns := startEventServer(t, durable)
+			ev := cqrsnats.EventConfig{Durable: durable}
+			seen := newTally()
+			for _, service := range []string{"shop", "billing"} {
+				r := receiver(t, ns.ClientURL(), ev, cqrsnats.WithPrefix(service))
+				_, err := cqrsnats.Subscribe(r, "email", func(_ context.Context, e ParcelShipped) error {
+					seen.record(service, service, e.Parcel)
+					return nil
+				})
+				require.NoError(t, err)
+			}
+			// shop publishes parcels 1 to n, billing n+1 to 2n.
+			publishParcels(t, publisher(t, ns.ClientURL(), ev, cqrsnats.WithPrefix("shop")), 1, n)
+			publishParcels(t, publisher(t, ns.ClientURL(), ev, cqrsnats.WithPrefix("billing")), n+1, 2*n)
+			require.True(t, seen.await([]string{"shop"}, n, 10*time.Second))
+			require.Eventually(t, func() bool { return seen.instance("billing") >= n }, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // a misrouted event would arrive by now
+			seen.mu.Lock()
+			defer seen.mu.Unlock()
+			misrouted := 0
+			for parcel, c := range seen.byName["shop"] {
+				if parcel > n {
+					misrouted += c
+				}
+			}
+			for parcel, c := range seen.byName["billing"] {
+				if parcel <= n {
+					misrouted += c
+				}
+			}
+			assert.Zero(t, misrouted)
+			assert.Equal(t, n, seen.byInstance["shop"])
+			assert.Equal(t, n, seen.byInstance["billing"])
+		})
+	}
+}
+
+// TestEventsDurableServerRestart: the NATS server restarts (same port,
+// same store) between two halves of the events; the subscriber process
+// and the publisher reconnect, and every event is handled.
+func TestEventsDurableServerRestart(t *testing.T) {
+	const n = 100
+	dir := t.TempDir()
+	opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true, StoreDir: dir}
+	ns, err := server.NewServer(opts)
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	url := ns.ClientURL()
+	opts.Port = ns.Addr().(*net.TCPAddr).Port
+	ev := cqrsnats.EventConfig{Durable: true, AckWait: time.Second, BackOff: []time.Duration{10 * time.Millisecond}}
+	reconnect := []natsgo.Option{natsgo.MaxReconnects(-1), natsgo.ReconnectWait(20 * time.Millisecond)}
+
+	seen := newTally()
+	r, err := cqrsnats.NewReceiver(connect(t, url, reconnect...), ev)
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(r, "email", seen.subscriber("email", "email"))
+	require.NoError(t, err)
+	p, err := cqrsnats.NewPublisher(connect(t, url, reconnect...), ev)
+	require.NoError(t, err)
+	publishParcels(t, p, 1, n/2)
+	require.True(t, seen.await([]string{"email"}, n/2, 10*time.Second))
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ns, err = server.NewServer(opts)
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+
+	// Publish the rest, each until the restarted server has it.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	retried := 0
+	for i := n/2 + 1; i <= n; i++ {
+		for {
+			err := cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: i})
+			if err == nil {
+				break
+			}
+			require.ErrorIs(t, err, cqrsnats.ErrTransport)
+			require.NoError(t, ctx.Err())
+			retried++
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	require.True(t, seen.await([]string{"email"}, n, 15*time.Second), "events lost across the restart")
+	require.NoError(t, r.Stop(ctx))
+	lost, duplicated := seen.count("email", n)
+	assert.Zero(t, lost)
+	t.Logf("%d publishes retried while the server came back; %d duplicated deliveries", retried, duplicated)
+}
+
+// TestEventsDurableDeliveriesWithoutOutcome: an event whose deliveries
+// never end (two processes hang on it and die) counts those deliveries,
+// and the next delivery past MaxDeliver moves it to the dead letters
+// without running the subscriber again.
+func TestEventsDurableDeliveriesWithoutOutcome(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, MaxDeliver: 2, AckWait: 300 * time.Millisecond}
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	var calls atomic.Int32
+	// process subscribes "email" on a killable connection; its subscriber
+	// hangs on the event when hangs.
+	process := func(hangs bool) *killable {
+		k, r := killableReceiver(t, url, ev)
+		entered := make(chan struct{}, 1)
+		_, err := cqrsnats.Subscribe(r, "email", func(context.Context, ParcelShipped) error {
+			calls.Add(1)
+			if hangs {
+				entered <- struct{}{}
+				<-hang
+			}
+			return nil
+		})
+		require.NoError(t, err)
+		if hangs {
+			go func() {
+				<-entered
+				k.kill()
+			}()
+		}
+		return k
+	}
+	first := process(true)
+	publishParcels(t, publisher(t, url, ev), 1, 1)
+	require.Eventually(t, first.dead.Load, 5*time.Second, time.Millisecond)
+	second := process(true)
+	require.Eventually(t, second.dead.Load, 5*time.Second, time.Millisecond)
+	process(false)
+
+	var dead []*jetstream.RawStreamMsg
+	require.Eventually(t, func() bool {
+		dead = unhandled(t, url, "CQRS_UNHANDLED")
+		return len(dead) == 1
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "max_deliver", dead[0].Header.Get("Nats-Service-Error-Code"))
+	assert.Equal(t, "3", dead[0].Header.Get("Cqrs-Deliveries"))
+	assert.Equal(t, int32(2), calls.Load(), "the subscriber ran past MaxDeliver")
+}
+
+// TestEventsDurableLongestName: the longest subscriber name makes a valid
+// consumer name, and two names alike but for their end get distinct
+// consumers.
+func TestEventsDurableLongestName(t *testing.T) {
+	ns := startEventServer(t, true)
+	ev := cqrsnats.EventConfig{Durable: true}
+	r := receiver(t, ns.ClientURL(), ev)
+	seen := newTally()
+	long := strings.Repeat("n", 127)
+	for _, name := range []string{long + "a", long + "b"} {
+		_, err := cqrsnats.Subscribe(r, name, seen.subscriber(name, name))
+		require.NoError(t, err)
+	}
+	st := r.Stats()
+	require.Len(t, st, 2)
+	assert.NotEqual(t, st[0].Consumer, st[1].Consumer)
+	publishParcels(t, publisher(t, ns.ClientURL(), ev), 1, 3)
+	require.True(t, seen.await([]string{long + "a", long + "b"}, 3, 10*time.Second))
+}

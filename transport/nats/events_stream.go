@@ -1,0 +1,371 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+)
+
+// JetStream's error codes the event streams tell apart.
+const (
+	jsStreamSubjectsTaken jetstream.ErrorCode = 10065 // another stream takes the subjects
+)
+
+// Headers of a dead letter, besides the error's code and text in
+// Nats-Service-Error-Code and Nats-Service-Error, and the event's own
+// headers (its trace context).
+const (
+	headerEventSubject    = "Cqrs-Subject"    // the subject the event was published on
+	headerEventSubscriber = "Cqrs-Subscriber" // the subscriber that could not handle it
+	headerEventDeliveries = "Cqrs-Deliveries" // how many times it was delivered to it
+)
+
+// eventPullBatch bounds the events one instance has pulled and not yet
+// handled, for each subscriber: each waits its turn within AckWait.
+const eventPullBatch = 32
+
+// jsErrorCode returns the JetStream error code err carries, or 0.
+func jsErrorCode(err error) jetstream.ErrorCode {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode
+	}
+	return 0
+}
+
+// eventStream returns the info of the events' stream, made if missing,
+// after checking that it can keep events.
+func eventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev EventConfig) (*jetstream.StreamInfo, error) {
+	info, err := findOrMakeStream(ctx, js, jetstream.StreamConfig{
+		Name:        ev.Stream,
+		Description: "Events of github.com/typedcqrs/dispatch, prefix " + prefix,
+		Subjects:    []string{prefix + "." + storedToken + ".>"},
+		Retention:   jetstream.InterestPolicy,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if info.Config.Retention == jetstream.WorkQueuePolicy {
+		return nil, fmt.Errorf("%w: stream %s is a work queue, which gives each event to one subscriber name only", ErrEventStream, ev.Stream)
+	}
+	return info, nil
+}
+
+// deadEventStream returns the info of the dead-letter stream, made if
+// missing, after checking that it can keep dead letters.
+func deadEventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev EventConfig) (*jetstream.StreamInfo, error) {
+	info, err := findOrMakeStream(ctx, js, jetstream.StreamConfig{
+		Name:        ev.DeadLetterStream,
+		Description: "Events of github.com/typedcqrs/dispatch that a subscriber could not handle, prefix " + prefix,
+		Subjects:    []string{prefix + "." + unhandledToken + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if info.Config.Retention == jetstream.InterestPolicy {
+		return nil, fmt.Errorf("%w: dead-letter stream %s has interest retention, which drops dead letters while nobody reads them", ErrEventStream, ev.DeadLetterStream)
+	}
+	return info, nil
+}
+
+// findOrMakeStream returns the info of the stream want names, making it
+// as want says if it does not exist. An existing stream is not changed.
+func findOrMakeStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
+	stream, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		stream, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			stream, err = js.Stream(ctx, want.Name) // another process made it first
+		}
+		if jsErrorCode(err) == jsStreamSubjectsTaken {
+			return nil, fmt.Errorf("%w: making stream %s: another stream takes %s: %w", ErrEventStream, want.Name, want.Subjects[0], err)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: stream %s: %w", ErrTransport, want.Name, err)
+	}
+	return stream.CachedInfo(), nil
+}
+
+// storesAll checks that the stream of info stores every one of subjects.
+func storesAll(info *jetstream.StreamInfo, subjects []string) error {
+	for _, subject := range subjects {
+		found := false
+		for _, pattern := range info.Config.Subjects {
+			if found = patternMatches(pattern, subject); found {
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("%w: stream %s stores %v, not %s", ErrEventStream, info.Config.Name, info.Config.Subjects, subject)
+		}
+	}
+	return nil
+}
+
+// patternMatches reports whether the NATS subject pattern, which may
+// hold wildcards, matches subject, which holds none.
+func patternMatches(pattern, subject string) bool {
+	for pattern != "" {
+		var ptok, stok string
+		ptok, pattern, _ = strings.Cut(pattern, ".")
+		if ptok == ">" {
+			return subject != ""
+		}
+		if subject == "" {
+			return false
+		}
+		stok, subject, _ = strings.Cut(subject, ".")
+		if ptok != "*" && ptok != stok {
+			return false
+		}
+	}
+	return subject == ""
+}
+
+// eventConsumerName names the durable consumer of the events on subject
+// for the subscriber name: the name and the end of the type's identity
+// for people, and a hash of both, so that two distinct pairs never share
+// a consumer however alike they read.
+func eventConsumerName(name, subject string) string {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write([]byte(subject))
+	tail := subject[strings.LastIndexByte(subject, '.')+1:]
+	readable := name + "_" + sanitize(tail, false)
+	if len(readable) > 96 {
+		readable = readable[:96]
+	}
+	return readable + "_" + strconv.FormatUint(h.Sum64(), 36)
+}
+
+// consume makes the subscriber's durable consumer, and the streams if
+// need be, and starts taking its events. r.mu is held.
+func (r *Receiver) consume(s *EventSubscription) error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.timeout)
+	defer cancel()
+	name, tail := s.spec.Subscriber, strings.TrimPrefix(s.et.subject, r.cfg.prefix+"."+storedToken+".")
+	s.replay = r.cfg.prefix + "." + storedToken + "." + replayToken + "." + name + "." + tail
+	s.dead = r.cfg.prefix + "." + unhandledToken + "." + name + "." + tail
+	s.consumer = eventConsumerName(name, s.et.subject)
+	if r.streams[0] == nil {
+		events, err := eventStream(ctx, r.js, r.cfg.prefix, r.ev)
+		if err != nil {
+			return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
+		}
+		dead, err := deadEventStream(ctx, r.js, r.cfg.prefix, r.ev)
+		if err != nil {
+			return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
+		}
+		r.streams = [2]*jetstream.StreamInfo{events, dead}
+	}
+	if err := storesAll(r.streams[0], []string{s.et.subject, s.replay}); err != nil {
+		return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
+	}
+	if err := storesAll(r.streams[1], []string{s.dead}); err != nil {
+		return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
+	}
+	consumer, err := r.js.CreateOrUpdateConsumer(ctx, r.ev.Stream, jetstream.ConsumerConfig{
+		Durable:        s.consumer,
+		Description:    s.spec.String(),
+		FilterSubjects: []string{s.et.subject, s.replay},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        r.ev.AckWait,
+		// Unlimited: the handler counts the deliveries itself, so that an
+		// event whose last delivery had no outcome still reaches the dead
+		// letters instead of staying in the stream, never delivered.
+		MaxDeliver: -1,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: subscribe %s: consumer %s on stream %s: %w", ErrTransport, s.spec, s.consumer, r.ev.Stream, err)
+	}
+	cc, err := consumer.Consume(s.receiveStored, jetstream.PullMaxMessages(eventPullBatch))
+	if err != nil {
+		return fmt.Errorf("%w: subscribe %s: consuming %s: %w", ErrTransport, s.spec, s.consumer, err)
+	}
+	s.consume = cc
+	return nil
+}
+
+// receiveStored handles one JetStream delivery: it acknowledges the
+// event once the subscriber has handled it, delivers it again after the
+// back-off when it failed, and moves it to the dead letters after the
+// last delivery, or at once when it is not an event of its type.
+func (s *EventSubscription) receiveStored(m jetstream.Msg) {
+	s.received.Add(1)
+	ev := &s.r.ev
+	meta, err := m.Metadata()
+	if err != nil {
+		s.refuse(err)
+		_ = m.Term() // not a JetStream delivery: nothing to keep
+		return
+	}
+	payload, err := s.open(m.Data())
+	if err != nil {
+		s.refuse(err)
+		s.bury(m, meta, "bad_request", err)
+		return
+	}
+	if meta.NumDelivered > uint64(ev.MaxDeliver) {
+		// Delivered MaxDeliver times already, the last without an
+		// outcome (the process died) or whose dead letter failed.
+		s.bury(m, meta, "max_deliver", fmt.Errorf("nats: %s: delivered %d times", s.spec, meta.NumDelivered-1))
+		return
+	}
+	// No deadline, as with core NATS: see Subscribe.
+	err = s.deliver(s.context(m.Headers()), payload)
+	switch {
+	case err == nil:
+		s.handled.Add(1)
+		_ = m.Ack() // if it is lost, the event comes again: at least once
+	case isUndecodable(err):
+		s.refuse(err)
+		s.bury(m, meta, "bad_request", err)
+	case meta.NumDelivered >= uint64(ev.MaxDeliver):
+		s.failed.Add(1)
+		s.bury(m, meta, codeOf(s.r.cfg.errors, err), err)
+	default:
+		s.failed.Add(1)
+		_ = m.NakWithDelay(ev.backOffAfter(meta.NumDelivered))
+	}
+}
+
+// bury stores m in the dead-letter stream, with why it died, then
+// terminates its delivery. If the dead-letter stream does not take it,
+// the event is delivered again later rather than lost.
+func (s *EventSubscription) bury(m jetstream.Msg, meta *jetstream.MsgMetadata, code string, cause error) {
+	h := natsgo.Header{}
+	for k, v := range m.Headers() {
+		h[k] = v
+	}
+	h.Set(headerErrorCode, code)
+	h.Set(headerError, headerSafe(cause.Error()))
+	h.Set(headerEventSubject, m.Subject())
+	h.Set(headerEventSubscriber, s.spec.Subscriber)
+	h.Set(headerEventDeliveries, strconv.FormatUint(meta.NumDelivered, 10))
+	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.timeout)
+	defer cancel()
+	_, err := s.r.js.PublishMsg(ctx, &natsgo.Msg{Subject: s.dead, Data: m.Data(), Header: h},
+		jetstream.WithExpectStream(s.r.ev.DeadLetterStream))
+	if err != nil {
+		s.r.ev.Logger.LogAttrs(ctx, slog.LevelError, "nats: keeping an unhandled event failed; it will be delivered again",
+			slog.String("event", s.spec.Name), slog.String("subscriber", s.spec.Subscriber), slog.Any("error", err))
+		_ = m.NakWithDelay(s.r.ev.backOffAfter(meta.NumDelivered))
+		return
+	}
+	s.buried.Add(1)
+	s.r.ev.Logger.LogAttrs(ctx, slog.LevelError, "nats: an event went to the dead letters",
+		slog.String("event", s.spec.Name), slog.String("subscriber", s.spec.Subscriber),
+		slog.String("stream", s.r.ev.DeadLetterStream), slog.String("code", code), slog.Any("error", cause))
+	_ = m.Term()
+}
+
+// ReplayUnhandled moves the dead letters of the subscriber named
+// subscriber (of every event type) back to the events' stream, on the
+// subject that its consumers alone take, so that it, and no other
+// subscriber name, gets each of them once more. It returns how many it
+// moved. Each is removed from the dead-letter stream only once the
+// events' stream has stored it again, so a replay that fails halfway
+// loses nothing and may be run again (an event stored but not yet
+// removed when it failed is replayed twice). Replay after fixing what
+// made the subscriber fail; an event replayed to a subscriber name that no
+// longer has a consumer is dropped by a stream with interest retention.
+//
+// ev and opts must be those of the receivers: their prefix and streams;
+// the timeout ([WithTimeout]) bounds each request, and ctx the whole
+// replay. A name that is not a subscriber's is [cqrs.ErrInvalidName].
+func ReplayUnhandled(ctx context.Context, nc *natsgo.Conn, ev EventConfig, subscriber string, opts ...Option) (int, error) {
+	cfg := newConfig(opts)
+	if cfg.err != nil {
+		return 0, cfg.err
+	}
+	if nc == nil {
+		return 0, fmt.Errorf("%w: replaying events: no connection", ErrTransport)
+	}
+	if !validSubscriberName(subscriber) {
+		return 0, fmt.Errorf("%w: replaying events: %q is not a subscriber name", cqrs.ErrInvalidName, subscriber)
+	}
+	ev = ev.withDefaults(cfg.prefix)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, fmt.Errorf("%w: replaying events: %w", ErrTransport, err)
+	}
+	dead, err := js.Stream(ctx, ev.DeadLetterStream)
+	if err != nil {
+		return 0, fmt.Errorf("%w: replaying events: stream %s: %w", ErrTransport, ev.DeadLetterStream, err)
+	}
+	from := cfg.prefix + "." + unhandledToken + "." + subscriber + "."
+	to := cfg.prefix + "." + storedToken + "." + replayToken + "." + subscriber + "."
+	moved := 0
+	for seq := uint64(1); ; {
+		rctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+		m, err := dead.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(from+">"))
+		if err == nil {
+			err = replayOne(rctx, js, dead, ev, m, to+strings.TrimPrefix(m.Subject, from))
+		} else if errors.Is(err, jetstream.ErrMsgNotFound) {
+			err = errReplayed
+		} else {
+			err = fmt.Errorf("%w: replaying events: reading %s: %w", ErrTransport, ev.DeadLetterStream, err)
+		}
+		cancel()
+		if errors.Is(err, errReplayed) {
+			return moved, nil
+		}
+		if err != nil {
+			return moved, err
+		}
+		moved++
+		seq = m.Sequence + 1
+	}
+}
+
+// errReplayed ends a replay: no dead letter is left.
+var errReplayed = errors.New("replayed")
+
+// replayOne stores the dead letter m again in the events' stream, on
+// subject, then removes it from the dead letters.
+func replayOne(ctx context.Context, js jetstream.JetStream, dead jetstream.Stream, ev EventConfig, m *jetstream.RawStreamMsg, subject string) error {
+	h := natsgo.Header{}
+	for k, v := range m.Header {
+		switch k {
+		case headerErrorCode, headerError, headerEventSubject, headerEventSubscriber, headerEventDeliveries:
+		default:
+			h[k] = v // the event's own, such as its trace context
+		}
+	}
+	if _, err := js.PublishMsg(ctx, &natsgo.Msg{Subject: subject, Data: m.Data, Header: h}, jetstream.WithExpectStream(ev.Stream)); err != nil {
+		return fmt.Errorf("%w: replaying events: storing %s: %w", ErrTransport, subject, err)
+	}
+	if err := dead.DeleteMsg(ctx, m.Sequence); err != nil {
+		return fmt.Errorf("%w: replaying events: removing dead letter %d of %s, already replayed (remove it by hand): %w", ErrTransport, m.Sequence, ev.DeadLetterStream, err)
+	}
+	return nil
+}
+
+// validSubscriberName reports whether name follows cqrs.Subscribe's
+// rules, which make it one subject token.
+func validSubscriberName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !isPlain(c) || c == '/' {
+			return false
+		}
+	}
+	return true
+}
