@@ -514,10 +514,10 @@ func TestEventsSubscriptionStop(t *testing.T) {
 	assert.Equal(t, 5, seen.instance("email"), "a stopped subscriber was called")
 }
 
-// panickyCodec is JSON whose Unmarshal panics on parcel 13.
-type panickyCodec struct{ cqrsnats.JSON }
+// panickyEventCodec is JSON whose Unmarshal panics on parcel 13.
+type panickyEventCodec struct{ cqrsnats.JSON }
 
-func (c panickyCodec) Unmarshal(data []byte, v any) error {
+func (c panickyEventCodec) Unmarshal(data []byte, v any) error {
 	if err := c.JSON.Unmarshal(data, v); err != nil {
 		return err
 	}
@@ -531,7 +531,7 @@ func (c panickyCodec) Unmarshal(data []byte, v any) error {
 // that event; the process and the other events go on.
 func TestEventsCodecPanicIsRefused(t *testing.T) {
 	ns := startEventServer(t, false)
-	r := receiver(t, ns.ClientURL(), cqrsnats.EventConfig{}, cqrsnats.WithCodec(panickyCodec{}))
+	r := receiver(t, ns.ClientURL(), cqrsnats.EventConfig{}, cqrsnats.WithCodec(panickyEventCodec{}))
 	seen := newTally()
 	sub, err := cqrsnats.Subscribe(r, "email", seen.subscriber("email", "email"))
 	require.NoError(t, err)

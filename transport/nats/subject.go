@@ -174,3 +174,19 @@ func printable(s string) bool {
 	}
 	return true
 }
+
+// sanitize keeps letters, digits, '-' and '_', and dots when keepDots;
+// anything else becomes '_'. It is lossy: use it for names that only need
+// to be valid, never for ones that must stay distinct.
+func sanitize(s string, keepDots bool) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			return r
+		case r == '.' && keepDots:
+			return r
+		default:
+			return '_'
+		}
+	}, s)
+}
