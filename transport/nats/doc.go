@@ -1,6 +1,6 @@
-// Package nats carries the typed commands and queries of package cqrs over
-// NATS, so that a handler can move to another process without its callers
-// changing. It is a module of its own, so that users of the core never
+// Package nats carries the typed commands, queries, streaming queries and
+// events of package cqrs over NATS, so that a handler can move to another
+// process without its callers changing. It is a module of its own, so that users of the core never
 // download NATS. Import it under another name, since the NATS client is
 // package nats too:
 //
@@ -52,8 +52,8 @@
 // # Errors
 //
 // Errors keep their identity: errors.Is finds cqrs.ErrHandlerNotFound,
-// ErrCommandValidation (with the fields, for errors.As with
-// *middleware.ValidationError), ErrCircuitOpen, ErrRateLimited, the
+// ErrValidation (with the fields, for errors.As with
+// *cqrs.ValidationError), ErrCircuitOpen, ErrRateLimited, the
 // timeouts, and a service's own sentinels registered with [WithErrors],
 // on the calling side; an error the handler marked middleware.Permanent
 // stays a caller's error there. Other errors arrive as a [*RemoteError]
@@ -65,4 +65,18 @@
 //
 // Commands that must not be lost while no handler process is up go
 // through a JetStream work queue instead: [Enqueue] and [ServeDurable].
+//
+// # Streaming queries and events
+//
+// Streaming queries ([cqrs.StreamQuery]) are served by [ServeStreams] and
+// forwarded by [ForwardStream]: items travel one message each, with a
+// window of credit so that a slow reader bounds the producer, and
+// cancellation travels both ways. [Serve] leaves them to ServeStreams.
+//
+// Events ([cqrs.Event]) are published with [Publish] (or forwarded from a
+// local event bus with [ForwardEvents]) and received by the subscribers
+// given to [Subscribe] on a [Receiver]: every subscriber name is its own
+// delivery group, so each name gets every event once and the instances of
+// one service share the load; core NATS delivers at most once, JetStream
+// ([EventConfig]) at least once, with backoff and dead letters.
 package nats
