@@ -28,3 +28,18 @@ func ExampleSpec_Key() {
 	// 	command github.com/typedcqrs/dispatch/cqrs/internal/testtypes/a/orders.Place
 	// <nil>
 }
+
+// Two buses, each with one of the two Place commands: each keeps its
+// short name, and FullName is what tells them apart in a report that
+// shows both.
+func ExampleFullName() {
+	one, two := cqrs.NewCommandBus(), cqrs.NewCommandBus()
+	_ = cqrs.Register(one, cqrs.HandlerFunc[aorders.Place, cqrs.NoResult](noop[aorders.Place]))
+	_ = cqrs.Register(two, cqrs.HandlerFunc[borders.Place, cqrs.NoResult](noop[borders.Place]))
+	for _, spec := range append(one.Specs(), two.Specs()...) {
+		fmt.Println(spec.Name, "=", cqrs.FullName(spec))
+	}
+	// Output:
+	// orders.Place = github.com/typedcqrs/dispatch/cqrs/internal/testtypes/a/orders.Place
+	// orders.Place = github.com/typedcqrs/dispatch/cqrs/internal/testtypes/b/orders.Place
+}

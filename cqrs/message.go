@@ -48,6 +48,11 @@ func (s Spec) Key() string {
 	return s.Kind.String() + " " + typePath(s.MessageType)
 }
 
+// FullName returns the name of the message type s describes with its full
+// import path, such as "github.com/acme/shop/orders.PlaceOrder", whatever
+// name the type declares: what to show where two types would print alike.
+func FullName(s Spec) string { return typePath(s.MessageType) }
+
 // typePath writes t as %T does, but with the full import path of every
 // named type in it, as reflect writes the type arguments of a generic
 // type.

@@ -23,12 +23,14 @@ import (
 // A bus made with [cqrs.WithMetrics] measures every dispatch whole; Metrics
 // measures what runs inside it, wherever it is placed in a chain, and can
 // serve several buses. Message types are told apart by kind and Go type,
-// so two types that share a name keep separate metrics.
+// so two types that share a name keep separate metrics, and the one set up
+// second is reported under its full import path.
 //
 // Metrics is safe for concurrent use. Make one with [NewMetrics].
 type Metrics struct {
 	mu    sync.Mutex
 	types map[meterKey]*cqrs.Recorder // written at registration only
+	names map[string]meterKey         // a name in use to the type that has it
 }
 
 // meterKey is the identity of a message type, its kind and Go type, and of
@@ -50,6 +52,18 @@ func (m *Metrics) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	m.mu.Lock()
 	r, ok := m.types[key]
 	if !ok {
+		// Two types that print alike (from two packages of the same
+		// name, on two buses) are told apart by the later one's full
+		// import path.
+		name := spec.Kind.String() + " " + spec.Name + " " + spec.Subscriber
+		if m.names == nil {
+			m.names = make(map[string]meterKey)
+		}
+		if first, taken := m.names[name]; !taken {
+			m.names[name] = key
+		} else if first != key {
+			spec.Name = cqrs.FullName(spec)
+		}
 		r = cqrs.NewRecorder(spec)
 		m.types[key] = r
 	}

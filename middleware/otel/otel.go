@@ -28,6 +28,7 @@ package otel
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	otelapi "go.opentelemetry.io/otel"
@@ -84,6 +85,28 @@ type interceptor struct {
 	tracer   trace.Tracer
 	duration metric.Float64Histogram
 	failures metric.Int64Counter
+
+	mu    sync.Mutex
+	names map[string]string // a name in use to the full name of its type
+}
+
+// nameOf returns the name spec's type goes by in spans and series: its
+// own, unless another type already goes by it (two types from packages of
+// the same name, on two buses), and then its name with the full import
+// path, so that their series never merge.
+func (i *interceptor) nameOf(spec cqrs.Spec) string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.names == nil {
+		i.names = make(map[string]string)
+	}
+	name, key := spec.Kind.String()+" "+spec.Name, cqrs.FullName(spec)
+	if first, ok := i.names[name]; !ok {
+		i.names[name] = key
+	} else if first != key {
+		return cqrs.FullName(spec)
+	}
+	return spec.Name
 }
 
 // New returns an interceptor that traces and measures every dispatch. It
@@ -140,6 +163,7 @@ func errorType(err error) int {
 // Intercept precomputes what every span and measurement of spec's type
 // carries, so that a dispatch builds no attributes.
 func (i *interceptor) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+	spec.Name = i.nameOf(spec)
 	base := []attribute.KeyValue{KeyKind.String(spec.Kind.String()), KeyMessageType.String(spec.Name)}
 	if spec.Subscriber != "" {
 		base = append(base, KeySubscriber.String(spec.Subscriber))
