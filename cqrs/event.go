@@ -439,14 +439,27 @@ type eventRoute[E any] struct {
 // A publish counts itself in readers while it may call them; a
 // cancellation retires the generation and waits for its readers.
 type subscriberList[E any] struct {
-	subs    []*subscriber[E]
+	subs []*subscriber[E]
+	// fns holds the subscribers' functions when every one may be called
+	// directly (see subscriber.direct), else nil: the ordered strategies
+	// then loop over plain functions.
+	fns     []func(context.Context, E) error
 	readers atomic.Int64  // publishes under way, plus retired once retired
 	done    chan struct{} // closed when retired and no publish reads it
 	closed  atomic.Bool   // done is closed
 }
 
 func newSubscriberList[E any](subs []*subscriber[E]) *subscriberList[E] {
-	return &subscriberList[E]{subs: subs, done: make(chan struct{})}
+	l := &subscriberList[E]{subs: subs, done: make(chan struct{})}
+	fns := make([]func(context.Context, E) error, 0, len(subs))
+	for _, s := range subs {
+		if !s.direct {
+			return l
+		}
+		fns = append(fns, s.fn)
+	}
+	l.fns = fns
+	return l
 }
 
 // retired is added to readers when a generation is replaced; it is far

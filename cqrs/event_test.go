@@ -599,3 +599,25 @@ func TestCancelWaitsForThePublishesThatMayCallIt(t *testing.T) {
 		assert.Equal(t, int64(1), calls.Load())
 	})
 }
+
+func TestPanickingPlainSubscriberStopsNoOne(t *testing.T) {
+	t.Parallel()
+	for _, s := range []cqrs.Strategy{cqrs.Sequential(), cqrs.StopOnError(), cqrs.Concurrent(1)} {
+		events := cqrs.NewEventBus() // no interceptor, no metrics: plain functions
+		rec := &recorder{}
+		subscribe(t, events, "first", rec.sub("first", nil))
+		subscribe(t, events, "boom", func(context.Context, orderPlaced) error { panic("boom") })
+		subscribe(t, events, "last", rec.sub("last", nil))
+		err := cqrs.PublishWith(context.Background(), events, s, orderPlaced{ID: 1})
+		var pe *cqrs.PanicError
+		require.ErrorAs(t, err, &pe, "%s", s)
+		var se *cqrs.SubscriberError
+		require.ErrorAs(t, err, &se)
+		assert.Equal(t, "boom", se.Subscriber)
+		if s == cqrs.StopOnError() {
+			assert.Equal(t, []string{"first:1"}, rec.list(), "%s", s)
+		} else {
+			assert.ElementsMatch(t, []string{"first:1", "last:1"}, rec.list(), "%s", s)
+		}
+	}
+}

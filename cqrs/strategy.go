@@ -176,7 +176,7 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	}
 	switch s.mode {
 	case modeStopOnError:
-		_, err, ended := inOrder(ctx, l.subs, 0, evt)
+		_, err, ended := inOrder(ctx, l, 0, evt)
 		if ended {
 			return ctx.Err()
 		}
@@ -184,7 +184,7 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	case modeConcurrent:
 		return concurrent(ctx, l.subs, s, evt)
 	default:
-		return sequential(ctx, l.subs, evt)
+		return sequential(ctx, l, evt)
 	}
 }
 
@@ -192,7 +192,8 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 // with the index of the next subscriber to call, or when ctx has ended.
 // A subscriber called directly is recovered here, with one deferred call
 // for the whole loop rather than one per subscriber.
-func inOrder[E any](ctx context.Context, subs []*subscriber[E], from int, evt E) (next int, err error, ended bool) {
+func inOrder[E any](ctx context.Context, l *subscriberList[E], from int, evt E) (next int, err error, ended bool) {
+	subs := l.subs
 	next = from
 	defer func() {
 		if v := recover(); v != nil {
@@ -201,6 +202,16 @@ func inOrder[E any](ctx context.Context, subs []*subscriber[E], from int, evt E)
 		}
 	}()
 	done := ctx.Done()
+	if fns := l.fns; fns != nil && done == nil {
+		// Every subscriber is a plain function and ctx never ends: the
+		// loop a caller would write by hand.
+		for ; next < len(fns); next++ {
+			if err = fns[next](ctx, evt); err != nil {
+				return next + 1, subs[next].failed(err), false
+			}
+		}
+		return next, nil, false
+	}
 	for ; next < len(subs); next++ {
 		if done != nil && ctxEnded(done) {
 			return next, nil, true
@@ -229,12 +240,12 @@ func ctxEnded(done <-chan struct{}) bool {
 }
 
 // sequential calls every subscriber in order and joins their failures.
-func sequential[E any](ctx context.Context, subs []*subscriber[E], evt E) error {
+func sequential[E any](ctx context.Context, l *subscriberList[E], evt E) error {
 	var errs []error
-	for i := 0; i < len(subs); {
+	for i := 0; i < len(l.subs); {
 		var err error
 		var ended bool
-		i, err, ended = inOrder(ctx, subs, i, evt)
+		i, err, ended = inOrder(ctx, l, i, evt)
 		if ended {
 			errs = append(errs, ctx.Err())
 			break
