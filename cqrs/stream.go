@@ -285,16 +285,17 @@ type streamKey struct{}
 
 // streamState is one run of a stream.
 type streamState[R any] struct {
-	yield    func(R, error) bool
-	ctx      context.Context // the handler's, cancelled when the reader stops
-	stop     context.CancelCauseFunc
-	items    int
-	broke    bool // the reader broke out of its loop
-	ended    bool // the caller's ctx ended during the stream
-	finished bool // the handler returned: yield does nothing
-	ran      bool // the handler ran once: an interceptor that retries gets its error
-	err      error
-	first    *time.Timer // the first item's timer, stopped when it comes
+	yield  func(R, error) bool
+	ctx    context.Context // the handler's, cancelled when the reader stops
+	stop   context.CancelCauseFunc
+	items  int
+	broke  bool         // the reader broke out of its loop
+	ended  bool         // the caller's ctx ended during the stream
+	halted bool         // broke, ended or finished: yield does nothing
+	push   func(R) bool // the handler's yield: see pusher
+	ran    bool         // the handler ran once: an interceptor that retries gets its error
+	err    error
+	first  *time.Timer // the first item's timer, stopped when it comes
 }
 
 // errFirstItem is the cause with which a stream's context is cancelled
@@ -305,25 +306,28 @@ var errFirstItem = errors.New("cqrs: the first item did not come in time")
 // stream whose handler does not watch it.
 const checkEvery = 64
 
-// push is the handler's yield.
-func (s *streamState[R]) push(item R) bool {
-	if s.broke || s.ended || s.finished {
-		return false
+// pusher returns the handler's yield, a closure over s: a method value
+// would add a wrapper's call to every item.
+func (s *streamState[R]) pusher() func(R) bool {
+	return func(item R) bool {
+		if s.halted {
+			return false
+		}
+		if s.items&(checkEvery-1) == checkEvery-1 && s.ctx.Err() != nil {
+			s.ended, s.halted = true, true
+			return false
+		}
+		if s.first != nil && s.items == 0 {
+			s.first.Stop()
+		}
+		s.items++
+		if !s.yield(item, nil) {
+			s.broke, s.halted = true, true
+			s.stop(nil)
+			return false
+		}
+		return true
 	}
-	if s.items%checkEvery == checkEvery-1 && s.ctx.Err() != nil {
-		s.ended = true
-		return false
-	}
-	if s.items == 0 && s.first != nil {
-		s.first.Stop()
-	}
-	s.items++
-	if !s.yield(item, nil) {
-		s.broke = true
-		s.stop(nil)
-		return false
-	}
-	return true
 }
 
 // run runs the stream of q into yield.
@@ -348,6 +352,7 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	s := &streamState[R]{yield: yield, ctx: ctx, stop: stop}
+	s.push = s.pusher()
 	if r.firstItem > 0 {
 		s.first = time.AfterFunc(r.firstItem, func() { stop(errFirstItem) })
 		defer s.first.Stop()
@@ -359,7 +364,7 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 	} else {
 		err = r.produce(ctx, s, q)
 	}
-	s.finished = true
+	s.halted = true // the handler returned
 
 	switch {
 	case s.broke:
