@@ -334,11 +334,14 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 		return c.registrationError(err, in, t)
 	}
 	log := c.logger()
-	inner := h
-	if len(mws) > 0 || len(c.cfg.interceptors) > 0 {
-		inner = &recovering[C, R]{next: h, spec: in, log: log}
+	// The handler's panic is recovered innermost: by a layer of its own
+	// under typed middleware, else by the interceptor chain's innermost
+	// Invoker, which saves a call per dispatch.
+	inner, recoverLog := h, log
+	if len(mws) > 0 {
+		inner, recoverLog = &recovering[C, R]{next: h, spec: in, log: log}, nil
 	}
-	handler, err := decorate(in, inner, mws, c.cfg.interceptors)
+	handler, err := decorate(in, inner, mws, c.cfg.interceptors, recoverLog)
 	if err != nil {
 		return err
 	}
@@ -435,7 +438,10 @@ func (c *bus) registrationError(err error, in *Spec, t reflect.Type) error {
 }
 
 // decorate applies the middleware and then the bus's interceptors to h.
-func decorate[C, R any](in *Spec, h Handler[C, R], mws []Middleware[C, R], ics []Interceptor) (out Handler[C, R], err error) {
+//
+// With a non-nil recoverLog, the interceptors' innermost Invoker recovers
+// a panic of h and logs it there (see intercept).
+func decorate[C, R any](in *Spec, h Handler[C, R], mws []Middleware[C, R], ics []Interceptor, recoverLog *slog.Logger) (out Handler[C, R], err error) {
 	defer func() {
 		switch v := recover().(type) {
 		case nil:
@@ -457,7 +463,7 @@ func decorate[C, R any](in *Spec, h Handler[C, R], mws []Middleware[C, R], ics [
 	if len(ics) == 0 {
 		return out, nil
 	}
-	return intercept(in, ics, out)
+	return intercept(in, ics, out, recoverLog)
 }
 
 // Dispatch sends msg to the handler registered on b for type C and returns

@@ -294,7 +294,7 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 	s := &subscriber[E]{spec: spec, log: b.logger()}
 	if len(mws) == 0 && len(b.cfg.interceptors) == 0 {
 		s.fn = fn
-	} else if s.handler, err = decorate(spec, subscriberHandler(spec, s.log, fn), mws, b.cfg.interceptors); err != nil {
+	} else if s.handler, err = decorate(spec, subscriberHandler(spec, s.log, fn), mws, b.cfg.interceptors, nil); err != nil {
 		return nil, err
 	}
 	if r == nil {

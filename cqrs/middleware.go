@@ -3,6 +3,7 @@ package cqrs
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"sync"
 )
@@ -178,7 +179,7 @@ func (c *call[C, R]) sealed()      {}
 func Intercept[C, R any](b Bus, ics ...Interceptor) Middleware[C, R] {
 	spec := SpecFor[C, R](b)
 	return func(next Handler[C, R]) Handler[C, R] {
-		h, err := intercept(&spec, ics, next)
+		h, err := intercept(&spec, ics, next, nil)
 		if err != nil {
 			panic(buildError{err})
 		}
@@ -242,10 +243,13 @@ func anyEnabled(ctx context.Context, gates []gate) bool {
 
 // intercept builds, once, the chain of interceptors ics around next. The
 // first interceptor runs outermost.
-func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R]) (Handler[C, R], error) {
+func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R], recoverLog *slog.Logger) (Handler[C, R], error) {
 	h := &intercepted[C, R]{spec: spec, next: next}
 	// The innermost Invoker calls the typed handler with the Call's
-	// message and stores its result in the Call.
+	// message and stores its result in the Call. Given recoverLog, it
+	// also recovers the handler's panic, so that every interceptor sees
+	// it as an error (a handler under typed middleware has a recovering
+	// layer of its own instead).
 	inner := func(ctx context.Context, c Call) error {
 		cc, ok := c.(*call[C, R])
 		if !ok {
@@ -255,6 +259,25 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R]) (Han
 		res, err := next.Handle(ctx, cc.msg)
 		cc.res, cc.busy = res, false
 		return err
+	}
+	if recoverLog != nil {
+		inner = func(ctx context.Context, c Call) (err error) {
+			cc, ok := c.(*call[C, R])
+			if !ok {
+				return foreignCall(spec, c)
+			}
+			defer func() {
+				if v := recover(); v != nil {
+					var zero R
+					cc.res, cc.busy = zero, false
+					err = panicked(ctx, recoverLog, spec, v)
+				}
+			}()
+			cc.busy = true
+			res, err := next.Handle(ctx, cc.msg)
+			cc.res, cc.busy = res, false
+			return err
+		}
 	}
 	inv, gates, err := chain(spec, ics, inner)
 	if err != nil {

@@ -159,7 +159,7 @@ func RegisterStream[Q, R any](b *QueryBus, h StreamHandler[Q, R], opts ...Stream
 		r.stats = stats.New()
 	}
 	if len(c.cfg.interceptors) > 0 {
-		chain, err := decorate(in, Handler[Q, StreamSummary](streamInner[Q, R]{r}), nil, c.cfg.interceptors)
+		chain, err := decorate(in, Handler[Q, StreamSummary](streamInner[Q, R]{r}), nil, c.cfg.interceptors, nil)
 		if err != nil {
 			return err
 		}
