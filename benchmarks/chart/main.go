@@ -26,6 +26,7 @@ var bars = []struct{ bench, label string }{
 	{"Dispatch/Direct", "direct call"},
 	{"Dispatch/StringMap", "map[string] baseline"},
 	{"Dispatch/Dispatch", "cqrs.Dispatch"},
+	{"Declared/QueryAsk", "cqrs.Ask (declared)"},
 	{"Dispatch/ExecuteTyped", "cqrs.ExecuteTyped"},
 	{"Dispatch/DispatchInterceptor3", "Dispatch, 3 interceptors"},
 	{"Dispatch/DispatchMetrics", "Dispatch, WithMetrics"},

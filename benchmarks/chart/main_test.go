@@ -21,6 +21,7 @@ BenchmarkDispatch/Direct-2         	77493823	         9.0 ns/op	       0 B/op	  
 BenchmarkDispatch/StringMap-2      	4480136	        50 ns/op
 BenchmarkDispatch/StringMap-2      	4480136	        60 ns/op
 BenchmarkDispatch/Dispatch-2       	15767455	        14 ns/op
+BenchmarkDeclared/QueryAsk-2       	15767455	        14 ns/op
 BenchmarkDispatch/ExecuteTyped-2   	6484570	        35 ns/op
 BenchmarkDispatch/DispatchInterceptor3-2   	6484570	        30 ns/op
 BenchmarkDispatch/DispatchMetrics-2   	6484570	        60 ns/op
