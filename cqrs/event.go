@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -433,6 +434,9 @@ type eventRoute[E any] struct {
 	spec *Spec
 	nils nilKind
 	list atomic.Pointer[subscriberList[E]]
+	// draining holds the generations replaced while publishes may still
+	// read them; guarded by bus.mu.
+	draining []*subscriberList[E]
 }
 
 // subscriberList is one immutable generation of an event's subscribers.
@@ -486,12 +490,39 @@ func (l *subscriberList[E]) release() {
 	}
 }
 
-// retire marks l replaced and waits until no publish reads it. A publish
-// that loads l after it was replaced counts itself for a moment, sees the
-// replacement and lets go without calling anyone.
+// retire marks l replaced. A publish that loads l after it was replaced
+// counts itself for a moment, sees the replacement and lets go without
+// calling anyone; l.done is closed once no publish reads l.
 func (l *subscriberList[E]) retire() {
-	if l.readers.Add(retired) != retired {
-		<-l.done
+	if l.readers.Add(retired) == retired && l.closed.CompareAndSwap(false, true) {
+		close(l.done)
+	}
+}
+
+// drained reports whether no publish reads l any more.
+func (l *subscriberList[E]) drained() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// has reports whether s is among l's subscribers.
+func (l *subscriberList[E]) has(s *subscriber[E]) bool {
+	return slices.Contains(l.subs, s)
+}
+
+// replace publishes next as r's generation and retires the current one,
+// keeping it among those draining until no publish reads it. bus.mu is
+// held.
+func (r *eventRoute[E]) replace(next *subscriberList[E]) {
+	old := r.list.Swap(next)
+	old.retire()
+	r.draining = slices.DeleteFunc(r.draining, (*subscriberList[E]).drained)
+	if !old.drained() {
+		r.draining = append(r.draining, old)
 	}
 }
 
@@ -507,13 +538,13 @@ func (r *eventRoute[E]) has(name string) bool {
 // add publishes a generation with s last. b.mu is held.
 func (r *eventRoute[E]) add(s *subscriber[E]) {
 	old := r.list.Load()
-	// The old generation is not retired: publishes that read it do not
-	// know s, and nothing waits for them.
-	r.list.Store(newSubscriberList(append(old.subs[:len(old.subs):len(old.subs)], s)))
+	r.replace(newSubscriberList(append(old.subs[:len(old.subs):len(old.subs)], s)))
 }
 
-// remove publishes a generation without s and waits for the publishes
-// that may still call it.
+// remove publishes a generation without s, then waits for every
+// publish that may still call s: those reading any earlier generation
+// that holds s, the one replaced here or one replaced before (by another
+// subscription or cancellation) and still read.
 func (r *eventRoute[E]) remove(b *EventBus, s *subscriber[E]) {
 	b.mu.Lock()
 	old := r.list.Load()
@@ -523,9 +554,17 @@ func (r *eventRoute[E]) remove(b *EventBus, s *subscriber[E]) {
 			subs = append(subs, x)
 		}
 	}
-	r.list.Store(newSubscriberList(subs))
+	r.replace(newSubscriberList(subs))
+	var wait []*subscriberList[E]
+	for _, l := range r.draining {
+		if l.has(s) {
+			wait = append(wait, l)
+		}
+	}
 	b.mu.Unlock()
-	old.retire()
+	for _, l := range wait {
+		<-l.done
+	}
 }
 
 func (r *eventRoute[E]) subscribers() []subscriberInfo {

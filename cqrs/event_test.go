@@ -621,3 +621,56 @@ func TestPanickingPlainSubscriberStopsNoOne(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelWaitsForOlderGenerations: a publish that loaded the
+// subscribers before a later Subscribe, or before another Cancel, still
+// holds the cancelled subscriber: Cancel must wait for it too.
+func TestCancelWaitsForOlderGenerations(t *testing.T) {
+	t.Parallel()
+	for _, between := range []string{"subscribe", "cancel"} {
+		t.Run(between, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				events := cqrs.NewEventBus()
+				release := make(chan struct{})
+				var cancelled atomic.Bool
+				var late atomic.Int64
+				subscribe(t, events, "blocker", func(context.Context, orderPlaced) error {
+					<-release
+					return nil
+				})
+				other := subscribe(t, events, "other", func(context.Context, orderPlaced) error { return nil })
+				leaving := subscribe(t, events, "leaving", func(context.Context, orderPlaced) error {
+					if cancelled.Load() {
+						late.Add(1)
+					}
+					return nil
+				})
+				published := make(chan error, 1)
+				go func() { published <- cqrs.Publish(context.Background(), events, orderPlaced{}) }()
+				synctest.Wait() // the publish is inside blocker, holding the first generation
+
+				switch between {
+				case "subscribe":
+					subscribe(t, events, "newcomer", func(context.Context, orderPlaced) error { return nil })
+				case "cancel":
+					go other.Cancel() // waits for the first generation
+					synctest.Wait()
+				}
+				var returned atomic.Bool
+				go func() {
+					leaving.Cancel()
+					cancelled.Store(true)
+					returned.Store(true)
+				}()
+				synctest.Wait()
+				assert.False(t, returned.Load(), "Cancel returned while a publish that will call the subscriber ran")
+
+				close(release)
+				require.NoError(t, <-published)
+				synctest.Wait()
+				assert.True(t, returned.Load())
+				assert.Zero(t, late.Load(), "called after Cancel returned")
+			})
+		})
+	}
+}
