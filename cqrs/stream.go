@@ -97,9 +97,11 @@ type streamOptionFunc func(*streamConfig)
 func (f streamOptionFunc) applyStream(c *streamConfig) { f(c) }
 
 // WithFirstItemTimeout bounds the wait for a stream's first item: if the
-// handler yields nothing within d, its context is cancelled and the stream
-// ends with an error wrapping [ErrExecutionTimeout] and
-// [context.DeadlineExceeded]. Once the first item arrived, the handler
+// handler yields nothing within d, its context is cancelled, an item it
+// yields later is refused (its yield returns false), and the stream ends
+// with an error wrapping [ErrExecutionTimeout] and
+// [context.DeadlineExceeded]. (The handler's own ctx.Err() is
+// context.Canceled.) Once the first item arrived, the handler
 // takes as long as it needs; bound the whole stream with a timeout
 // interceptor (middleware.Timeout). If d is less than or equal to 0, there
 // is no bound.
@@ -292,6 +294,8 @@ type streamState[R any] struct {
 	broke  bool         // the reader broke out of its loop
 	ended  bool         // the caller's ctx ended during the stream
 	halted bool         // broke, ended or finished: yield does nothing
+	inBody bool         // the reader's loop body runs: a panic is the reader's
+	panicV any          // the value the reader's loop body panicked with
 	push   func(R) bool // the handler's yield: see pusher
 	ran    bool         // the handler ran once: an interceptor that retries gets its error
 	err    error
@@ -317,11 +321,16 @@ func (s *streamState[R]) pusher() func(R) bool {
 			s.ended, s.halted = true, true
 			return false
 		}
-		if s.first != nil && s.items == 0 {
-			s.first.Stop()
+		if s.first != nil && s.items == 0 && !s.first.Stop() {
+			// The first item came after its deadline: the stream is over.
+			s.ended, s.halted = true, true
+			return false
 		}
 		s.items++
-		if !s.yield(item, nil) {
+		s.inBody = true // a panic from here on is the reader's, not the handler's
+		more := s.yield(item, nil)
+		s.inBody = false
+		if !more {
 			s.broke, s.halted = true, true
 			s.stop(nil)
 			return false
@@ -360,11 +369,16 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 
 	var err error
 	if r.chain != nil {
-		err = r.intercepted(context.WithValue(ctx, streamKey{}, s), q)
+		err = r.intercepted(context.WithValue(ctx, streamKey{}, s), s, q)
 	} else {
 		err = r.produce(ctx, s, q)
 	}
 	s.halted = true // the handler returned
+	if s.inBody {
+		// The reader's loop body panicked and an interceptor recovered
+		// it: the reader must not be called again, and its panic goes on.
+		panic(s.panicV)
+	}
 
 	switch {
 	case s.broke:
@@ -385,10 +399,10 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 
 // intercepted runs the stream inside the bus's interceptors, recovering a
 // panic of theirs.
-func (r *streamRoute[Q, R]) intercepted(ctx context.Context, q Q) (err error) {
+func (r *streamRoute[Q, R]) intercepted(ctx context.Context, s *streamState[R], q Q) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = panicked(ctx, r.log, r.spec, v)
+			err = r.recovered(ctx, s, v)
 		}
 	}()
 	_, err = r.chain.Handle(ctx, q)
@@ -399,10 +413,21 @@ func (r *streamRoute[Q, R]) intercepted(ctx context.Context, q Q) (err error) {
 func (r *streamRoute[Q, R]) produce(ctx context.Context, s *streamState[R], q Q) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = panicked(ctx, r.log, r.spec, v)
+			err = r.recovered(ctx, s, v)
 		}
 	}()
 	return r.handler.Stream(ctx, q, s.push)
+}
+
+// recovered turns the handler's panic v into a *PanicError. A panic of
+// the reader's own loop body, which unwinds through the handler's yield,
+// is not the handler's: it goes on up to the reader, unchanged.
+func (r *streamRoute[Q, R]) recovered(ctx context.Context, s *streamState[R], v any) error {
+	if s.inBody {
+		s.panicV = v
+		panic(v)
+	}
+	return panicked(ctx, r.log, r.spec, v)
 }
 
 // streamInner is the innermost handler of a stream's interceptor chain:

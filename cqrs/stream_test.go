@@ -391,3 +391,60 @@ func ExampleStream() {
 	// 9
 	// 16
 }
+
+func TestReadersPanicIsTheReaders(t *testing.T) {
+	t.Parallel()
+	for _, intercepted := range []bool{false, true} {
+		var opts []cqrs.Option
+		var seen []error
+		if intercepted {
+			// An interceptor that recovers panics, as middleware.Recovery does.
+			opts = append(opts, cqrs.WithInterceptors(cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+				return func(ctx context.Context, c cqrs.Call) (err error) {
+					defer func() {
+						if v := recover(); v != nil {
+							err = fmt.Errorf("recovered: %v", v)
+						}
+						seen = append(seen, err)
+					}()
+					return next(ctx, c)
+				}
+			})))
+		}
+		queries, n := newNumbers(t, opts...)
+		func() {
+			defer func() {
+				assert.Equal(t, "the reader's own bug", recover(), "the panic reaches the reader unchanged (intercepted=%v)", intercepted)
+			}()
+			for v, err := range cqrs.Stream(context.Background(), queries, listNumbers{N: 10}) {
+				require.NoError(t, err)
+				if v == 2 {
+					panic("the reader's own bug")
+				}
+			}
+		}()
+		assert.Equal(t, 3, n.produced)
+	}
+}
+
+func TestItemsAfterTheFirstItemTimeoutAreRefused(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		queries := cqrs.NewQueryBus()
+		refused := 0
+		require.NoError(t, cqrs.HandleStream(queries, func(_ context.Context, q listNumbers, yield func(int) bool) error {
+			time.Sleep(2 * time.Second) // deaf to its context
+			for i := range q.N {
+				if !yield(i) {
+					refused++
+				}
+			}
+			return nil
+		}, cqrs.WithFirstItemTimeout(time.Second)))
+		items, errs := collect(cqrs.Stream(context.Background(), queries, listNumbers{N: 5}))
+		assert.Empty(t, items, "nothing after the deadline")
+		require.Len(t, errs, 1)
+		require.ErrorIs(t, errs[0], cqrs.ErrExecutionTimeout)
+		assert.Equal(t, 5, refused)
+	})
+}
