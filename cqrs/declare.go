@@ -123,28 +123,42 @@ func Handle[C Message[R, B], R any, B Bus](b B, fn func(ctx context.Context, msg
 
 // declaration is what a marker says of the message that embeds it.
 type declaration struct {
-	kind   Kind
-	result reflect.Type // of a stream, its items'
-	stream bool         // declared by StreamQuery
+	kind    Kind
+	result  reflect.Type // of a stream, its items'
+	stream  bool         // declared by StreamQuery
+	pointer bool         // the marker is embedded through a pointer: refused
 }
 
 // declarer is implemented by every type that embeds a marker.
 type declarer interface{ declaration() declaration }
 
 // declaredBy returns what message type t declares, if it embeds a marker.
-// It calls no user code: the markers' method runs on a zero value.
-func declaredBy(t reflect.Type) (declaration, bool) {
+// It calls no user code: the markers' method runs on a zero value. A
+// marker embedded through a pointer (struct{ *cqrs.Command[R] }) is nil in
+// that zero value; it is reported as such, to be refused.
+func declaredBy(t reflect.Type) (d declaration, ok bool) {
 	if t == nil || !t.Implements(reflect.TypeFor[declarer]()) {
 		return declaration{}, false
 	}
 	if t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	d, ok := reflect.Zero(t).Interface().(declarer)
+	defer func() {
+		if recover() != nil {
+			d, ok = declaration{pointer: true}, true
+		}
+	}()
+	dl, ok := reflect.Zero(t).Interface().(declarer)
 	if !ok {
 		return declaration{}, false
 	}
-	return d.declaration(), true
+	return dl.declaration(), true
+}
+
+// errPointerMarker explains the refusal of a marker embedded by pointer.
+func errPointerMarker(t reflect.Type) error {
+	return fmt.Errorf("%w: %s embeds its marker through a pointer; embed cqrs.Command, Query, StreamQuery or Event by value",
+		ErrInvalidMessageType, t)
 }
 
 // checkDeclared refuses a handler for message type t, returning res, on a
@@ -154,6 +168,8 @@ func checkDeclared(t reflect.Type, kind Kind, res reflect.Type) error {
 	switch {
 	case !ok:
 		return nil
+	case d.pointer:
+		return errPointerMarker(t)
 	case d.stream:
 		return fmt.Errorf("%w: %s is declared a streaming query; register it with HandleStream or RegisterStream",
 			ErrInvalidMessageType, t)
@@ -214,7 +230,11 @@ func Require(b Bus, msgs ...any) error {
 // type t. A declared message's result need not be checked: Register
 // refuses a handler that does not return it.
 func requireOne(b Bus, kind Kind, t reflect.Type) error {
-	if d, ok := declaredBy(t); ok && d.kind != kind {
+	d, ok := declaredBy(t)
+	if ok && d.pointer {
+		return errPointerMarker(t)
+	}
+	if ok && d.kind != kind {
 		return fmt.Errorf("%s is declared for the %s bus: %w", t, d.kind, ErrInvalidMessageType)
 	}
 	if find(b, t) == nil {

@@ -254,3 +254,22 @@ func TestRequireNamesEveryMissingHandler(t *testing.T) {
 	var nilQueries *cqrs.QueryBus
 	require.ErrorIs(t, cqrs.Require(nilQueries, getAccount{}), cqrs.ErrNilBus)
 }
+
+// pointerMarked embeds its marker through a pointer, which compiles with
+// Send but has a nil marker in its zero value.
+type pointerMarked struct {
+	*cqrs.Command[int]
+	N int
+}
+
+func TestMarkerByPointerIsRefusedNotAPanic(t *testing.T) {
+	t.Parallel()
+	commands := cqrs.NewCommandBus()
+	err := cqrs.Handle(commands, func(context.Context, pointerMarked) (int, error) { return 1, nil })
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.Contains(t, err.Error(), "by value")
+	err = cqrs.Register(commands, cqrs.HandlerFunc[pointerMarked, int](func(context.Context, pointerMarked) (int, error) { return 1, nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	require.ErrorIs(t, cqrs.Require(commands, pointerMarked{}), cqrs.ErrInvalidMessageType)
+	assert.Empty(t, commands.Registered())
+}

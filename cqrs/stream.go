@@ -186,6 +186,8 @@ func checkDeclaredStream(t reflect.Type, item reflect.Type, stream bool) error {
 	switch {
 	case !ok || !stream:
 		return nil
+	case d.pointer:
+		return errPointerMarker(t)
 	case !d.stream:
 		return fmt.Errorf("%w: %s is declared a %s with one result; register it with Handle or Register",
 			ErrInvalidMessageType, t, d.kind)
