@@ -60,12 +60,13 @@ func (Query[R]) declaration() declaration {
 }
 
 // Message is satisfied by every message type that declares, by embedding
-// [Command] or [Query], that it is handled on a bus of type B and returns
-// R: a type embedding Command[R] is a Message[R, *CommandBus], one
-// embedding Query[R] a Message[R, *QueryBus]. So is a pointer to such a
-// type.
+// [Command], [Query] or [Event], that it is handled on a bus of type B and
+// returns R: a type embedding Command[R] is a Message[R, *CommandBus], one
+// embedding Query[R] a Message[R, *QueryBus], one embedding Event a
+// Message[NoResult, *EventBus]. So is a pointer to such a type.
 //
-// Message is the constraint of [Send], [Ask] and [Handle], through which
+// Message is the constraint of [Send], [Ask], [Handle], [Publish] and
+// [Subscribe], through which
 // the compiler infers R from the message and refuses the mismatches. Only
 // the markers of this package implement it.
 type Message[R, B any] interface {

@@ -86,8 +86,9 @@ func (e *SubscriberError) Unwrap() error { return e.Err }
 // publish [Strategy] chosen per bus ([WithStrategy]) or per call
 // ([PublishWith]).
 //
-// Subscribers are kept as handlers are on the other buses: by the event's
-// type, in a map read without locks and replaced by each subscription, so
+// Subscribers are kept by the event's type, in the registry the other
+// buses use, each type's list read without locks and replaced by each
+// subscription and cancellation, so
 // [Subscribe] and [Subscription.Cancel] are safe while other goroutines
 // publish. Each subscriber runs inside the bus's interceptors and its own
 // middleware with a [Spec] of its own (Spec.Subscriber is its name), so a
@@ -180,9 +181,27 @@ func (b *EventBus) PublishWith(ctx context.Context, s Strategy, evt any) error {
 	}
 	e, ok := b.routes.Lookup(registry.KeyOf(t))
 	if !ok {
-		return b.noSubscribers(t.String())
+		return b.unrouted(ctx, s, t, evt)
 	}
 	return e.publish(ctx, s, evt)
+}
+
+// unrouted is the outcome of publishing evt, of type t, which never had a
+// subscriber on b: the errors a publish to subscribers would have given
+// for a nil ctx, a done ctx, a nil event or a closed queue, else nothing
+// or ErrNoSubscribers.
+func (b *EventBus) unrouted(ctx context.Context, s Strategy, t reflect.Type, evt any) error {
+	switch {
+	case ctx == nil:
+		return fmt.Errorf("%w: publishing event %s", ErrNilContext, t)
+	case isNilValue(evt):
+		return fmt.Errorf("%w: event %s", ErrNilMessage, t)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case b.strategy(s).mode == modeAsync && b.queueClosed():
+		return fmt.Errorf("%w: publishing event %s", ErrClosed, t)
+	}
+	return b.noSubscribers(t.String())
 }
 
 func (b *EventBus) logger() *slog.Logger {
@@ -225,7 +244,7 @@ func (b *EventBus) noSubscribers(name string) error {
 // [ErrNilContext], a nil pointer evt [ErrNilMessage], and a ctx already
 // done is ctx.Err(), before any subscriber runs.
 //
-// With no middleware, a synchronous publish allocates nothing unless a
+// A Sequential or StopOnError publish allocates nothing unless a
 // subscriber fails.
 func Publish[E Message[NoResult, *EventBus]](ctx context.Context, b *EventBus, evt E) error {
 	return PublishWith(ctx, b, Strategy{}, evt)
@@ -239,10 +258,7 @@ func PublishWith[E Message[NoResult, *EventBus]](ctx context.Context, b *EventBu
 	}
 	e, ok := b.routes.Lookup(registry.KeyFor[E]())
 	if !ok {
-		if isNilValue(any(evt)) {
-			return fmt.Errorf("%w: event %s", ErrNilMessage, reflect.TypeFor[E]())
-		}
-		return b.noSubscribers(reflect.TypeFor[E]().String())
+		return b.unrouted(ctx, s, reflect.TypeFor[E](), any(evt))
 	}
 	r, ok := e.typed.(*eventRoute[E])
 	if !ok { // never: the entry was found by E
@@ -272,25 +288,18 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 		return nil, fmt.Errorf("%w: subscribing to an event", ErrNilBus)
 	}
 	t := reflect.TypeFor[E]()
+	// Check under the lock, build the subscriber's chain outside it (the
+	// middleware and interceptors are user code, which may subscribe or
+	// cancel on this bus), then check again and add under the lock: a
+	// failed Subscribe changes nothing, and a duplicate is refused before
+	// the interceptors set anything up for it.
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	spec := &Spec{Kind: KindEvent, Name: b.nameFor(t), MessageType: t,
 		ResultType: reflect.TypeFor[NoResult](), Subscriber: name}
-	if err := checkSubscriberName(name); err != nil {
-		return nil, fmt.Errorf("%w: subscribing to %s: %q: %s", ErrInvalidName, spec, name, err)
-	}
-	if fn == nil {
-		return nil, fmt.Errorf("%w: subscribing %s", ErrNilHandler, spec)
-	}
-	// Refuse a duplicate before the interceptors set anything up for it,
-	// and add the event's route only once the subscriber is built, so
-	// that a failed Subscribe changes nothing.
-	r, err := lookupRoute[E](b, t)
+	err := b.checkSubscriber(t, spec, fn == nil)
+	b.mu.Unlock()
 	if err != nil {
 		return nil, err
-	}
-	if r != nil && r.has(name) {
-		return nil, fmt.Errorf("%w: %s: another subscriber has that name", ErrHandlerExists, spec)
 	}
 	s := &subscriber[E]{spec: spec, log: b.logger()}
 	if len(mws) == 0 && len(b.cfg.interceptors) == 0 {
@@ -298,19 +307,42 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 	} else if s.handler, err = decorate(spec, subscriberHandler(spec, s.log, fn), mws, b.cfg.interceptors, nil); err != nil {
 		return nil, err
 	}
-	if r == nil {
-		if r, err = addRoute[E](b, t, spec.Name); err != nil {
-			return nil, err
-		}
-	}
 	if b.cfg.metrics {
 		s.stats = stats.New()
 	}
 	s.direct = s.fn != nil && s.stats == nil
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.checkSubscriber(t, spec, false); err != nil {
+		return nil, err // another Subscribe took the name meanwhile
+	}
+	r, err := lookupRoute[E](b, t)
+	if err == nil && r == nil {
+		r, err = addRoute[E](b, t, spec.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
 	sub := &Subscription{spec: spec}
 	sub.cancel = func() { r.remove(b, s) }
 	r.add(s)
 	return sub, nil
+}
+
+// checkSubscriber says why the subscriber spec describes, for event type
+// t, cannot be added to b now, or returns nil. b.mu is held.
+func (b *EventBus) checkSubscriber(t reflect.Type, spec *Spec, nilFn bool) error {
+	if err := checkSubscriberName(spec.Subscriber); err != nil {
+		return fmt.Errorf("%w: subscribing to event %s: %q: %s", ErrInvalidName, spec.Name, spec.Subscriber, err)
+	}
+	if nilFn {
+		return fmt.Errorf("%w: subscribing %s", ErrNilHandler, spec)
+	}
+	if e, ok := b.routes.Lookup(registry.KeyOf(t)); ok && e.route.has(spec.Subscriber) {
+		return fmt.Errorf("%w: %s: another subscriber has that name", ErrHandlerExists, spec)
+	}
+	return nil
 }
 
 // checkSubscriberName says what is wrong with a subscriber's name.
@@ -376,8 +408,8 @@ func (b *EventBus) nameFor(t reflect.Type) string {
 }
 
 // Subscription is one subscriber's place on an [EventBus], returned by
-// [Subscribe]. It is safe for concurrent use; a nil *Subscription's
-// methods do nothing.
+// [Subscribe]. It is safe for concurrent use. The zero Subscription, like
+// a nil *Subscription, is one already cancelled: its methods do nothing.
 type Subscription struct {
 	spec   *Spec
 	once   sync.Once
@@ -390,9 +422,11 @@ type Subscription struct {
 // might call it. So a subscriber must not cancel its own subscription, nor
 // one of its event type, while it handles an event: it would wait for its
 // own publish. (Do it from another goroutine, which returns once this call
-// has ended.) Cancel may be called more than once.
+// has ended.) The same holds for any Cancel of a subscription of an event
+// whose publish is under way further up the same goroutine, including the
+// asynchronous strategy's worker. Cancel may be called more than once.
 func (s *Subscription) Cancel() {
-	if s == nil {
+	if s == nil || s.cancel == nil {
 		return
 	}
 	s.once.Do(s.cancel)
@@ -400,7 +434,7 @@ func (s *Subscription) Cancel() {
 
 // Spec describes the subscriber: its event and, in Subscriber, its name.
 func (s *Subscription) Spec() Spec {
-	if s == nil {
+	if s == nil || s.spec == nil {
 		return Spec{}
 	}
 	return *s.spec
@@ -413,6 +447,7 @@ type eventEntry struct {
 	route interface {
 		publish(ctx context.Context, s Strategy, evt any) error
 		subscribers() []subscriberInfo
+		has(name string) bool
 	}
 }
 

@@ -13,12 +13,11 @@ import (
 // A bus has one ([WithStrategy]); a call may choose another
 // ([PublishWith]).
 //
-// | strategy       | order of calls      | Publish returns                  | a failure              |
-// |----------------|---------------------|----------------------------------|------------------------|
-// | [Sequential]   | subscription order  | when all have run                | all run; errors joined |
-// | [StopOnError]  | subscription order  | at the first failure             | the rest do not run    |
-// | [Concurrent]   | none: n at a time   | when all have run                | all run; errors joined |
-// | [Async]        | queue order         | once the event is queued         | logged and counted     |
+//	strategy      order of calls       Publish returns            on a failure
+//	Sequential    subscription order   when all have run          all run; errors joined
+//	StopOnError   subscription order   at the first failure       the rest do not run
+//	Concurrent    none: n at a time    when all have run          all run; errors joined
+//	Async         queue order          once the event is queued   logged and counted
 //
 // In every strategy a subscriber's failure is a [*SubscriberError] naming
 // it, and a panic is that subscriber's failure (a [*PanicError]), seen by
@@ -77,14 +76,19 @@ func Concurrent(limit int) Strategy { return Strategy{mode: modeConcurrent, limi
 // ends (then returns ctx.Err() and the event is not queued), or fails at
 // once with [ErrQueueFull] if the queue fails fast; see [EventQueue].
 // Subscribers get a ctx with the caller's values (such as a trace) but
-// not its cancellation or deadline. [EventBus.Close] waits until every
-// queued event has been handled.
+// not its cancellation or deadline. A subscriber that publishes
+// asynchronously with that ctx runs on the queue's worker, which could
+// not make room while it waits: such a publish never waits, and fails
+// with ErrQueueFull when the queue is full. [EventBus.Close] waits until
+// every queued event has been handled.
 func Async() Strategy { return Strategy{mode: modeAsync} }
 
 // CancelOnError returns a [Concurrent] strategy that, at the first
 // failure, cancels the context of the subscribers still running and does
-// not start those still waiting for their turn. It returns other
-// strategies unchanged.
+// not start those still waiting for their turn. A subscriber that then
+// returns context.Canceled is not counted as failed: the error holds the
+// failures that caused the cancellation. It returns other strategies
+// unchanged.
 func (s Strategy) CancelOnError() Strategy {
 	if s.mode == modeConcurrent {
 		s.cancelOnError = true
@@ -167,6 +171,9 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 		return err
 	}
 	if s.mode == modeAsync {
+		if len(r.list.Load().subs) == 0 {
+			return r.bus.noSubscribers(r.spec.Name)
+		}
 		return enqueue(ctx, r, evt)
 	}
 	l := r.acquire()
@@ -288,6 +295,9 @@ func concurrent[E any](ctx context.Context, subs []*subscriber[E], s Strategy, e
 		wg.Go(func() {
 			defer func() { <-slots }()
 			if err := sub.call(ctx, evt); err != nil {
+				if s.cancelOnError && errors.Is(err, context.Canceled) && errors.Is(context.Cause(ctx), errSubscriberFailed) {
+					return // stopped because another failed: not a failure of its own
+				}
 				errs[i] = sub.failed(err)
 				cancel(errSubscriberFailed)
 			}
@@ -332,14 +342,32 @@ type eventQueue struct {
 	closed  bool
 	workers sync.WaitGroup
 	done    chan struct{} // closed when the workers have ended
+
+	closingInit sync.Once
+	closingOnce sync.Once
+	closing     chan struct{} // closed first by Close, so that blocked senders leave
 }
+
+// closingCh returns q.closing, made on first use: the zero EventBus is
+// usable.
+func (q *eventQueue) closingCh() chan struct{} {
+	q.closingInit.Do(func() { q.closing = make(chan struct{}) })
+	return q.closing
+}
+
+// workerKey marks the context a queued event is handled with: a
+// subscriber that publishes asynchronously from it runs on one of the
+// queue's own workers, so it must not wait for room in the queue.
+type workerKey struct{}
 
 // enqueue queues the handling of evt by r's subscribers.
 func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 	b := r.bus
 	q := &b.queue
 	q.start.Do(func() { q.run(b.cfg.events.queue) })
-	values := context.WithoutCancel(ctx)
+	closing := q.closingCh()
+	fromWorker := ctx.Value(workerKey{}) == q
+	values := context.WithValue(context.WithoutCancel(ctx), workerKey{}, q)
 	job := func() { r.handleQueued(values, evt) }
 
 	q.mu.RLock()
@@ -347,11 +375,15 @@ func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 	if q.closed {
 		return fmt.Errorf("%w: publishing %s", ErrClosed, r.spec)
 	}
-	if b.cfg.events.queue.FailFast {
+	if b.cfg.events.queue.FailFast || fromWorker {
 		select {
 		case q.jobs <- job:
 			return nil
 		default:
+			if fromWorker {
+				return fmt.Errorf("%w: publishing %s from a subscriber the queue's worker runs, which cannot wait for room",
+					ErrQueueFull, r.spec)
+			}
 			return fmt.Errorf("%w: publishing %s", ErrQueueFull, r.spec)
 		}
 	}
@@ -360,6 +392,8 @@ func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-closing:
+		return fmt.Errorf("%w: publishing %s", ErrClosed, r.spec)
 	}
 }
 
@@ -396,6 +430,9 @@ func (q *eventQueue) run(cfg EventQueue) {
 // handled every queued one.
 func (q *eventQueue) close() {
 	q.start.Do(func() {}) // no worker starts after this
+	// Senders blocked on a full queue hold the read lock: tell them to
+	// leave first, or the write lock would wait for room.
+	q.closingOnce.Do(func() { close(q.closingCh()) })
 	q.mu.Lock()
 	if !q.closed {
 		q.closed = true
@@ -411,14 +448,18 @@ func (q *eventQueue) close() {
 }
 
 // Close stops the bus taking asynchronous publishes, which then fail with
-// [ErrClosed], and waits until every event already queued has been
-// handled by its subscribers: none is lost. Synchronous publishes are
+// [ErrClosed] (so do those waiting for room in a full queue), and waits
+// until every event already queued has been handled by its subscribers:
+// none is lost. Synchronous publishes are
 // not affected. If ctx ends first, Close returns its error and the queue
 // goes on draining in the background. Close may be called more than once;
 // a bus that never published asynchronously has nothing to wait for.
 func (b *EventBus) Close(ctx context.Context) error {
 	if b == nil {
 		return nil
+	}
+	if ctx == nil {
+		return fmt.Errorf("%w: closing the event bus", ErrNilContext)
 	}
 	closed := make(chan struct{})
 	go func() {
@@ -431,6 +472,13 @@ func (b *EventBus) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("cqrs: closing the event bus: %w", ctx.Err())
 	}
+}
+
+// queueClosed reports whether Close was called.
+func (b *EventBus) queueClosed() bool {
+	b.queue.mu.RLock()
+	defer b.queue.mu.RUnlock()
+	return b.queue.closed
 }
 
 // handleQueued runs a queued event through every subscriber; failures,

@@ -222,8 +222,8 @@ func checkDeclaredStream(t reflect.Type, item reflect.Type, stream bool) error {
 //   - before the handler runs, with one error item: [ErrNilBus],
 //     [ErrNilContext], [ErrNilMessage], [ErrHandlerNotFound], or ctx.Err().
 //
-// No goroutine is started. Beyond a fixed few per stream, reading an item
-// allocates nothing.
+// No goroutine is started (but the timer of [WithFirstItemTimeout]'s).
+// Beyond a fixed few per stream, reading an item allocates nothing.
 func Stream[Q StreamMessage[R], R any](ctx context.Context, b *QueryBus, q Q) iter.Seq2[R, error] {
 	return StreamOf[R](ctx, b, q)
 }
