@@ -692,7 +692,7 @@ func TestAsyncSubscriberPublishingToAFullQueue(t *testing.T) {
 			return nil
 		})
 		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 1}))
-		synctest.Wait() // the worker holds event 1
+		synctest.Wait()                                                                    // the worker holds event 1
 		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 2})) // fills the queue
 		close(release)
 		synctest.Wait() // the nested publish has returned; the worker idles
