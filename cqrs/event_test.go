@@ -692,8 +692,9 @@ func TestAsyncSubscriberPublishingToAFullQueue(t *testing.T) {
 			return nil
 		})
 		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 1}))
-		synctest.Wait()                                                                    // the worker holds event 1
-		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 2})) // fills the queue
+		synctest.Wait() // the worker holds event 1
+		// Event 2 fills the queue.
+		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 2}))
 		close(release)
 		synctest.Wait() // the nested publish has returned; the worker idles
 		require.ErrorIs(t, nested, cqrs.ErrQueueFull, "nested: %v", nested)
