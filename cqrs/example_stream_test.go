@@ -1,0 +1,70 @@
+package cqrs_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+)
+
+// ListCarts is a streaming query: its handler yields Carts one at a time.
+type ListCarts struct {
+	cqrs.StreamQuery[Cart]
+	Customer string
+}
+
+func ExampleHandleStream() {
+	queries := cqrs.NewQueryBus()
+	carts := []Cart{{ID: 1, Customer: "c-1"}, {ID: 2, Customer: "c-2"}, {ID: 3, Customer: "c-1"}}
+	// The handler's types are inferred: a ListCarts in, Carts out.
+	err := cqrs.HandleStream(queries, func(ctx context.Context, q ListCarts, yield func(Cart) bool) error {
+		for _, c := range carts {
+			if c.Customer == q.Customer && !yield(c) {
+				return nil // the reader stopped
+			}
+		}
+		return nil
+	})
+	fmt.Println(err)
+	for cart, err := range cqrs.Stream(context.Background(), queries, ListCarts{Customer: "c-1"}) {
+		fmt.Println(cart.ID, err)
+	}
+	// Output:
+	// <nil>
+	// 1 <nil>
+	// 3 <nil>
+}
+
+// Tail is a streaming query that declares nothing: a type of another
+// package, say.
+type Tail struct{ Text string }
+
+func ExampleRegisterStream() {
+	queries := cqrs.NewQueryBus()
+	lines := cqrs.StreamFunc[Tail, string](func(_ context.Context, q Tail, yield func(string) bool) error {
+		for line := range strings.Lines(q.Text) {
+			if !yield(strings.TrimSpace(line)) {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err := cqrs.RegisterStream(queries, lines); err != nil {
+		panic(err)
+	}
+	// StreamOf takes the item type written out.
+	for line, err := range cqrs.StreamOf[string](context.Background(), queries, Tail{Text: "one\ntwo\nthree\n"}) {
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		if line == "three" {
+			break
+		}
+		fmt.Println(line)
+	}
+	// Output:
+	// one
+	// two
+}
