@@ -411,10 +411,8 @@ func (c *bus) nameFor(t reflect.Type, name string) string {
 
 // typeNamed returns the registered type whose name is name, or nil.
 func (c *bus) typeNamed(name string) reflect.Type {
-	for _, e := range c.routes.Entries() {
-		if e.Name == name {
-			return e.Type
-		}
+	if e, ok := c.routes.Named(name); ok {
+		return e.Type
 	}
 	return nil
 }

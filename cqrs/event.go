@@ -399,10 +399,8 @@ func (b *EventBus) nameFor(t reflect.Type) string {
 	if name != t.String() {
 		return name
 	}
-	for _, e := range b.routes.Entries() {
-		if e.Name == name && typePath(e.Type) != typePath(t) {
-			return typePath(t)
-		}
+	if e, ok := b.routes.Named(name); ok && typePath(e.Type) != typePath(t) {
+		return typePath(t)
 	}
 	return name
 }

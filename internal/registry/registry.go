@@ -119,10 +119,10 @@ func (t *table[V]) insert(p *descriptor, v V) {
 type Registry[V any] struct {
 	cur atomic.Pointer[table[V]] // read without locks
 
-	mu      sync.Mutex // serialises writers and guards what follows
-	byName  map[string]Key
-	entries []Entry[V] // in the order added
-	sorted  []Entry[V] // entries ordered by name, made when asked; nil when stale
+	mu      sync.Mutex     // serialises writers and guards what follows
+	byName  map[string]int // index in entries
+	entries []Entry[V]     // in the order added
+	sorted  []Entry[V]     // entries ordered by name, made when asked; nil when stale
 }
 
 func (k Key) descriptor() *descriptor { return (*descriptor)(k.p) }
@@ -149,9 +149,9 @@ func (r *Registry[V]) Add(t reflect.Type, name string, v V) error {
 		return err
 	}
 	if r.byName == nil {
-		r.byName = make(map[string]Key)
+		r.byName = make(map[string]int)
 	}
-	r.byName[name] = k
+	r.byName[name] = len(r.entries)
 	r.entries = append(r.entries, Entry[V]{Type: t, Name: name, Value: v})
 	r.sorted = nil
 
@@ -191,6 +191,17 @@ func (r *Registry[V]) check(k Key, name string) error {
 		return ErrNameExists
 	}
 	return nil
+}
+
+// Named returns the entry registered under name, in O(1).
+func (r *Registry[V]) Named(name string) (Entry[V], bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i, ok := r.byName[name]
+	if !ok {
+		return Entry[V]{}, false
+	}
+	return r.entries[i], true
 }
 
 // Entries returns the registered entries ordered by name. The slice is

@@ -76,6 +76,12 @@ func TestAddLookup(t *testing.T) {
 	require.Len(t, entries, 3)
 	assert.Equal(t, reflect.TypeFor[alpha](), entries[0].Type)
 	assert.Equal(t, 3, entries[2].Value)
+
+	e, ok := r.Named("c")
+	require.True(t, ok)
+	assert.Equal(t, Entry[int]{Type: reflect.TypeFor[*alpha](), Name: "c", Value: 3}, e)
+	_, ok = r.Named("z")
+	assert.False(t, ok)
 }
 
 func TestAddConflicts(t *testing.T) {
