@@ -346,7 +346,14 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 		return err
 	}
 
-	r := &route[C, R]{spec: in, handler: handler, nils: nilKindOf(t), log: log}
+	// The entry and the route are allocated together, so that a
+	// dispatch by the entry finds the route in the same few cache lines:
+	// a round robin over thousands of types misses the cache on each.
+	both := &struct {
+		e entry
+		r route[C, R]
+	}{r: route[C, R]{spec: in, handler: handler, nils: nilKindOf(t), log: log}}
+	r := &both.r
 	if c.cfg.metrics {
 		r.stats = stats.New()
 	}
@@ -365,7 +372,8 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 		}
 		return res, nil
 	}
-	e := &entry{spec: in, stats: r.stats, typed: r, exec: exec, untyped: untyped}
+	both.e = entry{spec: in, stats: r.stats, typed: r, exec: exec, untyped: untyped}
+	e := &both.e
 	if err := c.routes.Add(t, in.Name, e); err != nil {
 		return c.registrationError(err, in, t)
 	}
