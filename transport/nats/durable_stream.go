@@ -61,7 +61,7 @@ func workStream(ctx context.Context, js jetstream.JetStream, prefix string, cfg 
 		Subjects:    []string{prefix + ".durable.>"},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
-	})
+	}, ErrStreamIncompatible)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +70,7 @@ func workStream(ctx context.Context, js jetstream.JetStream, prefix string, cfg 
 		return nil, fmt.Errorf("%w: stream %s has %s retention; durable commands need a work queue (each handled by one consumer, removed once acknowledged)",
 			ErrStreamIncompatible, cfg.Stream, info.Config.Retention)
 	}
-	if err := takes(info, subjects); err != nil {
+	if err := takes(info, subjects, ErrStreamIncompatible); err != nil {
 		return nil, err
 	}
 	return stream, nil
@@ -84,7 +84,7 @@ func deadStream(ctx context.Context, js jetstream.JetStream, cfg DurableConfig, 
 		Subjects:    []string{cfg.DeadLetter + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-	})
+	}, ErrStreamIncompatible)
 	if err != nil {
 		return err
 	}
@@ -93,12 +93,15 @@ func deadStream(ctx context.Context, js jetstream.JetStream, cfg DurableConfig, 
 		return fmt.Errorf("%w: dead-letter stream %s has interest retention, which drops dead letters while nobody consumes them",
 			ErrStreamIncompatible, cfg.DeadLetterStream)
 	}
-	return takes(info, subjects)
+	return takes(info, subjects, ErrStreamIncompatible)
 }
 
 // openStream returns the stream named in want, or makes it as want says
-// if there is none. An existing stream is never changed.
-func openStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
+// if there is none. An existing stream is never changed. A stream that
+// cannot be made because another takes its subjects is an error wrapping
+// incompatible (ErrStreamIncompatible, ErrEventStream). Durable commands
+// and events share it.
+func openStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, incompatible error) (jetstream.Stream, error) {
 	stream, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		stream, err = js.CreateStream(ctx, want)
@@ -106,7 +109,7 @@ func openStream(ctx context.Context, js jetstream.JetStream, want jetstream.Stre
 			stream, err = js.Stream(ctx, want.Name) // another process made it first
 		}
 		if apiCode(err) == codeStreamSubjectsTaken {
-			return nil, fmt.Errorf("%w: making stream %s: another stream takes %s: %w", ErrStreamIncompatible, want.Name, want.Subjects[0], err)
+			return nil, fmt.Errorf("%w: making stream %s: another stream takes %s: %w", incompatible, want.Name, want.Subjects[0], err)
 		}
 	}
 	if err != nil {
@@ -115,8 +118,9 @@ func openStream(ctx context.Context, js jetstream.JetStream, want jetstream.Stre
 	return stream, nil
 }
 
-// takes checks that the stream of info stores every one of subjects.
-func takes(info *jetstream.StreamInfo, subjects []string) error {
+// takes checks that the stream of info stores every one of subjects; if
+// not, the error wraps incompatible.
+func takes(info *jetstream.StreamInfo, subjects []string, incompatible error) error {
 	for _, subject := range subjects {
 		ok := false
 		for _, pattern := range info.Config.Subjects {
@@ -126,7 +130,7 @@ func takes(info *jetstream.StreamInfo, subjects []string) error {
 			}
 		}
 		if !ok {
-			return fmt.Errorf("%w: stream %s takes %v, not %s", ErrStreamIncompatible, info.Config.Name, info.Config.Subjects, subject)
+			return fmt.Errorf("%w: stream %s takes %v, not %s", incompatible, info.Config.Name, info.Config.Subjects, subject)
 		}
 	}
 	return nil

@@ -354,7 +354,7 @@ func (p *Publisher) makeStream(ctx context.Context, subject string) error {
 	if err != nil {
 		return err
 	}
-	return storesAll(info, []string{subject})
+	return takes(info, []string{subject}, ErrEventStream)
 }
 
 // ForwarderName is the name of the subscriber that [ForwardEvents]

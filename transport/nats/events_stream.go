@@ -15,11 +15,6 @@ import (
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
-// JetStream's error codes the event streams tell apart.
-const (
-	jsStreamSubjectsTaken jetstream.ErrorCode = 10065 // another stream takes the subjects
-)
-
 // Headers of a dead letter, besides the error's code and text in
 // Nats-Service-Error-Code and Nats-Service-Error, and the event's own
 // headers (its trace context).
@@ -33,28 +28,20 @@ const (
 // handled, for each subscriber: each waits its turn within AckWait.
 const eventPullBatch = 32
 
-// jsErrorCode returns the JetStream error code err carries, or 0.
-func jsErrorCode(err error) jetstream.ErrorCode {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode
-	}
-	return 0
-}
-
 // eventStream returns the info of the events' stream, made if missing,
 // after checking that it can keep events.
 func eventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev EventConfig) (*jetstream.StreamInfo, error) {
-	info, err := findOrMakeStream(ctx, js, jetstream.StreamConfig{
+	stream, err := openStream(ctx, js, jetstream.StreamConfig{
 		Name:        ev.Stream,
 		Description: "Events of github.com/typedcqrs/dispatch, prefix " + prefix,
 		Subjects:    []string{prefix + "." + storedToken + ".>"},
 		Retention:   jetstream.InterestPolicy,
 		Storage:     jetstream.FileStorage,
-	})
+	}, ErrEventStream)
 	if err != nil {
 		return nil, err
 	}
+	info := stream.CachedInfo()
 	if info.Config.Retention == jetstream.WorkQueuePolicy {
 		return nil, fmt.Errorf("%w: stream %s is a work queue, which gives each event to one subscriber name only", ErrEventStream, ev.Stream)
 	}
@@ -64,75 +51,21 @@ func eventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev 
 // deadEventStream returns the info of the dead-letter stream, made if
 // missing, after checking that it can keep dead letters.
 func deadEventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev EventConfig) (*jetstream.StreamInfo, error) {
-	info, err := findOrMakeStream(ctx, js, jetstream.StreamConfig{
+	stream, err := openStream(ctx, js, jetstream.StreamConfig{
 		Name:        ev.DeadLetterStream,
 		Description: "Events of github.com/typedcqrs/dispatch that a subscriber could not handle, prefix " + prefix,
 		Subjects:    []string{prefix + "." + unhandledToken + ".>"},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-	})
+	}, ErrEventStream)
 	if err != nil {
 		return nil, err
 	}
+	info := stream.CachedInfo()
 	if info.Config.Retention == jetstream.InterestPolicy {
 		return nil, fmt.Errorf("%w: dead-letter stream %s has interest retention, which drops dead letters while nobody reads them", ErrEventStream, ev.DeadLetterStream)
 	}
 	return info, nil
-}
-
-// findOrMakeStream returns the info of the stream want names, making it
-// as want says if it does not exist. An existing stream is not changed.
-func findOrMakeStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (*jetstream.StreamInfo, error) {
-	stream, err := js.Stream(ctx, want.Name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		stream, err = js.CreateStream(ctx, want)
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			stream, err = js.Stream(ctx, want.Name) // another process made it first
-		}
-		if jsErrorCode(err) == jsStreamSubjectsTaken {
-			return nil, fmt.Errorf("%w: making stream %s: another stream takes %s: %w", ErrEventStream, want.Name, want.Subjects[0], err)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: stream %s: %w", ErrTransport, want.Name, err)
-	}
-	return stream.CachedInfo(), nil
-}
-
-// storesAll checks that the stream of info stores every one of subjects.
-func storesAll(info *jetstream.StreamInfo, subjects []string) error {
-	for _, subject := range subjects {
-		found := false
-		for _, pattern := range info.Config.Subjects {
-			if found = patternMatches(pattern, subject); found {
-				break
-			}
-		}
-		if !found {
-			return fmt.Errorf("%w: stream %s stores %v, not %s", ErrEventStream, info.Config.Name, info.Config.Subjects, subject)
-		}
-	}
-	return nil
-}
-
-// patternMatches reports whether the NATS subject pattern, which may
-// hold wildcards, matches subject, which holds none.
-func patternMatches(pattern, subject string) bool {
-	for pattern != "" {
-		var ptok, stok string
-		ptok, pattern, _ = strings.Cut(pattern, ".")
-		if ptok == ">" {
-			return subject != ""
-		}
-		if subject == "" {
-			return false
-		}
-		stok, subject, _ = strings.Cut(subject, ".")
-		if ptok != "*" && ptok != stok {
-			return false
-		}
-	}
-	return subject == ""
 }
 
 // eventConsumerName names the durable consumer of the events on subject
@@ -172,10 +105,10 @@ func (r *Receiver) consume(s *EventSubscription) error {
 		}
 		r.streams = [2]*jetstream.StreamInfo{events, dead}
 	}
-	if err := storesAll(r.streams[0], []string{s.et.subject, s.replay}); err != nil {
+	if err := takes(r.streams[0], []string{s.et.subject, s.replay}, ErrEventStream); err != nil {
 		return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
 	}
-	if err := storesAll(r.streams[1], []string{s.dead}); err != nil {
+	if err := takes(r.streams[1], []string{s.dead}, ErrEventStream); err != nil {
 		return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
 	}
 	consumer, err := r.js.CreateOrUpdateConsumer(ctx, r.ev.Stream, jetstream.ConsumerConfig{

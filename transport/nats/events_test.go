@@ -266,6 +266,8 @@ func TestEventsCoreFailureIsLoggedAndCounted(t *testing.T) {
 	assert.Equal(t, uint64(5), st.Failed)
 	assert.Equal(t, uint64(10), st.Received)
 	assert.Equal(t, "email", st.Subscriber)
+	// The failure is counted before it is logged: wait for the last line.
+	require.Eventually(t, func() bool { return strings.Count(logs.String(), "mail server down") >= 5 }, 5*time.Second, 10*time.Millisecond)
 	assert.Equal(t, 5, strings.Count(logs.String(), "mail server down"), logs.String())
 	lost, duplicated := seen.count("stock", 10)
 	assert.Zero(t, lost+duplicated)
