@@ -7,6 +7,8 @@ import (
 	"errors"
 	"log/slog"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -83,4 +85,38 @@ func TestLoggingNamesTheSubscriber(t *testing.T) {
 	assert.Equal(t, "ERROR", recs[1]["level"])
 	assert.Equal(t, "bucket gone", recs[1]["error"])
 	assert.Equal(t, "event", recs[1]["kind"])
+}
+
+// TestTimeoutBoundsAWholeStream: on a stream, the timeout interceptor
+// bounds the whole stream, not each item.
+func TestTimeoutBoundsAWholeStream(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		queries := cqrs.NewQueryBus(cqrs.WithInterceptors(middleware.Timeout(2500 * time.Millisecond)))
+		require.NoError(t, cqrs.HandleStream(queries, func(ctx context.Context, q tailLog, yield func(string) bool) error {
+			for range q.Lines {
+				select {
+				case <-time.After(time.Second): // one item a second
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				if !yield("line") {
+					return nil
+				}
+			}
+			return nil
+		}))
+		items := 0
+		var last error
+		for _, err := range cqrs.Stream(context.Background(), queries, tailLog{Lines: 10}) {
+			if err != nil {
+				last = err
+				continue
+			}
+			items++
+		}
+		assert.Equal(t, 2, items, "items at 1s and 2s; the deadline comes at 2.5s")
+		require.ErrorIs(t, last, cqrs.ErrExecutionTimeout)
+		require.ErrorIs(t, last, context.DeadlineExceeded)
+	})
 }

@@ -446,7 +446,11 @@ func TestDurableEnqueueRoundTrips(t *testing.T) {
 	}
 	api1, in1 := counts()
 	assert.Zero(t, api1-api0, "JetStream API requests for %d Enqueues", n)
-	assert.Equal(t, uint64(n), in1-in0, "messages sent for %d Enqueues", n)
+	// One message per Enqueue; two round trips would be 2n. Under load a
+	// publish whose acknowledgement is slow may be sent again by the
+	// client, so allow a few.
+	assert.GreaterOrEqual(t, in1-in0, uint64(n), "messages sent for %d Enqueues", n)
+	assert.Less(t, in1-in0, uint64(n+n/10), "messages sent for %d Enqueues", n)
 }
 
 // A type is served by one queue group: a second one is refused with an
