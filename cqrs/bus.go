@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"runtime/debug"
 	"sync/atomic"
+	"time"
+	"unsafe"
 
 	"github.com/typedcqrs/dispatch/internal/registry"
 	"github.com/typedcqrs/dispatch/internal/stats"
@@ -190,54 +192,93 @@ func (c *bus) metrics() []MessageMetrics {
 	return out
 }
 
-// entry is what the registry holds for one message type: the typed route,
-// type-erased three ways for the three kinds of entry point.
+// entry is what the registry holds for one message type: the parts of its
+// route that do not depend on the message and result types, and the typed
+// route itself, type-erased for the three kinds of entry point. Everything
+// that can be done without the types is done by methods of entry, compiled
+// once, rather than by the generic code, compiled again for each message
+// type.
 type entry struct {
 	spec  *Spec
 	stats *stats.Stats   // nil when metrics are off
 	items *atomic.Uint64 // the items of a streaming query, else nil
+	log   *slog.Logger
+	nils  nilKind
 
 	typed   any                                     // *route[C, R], for Dispatch
 	exec    any                                     // func(context.Context, any) (R, error), for ExecuteTyped
 	untyped func(context.Context, any) (any, error) // for Execute
 }
 
-// route is the dispatch path of one message type, built by Register.
+// route is the dispatch path of one message type, built by Register. Its
+// entry is part of it, so that a dispatch by the entry finds the route in
+// the same few cache lines: a round robin over thousands of types misses
+// the cache on each object it reads.
 type route[C, R any] struct {
-	spec    *Spec
+	entry
 	handler Handler[C, R] // decorated by every middleware and interceptor
-	nils    nilKind
-	stats   *stats.Stats
-	log     *slog.Logger
 }
 
 // dispatch runs the message through the route: it checks the message and
 // the context, calls the decorated handler, recovers a panic into a
 // [*PanicError], and records the outcome when metrics are on.
 func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
+	var start time.Duration
 	if r.stats != nil {
-		start := stats.Now()
-		defer func() { r.stats.Record(stats.Now()-start, err != nil) }()
+		start = stats.Now()
 	}
-	if ctx == nil {
-		return res, fmt.Errorf("%w: dispatching %s", ErrNilContext, r.spec)
-	}
-	if r.nils != neverNil && isNil(r.nils, msg) {
-		return res, fmt.Errorf("%w: %s", ErrNilMessage, r.spec)
+	if ctx == nil || isNil(r.nils, unsafe.Pointer(&msg)) {
+		return res, r.refuse(ctx, start)
 	}
 	if err := ctx.Err(); err != nil {
-		return res, err
+		return res, r.fail(err, start)
 	}
 	// The outermost recovery: with no decorators it is the only one; with
 	// them it catches a panic in a middleware or an interceptor, since
 	// the handler's own is recovered where it is called (see recovering).
-	defer func() {
-		if v := recover(); v != nil {
-			var zero R
-			res, err = zero, panicked(ctx, r.log, r.spec, v)
-		}
-	}()
+	// A panic leaves res as it was, the zero R.
+	defer r.finish(ctx, start, &err)
 	return r.handler.Handle(ctx, msg)
+}
+
+// finish ends a dispatch that started at start: it turns a panic into a
+// *PanicError in *err, and records the outcome when metrics are on. It
+// must be deferred, to call recover directly. It is one deferred call for
+// both, since each deferred call is a function of its own in every
+// message type's generic code.
+func (e *entry) finish(ctx context.Context, start time.Duration, err *error) {
+	if v := recover(); v != nil {
+		*err = panicked(ctx, e.log, e.spec, v)
+	}
+	if e.stats != nil {
+		e.stats.Record(stats.Now()-start, *err != nil)
+	}
+}
+
+// fail records a dispatch that started at start and failed with err
+// before its handler was called, and returns err.
+func (e *entry) fail(err error, start time.Duration) error {
+	if e.stats != nil {
+		e.stats.Record(stats.Now()-start, true)
+	}
+	return err
+}
+
+// catch turns a panic into a *PanicError in *err. It must be deferred,
+// to call recover directly.
+func (e *entry) catch(ctx context.Context, err *error) {
+	if v := recover(); v != nil {
+		*err = panicked(ctx, e.log, e.spec, v)
+	}
+}
+
+// refuse explains, and records, a dispatch that started at start and was
+// refused for its nil ctx or nil message.
+func (e *entry) refuse(ctx context.Context, start time.Duration) error {
+	if ctx == nil {
+		return e.fail(fmt.Errorf("%w: dispatching %s", ErrNilContext, e.spec), start)
+	}
+	return e.fail(fmt.Errorf("%w: %s", ErrNilMessage, e.spec), start)
 }
 
 // recovering is the innermost layer of a decorated handler: it turns the
@@ -247,17 +288,12 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 // the only layer, and one defer is all a dispatch pays.
 type recovering[C, R any] struct {
 	next Handler[C, R]
-	spec *Spec
-	log  *slog.Logger
+	e    *entry
+	_    [0]func() // never compared: no equality function per type
 }
 
 func (h *recovering[C, R]) Handle(ctx context.Context, msg C) (res R, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			var zero R
-			res, err = zero, panicked(ctx, h.log, h.spec, v)
-		}
-	}()
+	defer h.e.catch(ctx, &err)
 	return h.next.Handle(ctx, msg)
 }
 
@@ -314,85 +350,92 @@ func logAttrs(ctx context.Context, l *slog.Logger, level slog.Level, msg string,
 //
 // Register is safe to call while other goroutines dispatch on b.
 func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
-	c := coreOf(b)
-	if c == nil {
-		return fmt.Errorf("%w: registering a handler", ErrNilBus)
-	}
+	// Only what needs C or R is written here, since this function is
+	// compiled again for every message type: the checks, the naming and
+	// the publishing are in prepare and publish, compiled once.
 	t := reflect.TypeFor[C]()
-	if t.Kind() == reflect.Interface {
-		return fmt.Errorf("%w: %s %s is an interface type; register a concrete type", ErrInvalidMessageType, b.Kind(), t)
-	}
-	in := specOn[C, R](b)
-	if isNilValue(h) {
-		return fmt.Errorf("%w: registering %s", ErrNilHandler, in)
-	}
-	if err := checkDeclared(t, in.Kind, in.ResultType); err != nil {
-		return err
-	}
-	// Refuse a duplicate before the interceptors set anything up for it.
-	if err := c.routes.Check(t, in.Name); err != nil {
-		return c.registrationError(err, in, t)
-	}
-	log := c.logger()
-	// The handler's panic is recovered innermost: by a layer of its own
-	// under typed middleware, else by the interceptor chain's innermost
-	// Invoker, which saves a call per dispatch.
-	inner, recoverLog := h, log
-	if len(mws) > 0 {
-		inner, recoverLog = &recovering[C, R]{next: h, spec: in, log: log}, nil
-	}
-	handler, err := decorate(in, inner, mws, c.cfg.interceptors, recoverLog)
+	c, in, err := prepare(b, t, reflect.TypeFor[R](), isNilValue(h))
 	if err != nil {
 		return err
 	}
-
-	// The entry and the route are allocated together, so that a
-	// dispatch by the entry finds the route in the same few cache lines:
-	// a round robin over thousands of types misses the cache on each.
-	both := &struct {
-		e entry
-		r route[C, R]
-	}{r: route[C, R]{spec: in, handler: handler, nils: nilKindOf(t), log: log}}
-	r := &both.r
-	if c.cfg.metrics {
-		r.stats = stats.New()
+	r := &route[C, R]{entry: entry{spec: in, nils: nilKindOf(t), log: c.logger()}}
+	// The handler's panic is recovered innermost: by a layer of its own
+	// under typed middleware, else by the interceptor chain's innermost
+	// Invoker, which saves a call per dispatch.
+	inner, recoverIn := h, &r.entry
+	if len(mws) > 0 {
+		inner, recoverIn = &recovering[C, R]{next: h, e: &r.entry}, nil
 	}
-	exec := func(ctx context.Context, msg any) (R, error) {
-		c, ok := msg.(C) // always true: the entry was found by msg's type
-		if !ok {
-			var zero R
-			return zero, fmt.Errorf("cqrs: %s given a %T", in, msg)
-		}
+	if r.handler, err = decorate(in, inner, mws, c.cfg.interceptors, recoverIn); err != nil {
+		return err
+	}
+	r.typed = r
+	// ExecuteTyped's path and Execute's: msg's dynamic type is C, since
+	// the entry was found by it.
+	r.exec = func(ctx context.Context, msg any) (R, error) {
+		c, _ := msg.(C)
 		return r.dispatch(ctx, c)
 	}
-	untyped := func(ctx context.Context, msg any) (any, error) {
-		res, err := exec(ctx, msg)
+	r.untyped = func(ctx context.Context, msg any) (any, error) {
+		c, _ := msg.(C)
+		res, err := r.dispatch(ctx, c)
 		if err != nil {
 			return nil, err
 		}
 		return res, nil
 	}
-	both.e = entry{spec: in, stats: r.stats, typed: r, exec: exec, untyped: untyped}
-	e := &both.e
-	if err := c.routes.Add(t, in.Name, e); err != nil {
-		return c.registrationError(err, in, t)
+	return c.publish(t, &r.entry)
+}
+
+// prepare does what Register does before it builds a route for message
+// type t with result type rt: it checks b, t and the handler, and names t.
+func prepare(b Bus, t, rt reflect.Type, nilHandler bool) (*bus, *Spec, error) {
+	c := coreOf(b)
+	if c == nil {
+		return nil, nil, fmt.Errorf("%w: registering a handler", ErrNilBus)
 	}
-	logAttrs(context.Background(), r.log, slog.LevelDebug, "cqrs: handler registered",
-		slog.String("kind", in.Kind.String()),
-		slog.String("message", in.Name),
+	if t.Kind() == reflect.Interface {
+		return nil, nil, fmt.Errorf("%w: %s %s is an interface type; register a concrete type", ErrInvalidMessageType, b.Kind(), t)
+	}
+	in := specOn(b, t, rt)
+	if nilHandler {
+		return nil, nil, fmt.Errorf("%w: registering %s", ErrNilHandler, in)
+	}
+	if err := checkDeclared(t, in.Kind, in.ResultType); err != nil {
+		return nil, nil, err
+	}
+	// Refuse a duplicate before the interceptors set anything up for it.
+	if err := c.routes.Check(t, in.Name); err != nil {
+		return nil, nil, c.registrationError(err, in, t)
+	}
+	return c, in, nil
+}
+
+// publish adds e, the finished route of message type t, to c, so that
+// dispatches find it.
+func (c *bus) publish(t reflect.Type, e *entry) error {
+	if c.cfg.metrics {
+		e.stats = stats.New()
+	}
+	if err := c.routes.Add(t, e.spec.Name, e); err != nil {
+		return c.registrationError(err, e.spec, t)
+	}
+	logAttrs(context.Background(), e.log, slog.LevelDebug, "cqrs: handler registered",
+		slog.String("kind", e.spec.Kind.String()),
+		slog.String("message", e.spec.Name),
 		slog.String("type", t.String()),
-		slog.String("result", in.ResultType.String()))
+		slog.String("result", e.spec.ResultType.String()))
 	return nil
 }
 
-// specOn returns the Spec that Register gives, or gave, message type C
-// with result R on b; see Register for how its name is chosen.
-func specOn[C, R any](b Bus) *Spec {
+// specOn returns the Spec that Register gives, or gave, message type t
+// with result type rt on b; see Register for how its name is chosen.
+func specOn(b Bus, t, rt reflect.Type) *Spec {
 	var kind Kind
 	if b != nil {
 		kind = b.Kind()
 	}
-	s := specOf[C, R](kind)
+	s := &Spec{Kind: kind, Name: nameOf(t, kind), MessageType: t, ResultType: rt}
 	if c := coreOf(b); c != nil {
 		s.Name = c.nameFor(s.MessageType, s.Name)
 	}
@@ -444,32 +487,44 @@ func (c *bus) registrationError(err error, in *Spec, t reflect.Type) error {
 }
 
 // decorate applies the middleware and then the bus's interceptors to h.
+// Its result is meaningless when err is not nil.
 //
-// With a non-nil recoverLog, the interceptors' innermost Invoker recovers
-// a panic of h and logs it there (see intercept).
-func decorate[C, R any](in *Spec, h Handler[C, R], mws []Middleware[C, R], ics []Interceptor, recoverLog *slog.Logger) (out Handler[C, R], err error) {
-	defer func() {
-		switch v := recover().(type) {
-		case nil:
-		case buildError:
-			out, err = nil, v.err
-		default:
-			out, err = nil, &PanicError{Message: in.String(), Value: v, Stack: debug.Stack()}
-		}
-	}()
+// With a non-nil catch, the interceptors' innermost Invoker recovers a
+// panic of h and logs it there (see intercept).
+func decorate[C, R any](in *Spec, h Handler[C, R], mws []Middleware[C, R], ics []Interceptor, catch *entry) (out Handler[C, R], err error) {
+	defer recoverBuild(in, &err)
 	out = h
 	for i := len(mws) - 1; i >= 0; i-- {
 		if mws[i] == nil {
-			return nil, fmt.Errorf("%w: registering %s: middleware %d is nil", ErrNilHandler, in, i)
+			return nil, badMiddleware(in, i, "is nil")
 		}
 		if out = mws[i](out); isNilValue(out) {
-			return nil, fmt.Errorf("%w: registering %s: middleware %d returned nil", ErrNilHandler, in, i)
+			return nil, badMiddleware(in, i, "returned nil")
 		}
 	}
 	if len(ics) == 0 {
 		return out, nil
 	}
-	return intercept(in, ics, out, recoverLog)
+	return intercept(in, ics, out, catch)
+}
+
+// recoverBuild turns a panic while a chain for in is built into *err: the
+// error a buildError carries, else a *PanicError. It must be deferred, to
+// call recover directly.
+func recoverBuild(in *Spec, err *error) {
+	switch v := recover().(type) {
+	case nil:
+	case buildError:
+		*err = v.err
+	default:
+		*err = &PanicError{Message: in.String(), Value: v, Stack: debug.Stack()}
+	}
+}
+
+// badMiddleware is the error of the middleware at index i of those given
+// for in, which is nil or returned nil.
+func badMiddleware(in *Spec, i int, what string) error {
+	return fmt.Errorf("%w: registering %s: middleware %d %s", ErrNilHandler, in, i, what)
 }
 
 // Dispatch sends msg to the handler registered on b for type C and returns

@@ -3,6 +3,7 @@ package cqrs
 import (
 	"reflect"
 	"strconv"
+	"unsafe"
 )
 
 // nameOf returns the name of message type t on a bus of the given kind: the
@@ -114,38 +115,29 @@ func declaredName(v any, kind Kind) (name string) {
 	return ""
 }
 
-// nilKind says how to tell whether a message of some type is nil.
+// nilKind says whether a message of some type can be nil.
 type nilKind uint8
 
 const (
-	neverNil     nilKind = iota // structs, numbers, strings, arrays…
-	nilByCompare                // pointers, channels: compare with the zero value
-	nilByReflect                // maps, slices, funcs: not comparable
+	neverNil nilKind = iota // structs, numbers, strings, arrays…
+	mayBeNil                // pointers, channels, maps, funcs, slices
 )
 
 func nilKindOf(t reflect.Type) nilKind {
 	switch t.Kind() {
-	case reflect.Pointer, reflect.Chan, reflect.UnsafePointer:
-		return nilByCompare
-	case reflect.Map, reflect.Slice, reflect.Func:
-		return nilByReflect
+	case reflect.Pointer, reflect.Chan, reflect.UnsafePointer, reflect.Map, reflect.Slice, reflect.Func:
+		return mayBeNil
 	default:
 		return neverNil
 	}
 }
 
-// isNil reports whether msg is nil. It does not allocate for the kinds that
-// nilByCompare covers: they are a single pointer.
-func isNil[C any](k nilKind, msg C) bool {
-	switch k {
-	case nilByCompare:
-		var zero C
-		return any(msg) == any(zero)
-	case nilByReflect:
-		return reflect.ValueOf(msg).IsNil()
-	default:
-		return false
-	}
+// isNil reports whether the message at p, of a type whose nilKind is k,
+// is nil. Every kind that can be nil (pointer, channel, map, func, slice)
+// starts with a pointer that is nil exactly when the value is, so one
+// function serves every message type, without boxing the message.
+func isNil(k nilKind, p unsafe.Pointer) bool {
+	return k != neverNil && *(*unsafe.Pointer)(p) == nil
 }
 
 // isNilValue reports whether v is a nil interface or holds a nil pointer,

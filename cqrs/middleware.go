@@ -3,7 +3,6 @@ package cqrs
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"reflect"
 	"sync"
 )
@@ -108,14 +107,7 @@ func (s Spec) String() string {
 // result R on bus b: what typed middleware needs to name what it decorates.
 // A nil b gives a Spec whose Kind is zero.
 func SpecFor[C, R any](b Bus) Spec {
-	return *specOn[C, R](b)
-}
-
-// specOf returns the Spec of message type C with result R on a bus of the
-// given kind.
-func specOf[C, R any](kind Kind) *Spec {
-	t := reflect.TypeFor[C]()
-	return &Spec{Kind: kind, Name: nameOf(t, kind), MessageType: t, ResultType: reflect.TypeFor[R]()}
+	return *specOn(b, reflect.TypeFor[C](), reflect.TypeFor[R]())
 }
 
 // Call is one dispatch as an [Interceptor] sees it. Its methods are safe to
@@ -146,25 +138,35 @@ type Call interface {
 	sealed()
 }
 
-// call is a dispatch through interceptors. Calls are pooled per message
-// type (see [intercepted]), so a dispatch does not allocate one.
-type call[C, R any] struct {
+// callState is a dispatch through interceptors as they see it: the Call.
+// It does not depend on the message and result types, so its methods are
+// compiled once, not once for each message type; the typed message and
+// result are in the slot it is part of.
+type callState struct {
 	spec *Spec
-	msg  C
-	res  R
+	self any                   // the *slot[C, R] this is part of
+	box  func(result bool) any // boxes the slot's message, or its result
 	// busy is set while the inner Invoker runs the handler: a call still
 	// busy when its dispatch returns was handed to a goroutine that
 	// outlived the dispatch, and is left to the garbage collector.
 	busy bool
 	// A call is never compared: this spares the compiler an equality
-	// function for each message type.
+	// function.
 	_ [0]func()
 }
 
-func (c *call[C, R]) Spec() Spec   { return *c.spec }
-func (c *call[C, R]) Message() any { return c.msg }
-func (c *call[C, R]) Result() any  { return c.res }
-func (c *call[C, R]) sealed()      {}
+func (c *callState) Spec() Spec   { return *c.spec }
+func (c *callState) Message() any { return c.box(false) }
+func (c *callState) Result() any  { return c.box(true) }
+func (c *callState) sealed()      {}
+
+// slot is a Call with its typed message and result. Slots are pooled per
+// message type (see intercept), so a dispatch does not allocate one.
+type slot[C, R any] struct {
+	cs  callState // a field, not embedded: a slot needs no methods
+	msg C
+	res R
+}
 
 // Intercept returns [Middleware] that runs ics, the first listed outermost,
 // around one handler: the way to give interceptors to a single [Register]
@@ -199,36 +201,86 @@ type intercepted[C, R any] struct {
 	next   Handler[C, R]
 	gates  []gate // every interceptor's gate, or nil if one has none
 
-	// calls recycles the *call[C, R] of finished dispatches. A Call
+	// calls recycles the *slot[C, R] of finished dispatches. A Call
 	// cannot live on the dispatcher's stack, since the interceptors it is
 	// passed to are opaque, and the Call contract lets the bus reuse it
-	// once the dispatch returns. A sync.Pool keeps a call per processor,
+	// once the dispatch returns. A sync.Pool keeps a slot per processor,
 	// so parallel dispatches do not share one.
 	calls sync.Pool
+}
+
+// intercept builds, once, the chain of interceptors ics around next. The
+// first interceptor runs outermost. With a non-nil catch, the chain's
+// innermost Invoker recovers next's panic, so that every interceptor sees
+// it as an error (a handler under typed middleware has a recovering layer
+// of its own instead).
+func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R], catch *entry) (Handler[C, R], error) {
+	// The innermost Invoker calls the typed handler with the Call's
+	// message and stores its result in the Call.
+	inner := func(ctx context.Context, c Call) (err error) {
+		var s *slot[C, R]
+		if cs, ok := c.(*callState); ok && cs != nil {
+			s, _ = cs.self.(*slot[C, R])
+		}
+		if s == nil {
+			return foreignCall(spec, c)
+		}
+		if catch != nil {
+			defer catch.catchCall(ctx, &s.cs.busy, &err)
+		}
+		s.cs.busy = true
+		s.res, err = next.Handle(ctx, s.msg)
+		s.cs.busy = false
+		return err
+	}
+	inv, gates, err := chain(spec, ics, inner)
+	if err != nil {
+		return nil, err
+	}
+	return &intercepted[C, R]{spec: spec, invoke: inv, next: next, gates: gates}, nil
 }
 
 func (h *intercepted[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	if h.gates != nil && !anyEnabled(ctx, h.gates) {
 		return h.next.Handle(ctx, msg)
 	}
-	c, _ := h.calls.Get().(*call[C, R])
-	if c == nil {
-		c = &call[C, R]{spec: h.spec}
+	s, _ := h.calls.Get().(*slot[C, R])
+	if s == nil {
+		s = &slot[C, R]{cs: callState{spec: h.spec}}
+		s.cs.self = s
+		s.cs.box = func(result bool) any {
+			if result {
+				return s.res
+			}
+			return s.msg
+		}
 	}
-	c.msg = msg
-	err := h.invoke(ctx, c)
-	res := c.res
-	if !c.busy {
+	s.msg = msg
+	err := h.invoke(ctx, &s.cs)
+	res := s.res
+	if !s.cs.busy {
 		// Keep no message or result alive in the pool.
 		var zc C
 		var zr R
-		c.msg, c.res = zc, zr
-		h.calls.Put(c)
+		s.msg, s.res = zc, zr
+		h.calls.Put(s)
 	}
 	return res, err
 }
 
+// catchCall is catch for the innermost Invoker, whose Call is no longer
+// busy once its handler has panicked.
+func (e *entry) catchCall(ctx context.Context, busy *bool, err *error) {
+	if v := recover(); v != nil {
+		*busy = false
+		*err = panicked(ctx, e.log, e.spec, v)
+	}
+}
+
 func foreignCall(spec *Spec, c Call) error {
+	if c == nil {
+		return fmt.Errorf("cqrs: %s: an interceptor passed on a nil Call", spec)
+	}
 	return fmt.Errorf("cqrs: %s: an interceptor passed on a Call for %s", spec, c.Spec())
 }
 
@@ -239,52 +291,6 @@ func anyEnabled(ctx context.Context, gates []gate) bool {
 		}
 	}
 	return false
-}
-
-// intercept builds, once, the chain of interceptors ics around next. The
-// first interceptor runs outermost.
-func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R], recoverLog *slog.Logger) (Handler[C, R], error) {
-	h := &intercepted[C, R]{spec: spec, next: next}
-	// The innermost Invoker calls the typed handler with the Call's
-	// message and stores its result in the Call. Given recoverLog, it
-	// also recovers the handler's panic, so that every interceptor sees
-	// it as an error (a handler under typed middleware has a recovering
-	// layer of its own instead).
-	inner := func(ctx context.Context, c Call) error {
-		cc, ok := c.(*call[C, R])
-		if !ok {
-			return foreignCall(spec, c)
-		}
-		cc.busy = true
-		res, err := next.Handle(ctx, cc.msg)
-		cc.res, cc.busy = res, false
-		return err
-	}
-	if recoverLog != nil {
-		inner = func(ctx context.Context, c Call) (err error) {
-			cc, ok := c.(*call[C, R])
-			if !ok {
-				return foreignCall(spec, c)
-			}
-			defer func() {
-				if v := recover(); v != nil {
-					var zero R
-					cc.res, cc.busy = zero, false
-					err = panicked(ctx, recoverLog, spec, v)
-				}
-			}()
-			cc.busy = true
-			res, err := next.Handle(ctx, cc.msg)
-			cc.res, cc.busy = res, false
-			return err
-		}
-	}
-	inv, gates, err := chain(spec, ics, inner)
-	if err != nil {
-		return nil, err
-	}
-	h.invoke, h.gates = inv, gates
-	return h, nil
 }
 
 // chain applies ics to inner, the last listed first, and collects their

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"unsafe"
 )
 
 // Strategy is how a publish on an [EventBus] runs an event's subscribers.
@@ -164,7 +165,7 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	if ctx == nil {
 		return fmt.Errorf("%w: publishing %s", ErrNilContext, r.spec)
 	}
-	if r.nils != neverNil && isNil(r.nils, evt) {
+	if r.nils != neverNil && isNil(r.nils, unsafe.Pointer(&evt)) {
 		return fmt.Errorf("%w: %s", ErrNilMessage, r.spec)
 	}
 	if err := ctx.Err(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/typedcqrs/dispatch/internal/registry"
 	"github.com/typedcqrs/dispatch/internal/stats"
@@ -139,7 +140,7 @@ func RegisterStream[Q, R any](b *QueryBus, h StreamHandler[Q, R], opts ...Stream
 	if t.Kind() == reflect.Interface {
 		return fmt.Errorf("%w: query %s is an interface type; register a concrete type", ErrInvalidMessageType, t)
 	}
-	in := specOn[Q, R](b)
+	in := specOn(b, t, reflect.TypeFor[R]())
 	in.Stream = true
 	if isNilValue(h) {
 		return fmt.Errorf("%w: registering %s", ErrNilHandler, in)
@@ -348,7 +349,7 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 	case ctx == nil:
 		yield(zero, fmt.Errorf("%w: streaming %s", ErrNilContext, r.spec))
 		return
-	case r.nils != neverNil && isNil(r.nils, q):
+	case r.nils != neverNil && isNil(r.nils, unsafe.Pointer(&q)):
 		yield(zero, fmt.Errorf("%w: %s", ErrNilMessage, r.spec))
 		return
 	case ctx.Err() != nil:
