@@ -217,6 +217,9 @@ type entry struct {
 type route[C, R any] struct {
 	entry
 	handler Handler[C, R] // decorated by every middleware and interceptor
+	// chain is handler when it is the bus's interceptors: called
+	// directly, it costs a dispatch one indirect call less.
+	chain *intercepted[C, R]
 }
 
 // dispatch runs the message through the route: it checks the message and
@@ -237,22 +240,18 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 	// them it catches a panic in a middleware or an interceptor, since
 	// the handler's own is recovered where it is called (see recovering).
 	// A panic leaves res as it was, the zero R.
-	defer r.finish(ctx, start, &err)
+	defer func() {
+		if v := recover(); v != nil {
+			err = panicked(ctx, r.log, r.spec, v)
+		}
+		if r.stats != nil {
+			r.stats.Record(stats.Now()-start, err != nil)
+		}
+	}()
+	if r.chain != nil {
+		return r.chain.Handle(ctx, msg)
+	}
 	return r.handler.Handle(ctx, msg)
-}
-
-// finish ends a dispatch that started at start: it turns a panic into a
-// *PanicError in *err, and records the outcome when metrics are on. It
-// must be deferred, to call recover directly. It is one deferred call for
-// both, since each deferred call is a function of its own in every
-// message type's generic code.
-func (e *entry) finish(ctx context.Context, start time.Duration, err *error) {
-	if v := recover(); v != nil {
-		*err = panicked(ctx, e.log, e.spec, v)
-	}
-	if e.stats != nil {
-		e.stats.Record(stats.Now()-start, *err != nil)
-	}
 }
 
 // fail records a dispatch that started at start and failed with err
@@ -369,6 +368,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	if r.handler, err = decorate(in, inner, mws, c.cfg.interceptors, recoverIn); err != nil {
 		return err
 	}
+	r.chain, _ = r.handler.(*intercepted[C, R])
 	r.typed = r
 	// ExecuteTyped's path and Execute's: msg's dynamic type is C, since
 	// the entry was found by it.
