@@ -124,20 +124,33 @@ func NewCache[C comparable, R any](cfg CacheConfig, opts ...CacheOption[R]) (*Ca
 	if err := keyable(reflect.TypeFor[C](), reflect.TypeFor[C]()); err != nil {
 		return nil, err
 	}
-	return newCache[C, C, R](cfg, func(q C) C { return q }, opts)
+	if cfg.TTL <= 0 {
+		return &Cache[C, R]{}, nil
+	}
+	k, err := newKeyed[C, C, R](cfg, func(q C) C { return q }, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache[C, R]{store: byValue[C, R]{k}}, nil
 }
 
 // NewKeyedCache returns a cache of query type C keyed by C's CacheKey. cfg
 // is normalised as [CacheConfig] says.
 func NewKeyedCache[C Keyer, R any](cfg CacheConfig, opts ...CacheOption[R]) (*Cache[C, R], error) {
-	return newCache[string, C, R](cfg, C.CacheKey, opts)
-}
-
-func newCache[K comparable, C, R any](cfg CacheConfig, key func(C) K, opts []CacheOption[R]) (*Cache[C, R], error) {
-	cfg = cfg.normalised()
 	if cfg.TTL <= 0 {
 		return &Cache[C, R]{}, nil
 	}
+	k, err := newKeyed[string, C, R](cfg, C.CacheKey, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache[C, R]{store: k}, nil
+}
+
+// newKeyed returns the store of a cache keyed by key(q); cfg.TTL must be
+// positive.
+func newKeyed[K comparable, C, R any](cfg CacheConfig, key func(C) K, opts []CacheOption[R]) (*keyed[K, C, R], error) {
+	cfg = cfg.normalised()
 	var o cacheOptions[R]
 	for _, opt := range opts {
 		if opt != nil {
@@ -161,7 +174,7 @@ func newCache[K comparable, C, R any](cfg CacheConfig, key func(C) K, opts []Cac
 	if cfg.CountHits {
 		k.hits = stats.NewCounter()
 	}
-	return &Cache[C, R]{store: k}, nil
+	return k, nil
 }
 
 // Middleware returns the typed middleware that serves C's queries from the
@@ -221,6 +234,19 @@ func (k *keyed[K, C, R]) wrap(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
 	return &cachedHandler[K, C, R]{keyed: k, next: next}
 }
 
+// byValue is the store of [NewCache]: a keyed store whose key is the
+// query itself. Its handler looks a query up as it is, without calling
+// key, and holds what a hit needs in itself.
+type byValue[C comparable, R any] struct{ *keyed[C, C, R] }
+
+func (v byValue[C, R]) wrap(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
+	return &valueHandler[C, R]{
+		cache:         v.cache,
+		plain:         v.hits == nil && v.clone == nil,
+		cachedHandler: &cachedHandler[C, C, R]{keyed: v.keyed, next: next},
+	}
+}
+
 // cachedHandler serves a query from the cache, and from next on a miss.
 type cachedHandler[K comparable, C, R any] struct {
 	*keyed[K, C, R]
@@ -244,6 +270,32 @@ func (h *cachedHandler[K, C, R]) Handle(ctx context.Context, q C) (R, error) {
 		}
 		return h.give(res), nil
 	}
+	return h.load(ctx, key, q)
+}
+
+// valueHandler is the cachedHandler of a byValue store.
+type valueHandler[C comparable, R any] struct {
+	cache *otter.Cache[C, R] // the store's, one load closer to a hit
+	plain bool               // no hits to count and no clone: a hit returns what it finds
+	*cachedHandler[C, C, R]
+}
+
+func (h *valueHandler[C, R]) Handle(ctx context.Context, q C) (R, error) {
+	if res, ok := h.cache.GetIfPresent(q); ok {
+		if h.plain {
+			return res, nil
+		}
+		if h.hits != nil {
+			h.hits.Add(1)
+		}
+		return h.give(res), nil
+	}
+	return h.load(ctx, q, q)
+}
+
+// load answers q, whose key missed, with the handler's result, or with
+// that of a load of the same key already running.
+func (h *cachedHandler[K, C, R]) load(ctx context.Context, key K, q C) (R, error) {
 	res, err := h.cache.Get(ctx, key, otter.LoaderFunc[K, R](func(ctx context.Context, _ K) (res R, err error) {
 		h.loads.Add(1)
 		defer func() {

@@ -251,3 +251,46 @@ func TestCacheNormalisesItsConfig(t *testing.T) {
 	}
 	assert.Equal(t, uint64(200), cache.Stats().Misses, "room for every entry: the bound is not -1")
 }
+
+// FindTenant is a query keyed by its own CacheKey.
+type FindTenant struct{ Name string }
+
+func (t FindTenant) CacheKey() string { return t.Name }
+
+// TestCacheCountsAndClonesOnEveryHandler: a cache keyed by value and one
+// keyed by CacheKey each count their hits when asked and give a hit's
+// caller a clone when given one.
+func TestCacheCountsAndClonesOnEveryHandler(t *testing.T) {
+	clone := func(s []string) []string { return append([]string{"clone"}, s...) }
+	for name, newCache := range map[string]func(middleware.CacheConfig, ...middleware.CacheOption[[]string]) (*middleware.Cache[FindTenant, []string], error){
+		"by value":    middleware.NewCache[FindTenant, []string],
+		"by CacheKey": middleware.NewKeyedCache[FindTenant, []string],
+	} {
+		for _, cloned := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, cloned %t", name, cloned), func(t *testing.T) {
+				var opts []middleware.CacheOption[[]string]
+				if cloned {
+					opts = append(opts, middleware.WithClone(clone))
+				}
+				cache, err := newCache(middleware.CacheConfig{TTL: time.Minute, CountHits: true}, opts...)
+				require.NoError(t, err)
+				defer cache.Close()
+				bus := cqrs.NewQueryBus()
+				require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[FindTenant, []string](func(_ context.Context, q FindTenant) ([]string, error) {
+					return []string{q.Name}, nil
+				}), cache.Middleware()))
+
+				want := []string{"acme"}
+				if cloned {
+					want = clone(want)
+				}
+				for range 3 {
+					got, err := cqrs.Dispatch[[]string](context.Background(), bus, FindTenant{Name: "acme"})
+					require.NoError(t, err)
+					assert.Equal(t, want, got)
+				}
+				assert.Equal(t, middleware.CacheStats{Hits: 2, Misses: 1}, cache.Stats())
+			})
+		}
+	}
+}
