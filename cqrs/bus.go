@@ -217,9 +217,12 @@ type entry struct {
 type route[C, R any] struct {
 	entry
 	handler Handler[C, R] // decorated by every middleware and interceptor
-	// chain is handler when it is the bus's interceptors: called
-	// directly, it costs a dispatch one indirect call less.
+	// chain is handler when it is the bus's interceptors, and fn when it
+	// is a HandlerFunc: called directly, they save a dispatch an indirect
+	// call and, when many types take turns, the cache misses of reading
+	// an itab and running a method wrapper of the message type's own.
 	chain *intercepted[C, R]
+	fn    HandlerFunc[C, R]
 }
 
 // dispatch runs the message through the route: it checks the message and
@@ -248,10 +251,14 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 			r.stats.Record(stats.Now()-start, err != nil)
 		}
 	}()
-	if r.chain != nil {
+	switch {
+	case r.fn != nil:
+		return r.fn(ctx, msg)
+	case r.chain != nil:
 		return r.chain.Handle(ctx, msg)
+	default:
+		return r.handler.Handle(ctx, msg)
 	}
-	return r.handler.Handle(ctx, msg)
 }
 
 // fail records a dispatch that started at start and failed with err
@@ -369,6 +376,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 		return err
 	}
 	r.chain, _ = r.handler.(*intercepted[C, R])
+	r.fn, _ = r.handler.(HandlerFunc[C, R])
 	r.typed = r
 	// ExecuteTyped's path and Execute's: msg's dynamic type is C, since
 	// the entry was found by it.

@@ -544,3 +544,32 @@ func TestErrorCodes(t *testing.T) {
 	assert.Len(t, cqrs.ErrorCodes(), 10)
 	assert.Contains(t, cqrs.ErrorCodes(), "circuit_open")
 }
+
+// userStore is a handler that is not a HandlerFunc: the route calls it
+// through the Handler interface rather than as a function.
+type userStore struct{ panicOn int }
+
+func (s userStore) Handle(_ context.Context, q GetUser) (UserView, error) {
+	if q.ID == s.panicOn {
+		panic("store down")
+	}
+	return UserView{ID: q.ID, Name: "stored"}, nil
+}
+
+func TestHandlerOfItsOwnType(t *testing.T) {
+	ctx := context.Background()
+	for _, opts := range [][]cqrs.Option{nil, {cqrs.WithMetrics()}} {
+		queries := cqrs.NewQueryBus(opts...)
+		require.NoError(t, cqrs.Register[GetUser, UserView](queries, userStore{panicOn: 13}))
+
+		v, err := cqrs.Dispatch[UserView](ctx, queries, GetUser{ID: 7})
+		require.NoError(t, err)
+		assert.Equal(t, UserView{ID: 7, Name: "stored"}, v)
+
+		v, err = cqrs.Dispatch[UserView](ctx, queries, GetUser{ID: 13})
+		var pe *cqrs.PanicError
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "store down", pe.Value)
+		assert.Zero(t, v)
+	}
+}

@@ -176,6 +176,15 @@ func TestInterceptorMustPassItsOwnCall(t *testing.T) {
 	_, err = cqrs.Dispatch[UserCreated](ctx, bus, CreateUser{Name: "x"})
 	require.Error(t, err)
 	assert.True(t, strings.HasPrefix(err.Error(), "cqrs: query cqrs_test.CreateUser: an interceptor passed on a Call"), err.Error())
+
+	dropNil := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, _ cqrs.Call) error { return next(ctx, nil) }
+	})
+	nils := cqrs.NewQueryBus(cqrs.WithInterceptors(dropNil))
+	require.NoError(t, cqrs.Register(nils, cqrs.HandlerFunc[GetUser, UserView](getUser)))
+	_, err = cqrs.Dispatch[UserView](ctx, nils, GetUser{ID: 1})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "an interceptor passed on a nil Call")
 }
 
 func TestNilInterceptor(t *testing.T) {
