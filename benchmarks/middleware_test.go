@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/internal/lazyctx"
 	"github.com/typedcqrs/dispatch/internal/stats"
 	"github.com/typedcqrs/dispatch/middleware"
 )
@@ -165,7 +166,9 @@ func BenchmarkMiddleware(b *testing.B) {
 
 // benchmarkInterceptorParts measures, alone, what the bundled interceptors
 // are made of: the chain of one interceptor that does nothing but call on,
-// a clock reading, a deferred recover, and the library calls of the
+// a clock reading, the lazy deadline context of Timeout (with a second
+// clock reading, as when a handler fails), a deferred recover, and the
+// library calls of the
 // breaker and the rate limit. An interceptor's row is about PartChain plus
 // its parts, less the Bare dispatch that PartChain already includes.
 func benchmarkInterceptorParts(b *testing.B) {
@@ -197,6 +200,16 @@ func benchmarkInterceptorParts(b *testing.B) {
 			t = time.Now()
 		}
 		sinkTime = t
+	})
+	b.Run("PartLazyTimeout", func(b *testing.B) { // the context Timeout passes on
+		b.ReportAllocs()
+		for b.Loop() {
+			tctx := lazyctx.WithTimeout(ctx, time.Second)
+			if tctx.Expired() {
+				b.Fatal("expired at once")
+			}
+			tctx.Stop()
+		}
 	})
 	b.Run("PartDeferRecover", func(b *testing.B) {
 		b.ReportAllocs()
