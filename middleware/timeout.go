@@ -17,8 +17,8 @@ import (
 // dispatch reads the monotonic clock once, to start, and once more only
 // if the handler fails, and allocates the one context it passes on (32
 // bytes; the handler may keep it, so it is never reused). When the
-// caller's deadline comes before d, the caller's context is passed on as
-// it is, and nothing is allocated.
+// caller's deadline comes sooner than d from now, the caller's context is
+// passed on as it is, and nothing is allocated.
 //
 // When the deadline passes and the handler returns an error, the dispatch
 // fails with an error that wraps both [cqrs.ErrExecutionTimeout] and
