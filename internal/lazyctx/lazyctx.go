@@ -18,8 +18,9 @@ import (
 // on the CI machine) costs more than many of them.
 //
 // Making one reads the monotonic clock once and allocates the 32-byte
-// Context; it keeps the deadline as a monotonic offset. Err, Value and
-// [Context.Expired] compare that offset with one more monotonic reading.
+// Context; it keeps the deadline as a monotonic offset. Err,
+// [Context.Expired] and Value (for the context package's own key only)
+// compare that offset with one more monotonic reading.
 // Deadline turns it into a time.Time, the first time it is asked, from
 // one reading of both the wall and the monotonic clock: that is the
 // time.Now().Add(d) it would have been at the start, with its monotonic
@@ -35,8 +36,8 @@ type Context struct {
 }
 
 // ErrTimeout is what context.Cause reports for a [Context] whose own
-// deadline has passed, once it has been waited on. It tells the deadlines
-// WithTimeout sets from the parent's.
+// deadline has passed. It tells the deadlines WithTimeout sets from the
+// parent's.
 var ErrTimeout = errors.New("middleware: timeout")
 
 // late is the part of a Context made only when someone asks for its
@@ -60,8 +61,8 @@ var epoch = time.Now()
 // WithTimeout returns a context that is done d from now, or when parent
 // is, whichever comes first, and nil if parent's own deadline comes
 // before that: parent then has every property the Context would have. When
-// d passes first, context.Cause reports [ErrTimeout], once the context has
-// been waited on; Err reports context.DeadlineExceeded. Call Stop when
+// d passes first, context.Cause reports [ErrTimeout] and Err
+// context.DeadlineExceeded. Call Stop when
 // done with a Context.
 func WithTimeout(parent context.Context, d time.Duration) *Context {
 	end := addSat(time.Since(epoch), d)
