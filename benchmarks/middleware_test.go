@@ -2,6 +2,7 @@ package benchmarks
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"math"
@@ -12,8 +13,11 @@ import (
 	"github.com/maypok86/otter/v2"
 	"github.com/sony/gobreaker/v2"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/time/rate"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/internal/lazyctx"
+	"github.com/typedcqrs/dispatch/internal/stats"
 	"github.com/typedcqrs/dispatch/middleware"
 )
 
@@ -157,6 +161,127 @@ func BenchmarkMiddleware(b *testing.B) {
 			}
 		}
 	})
+	benchmarkInterceptorParts(b)
+}
+
+// benchmarkInterceptorParts measures, alone, what the bundled interceptors
+// are made of: the chain of one interceptor that does nothing but call on,
+// the bus's own metrics (WithMetrics, which the Metrics interceptor
+// should cost no more than, plus the chain), a clock reading, the lazy deadline context of Timeout, a deferred
+// recover, and the library calls of the
+// breaker and the rate limit. An interceptor's row is about PartChain plus
+// its parts, less the Bare dispatch that PartChain already includes.
+func benchmarkInterceptorParts(b *testing.B) {
+	ctx := context.Background()
+	chained := signupBus(b, []cqrs.Interceptor{passThrough})
+	b.Run("PartChain", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cqrs.Dispatch[cqrs.NoResult](ctx, chained, signup); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	metered := cqrs.NewCommandBus(cqrs.WithMetrics())
+	require.NoError(b, cqrs.Register(metered, cqrs.HandlerFunc[Signup, cqrs.NoResult](noopSignup)))
+	b.Run("PartWithMetrics", func(b *testing.B) { // the bus's own metrics, no chain
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cqrs.Dispatch[cqrs.NoResult](ctx, metered, signup); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("PartNow", func(b *testing.B) { // one monotonic clock reading
+		b.ReportAllocs()
+		var sum time.Duration
+		for b.Loop() {
+			sum += stats.Now()
+		}
+		sinkDuration = sum
+	})
+	b.Run("PartTimeNow", func(b *testing.B) { // the wall and the monotonic clock
+		b.ReportAllocs()
+		var t time.Time
+		for b.Loop() {
+			t = time.Now()
+		}
+		sinkTime = t
+	})
+	b.Run("PartLazyTimeout", func(b *testing.B) { // the context Timeout passes on
+		b.ReportAllocs()
+		for b.Loop() {
+			tctx := lazyctx.WithTimeout(ctx, time.Second)
+			tctx.Stop()
+			sinkContext = tctx
+		}
+	})
+	b.Run("PartDeferRecover", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := deferRecover(noCall); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	cb := gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{})
+	b.Run("PartBreakerExecute", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cb.Execute(noStruct); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	lim := rate.NewLimiter(rate.Limit(neverLimits.Rate), neverLimits.Burst)
+	b.Run("PartLimiterAllow", func(b *testing.B) { // time.Now inside
+		b.ReportAllocs()
+		for b.Loop() {
+			if !lim.Allow() {
+				b.Fatal("limited")
+			}
+		}
+	})
+	b.Run("PartLimiterAllowN", func(b *testing.B) { // given one monotonic reading
+		b.ReportAllocs()
+		for b.Loop() {
+			if !lim.AllowN(stats.Time(), 1) {
+				b.Fatal("limited")
+			}
+		}
+	})
+	rec := cqrs.NewRecorder(cqrs.SpecFor[Signup, cqrs.NoResult](chained))
+	b.Run("PartRecord", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			rec.Record(20*time.Nanosecond, false)
+		}
+	})
+}
+
+var (
+	sinkContext  context.Context
+	sinkDuration time.Duration
+	sinkTime     time.Time
+)
+
+//go:noinline
+func noCall() error { return nil }
+
+//go:noinline
+func noStruct() (struct{}, error) { return struct{}{}, nil }
+
+// deferRecover calls f under a deferred recover, as an interceptor that
+// recovers panics does.
+//
+//go:noinline
+func deferRecover(f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
+	return f()
 }
 
 // BenchmarkMiddlewareParallel runs the rows of BenchmarkMiddleware under

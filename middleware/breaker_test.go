@@ -190,3 +190,8 @@ func TestBreakerDefaultOpensAtFive(t *testing.T) {
 		})
 	}
 }
+
+func TestBreakerDoesNotAllocate(t *testing.T) {
+	bus, _, _ := breakerBus(t, gobreaker.Settings{})
+	assert.Zero(t, allocsPerJob(t, bus, Job{ID: 1}))
+}

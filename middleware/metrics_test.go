@@ -68,3 +68,9 @@ func TestMetricsLatency(t *testing.T) {
 		assert.InDelta(t, float64(99*time.Millisecond), float64(q.P99), float64(99*time.Millisecond)/16)
 	})
 }
+
+func TestMetricsDoesNotAllocate(t *testing.T) {
+	bus, _ := jobBus(t, middleware.NewMetrics())
+	assert.Zero(t, allocsPerJob(t, bus, Job{ID: 1}))
+	assert.Zero(t, allocsPerJob(t, bus, Job{Do: "fail"}), "nor when the handler fails")
+}

@@ -174,3 +174,8 @@ func TestRateLimitZeroValue(t *testing.T) {
 	}
 	assert.Equal(t, int64(10), j.calls.Load())
 }
+
+func TestRateLimitDoesNotAllocate(t *testing.T) {
+	bus, _ := jobBus(t, rateLimit(t, middleware.RateLimitConfig{Rate: math.MaxFloat64 / 2, Burst: math.MaxInt32}))
+	assert.Zero(t, allocsPerJob(t, bus, Job{ID: 1}), "under its rate")
+}

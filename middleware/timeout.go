@@ -13,7 +13,12 @@ import (
 // Timeout returns an interceptor that gives each dispatch at most d: the
 // context passed on carries that deadline (or the caller's, if sooner).
 // Its timer is made only when the handler waits on the context's Done, so
-// a handler that finishes without waiting costs no timer at all.
+// a handler that finishes without waiting costs no timer at all: a
+// dispatch reads the monotonic clock once, to start, and once more only
+// if the handler fails, and allocates the one context it passes on (32
+// bytes; the handler may keep it, so it is never reused). When the
+// caller's deadline comes sooner than d from now, the caller's context is
+// passed on as it is, and nothing is allocated.
 //
 // When the deadline passes and the handler returns an error, the dispatch
 // fails with an error that wraps both [cqrs.ErrExecutionTimeout] and
@@ -35,12 +40,16 @@ func Timeout(d time.Duration) cqrs.Interceptor {
 		}
 		return func(ctx context.Context, c cqrs.Call) error {
 			// The timer is made only if the handler waits on the
-			// context: a context.WithTimeout per dispatch would cost
-			// about 400ns and 4 allocations whether used or not.
-			tctx := lazyctx.WithTimeout(ctx, d, errTimeoutCause)
+			// context, and the deadline's time of day only if it asks:
+			// a context.WithTimeout per dispatch would cost about
+			// 400ns and 4 allocations whether used or not.
+			tctx := lazyctx.WithTimeout(ctx, d)
+			if tctx == nil { // the caller's deadline comes first
+				return next(ctx, c)
+			}
 			defer tctx.Stop()
 			err := next(tctx, c)
-			if err == nil || !tctx.Own() || !tctx.Expired() {
+			if err == nil || !tctx.Expired() {
 				return err
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
@@ -50,7 +59,3 @@ func Timeout(d time.Duration) cqrs.Interceptor {
 		}
 	})
 }
-
-// errTimeoutCause marks the deadlines Timeout sets, to tell them from the
-// caller's.
-var errTimeoutCause = errors.New("middleware: timeout")

@@ -100,3 +100,57 @@ func TestTimeoutOff(t *testing.T) {
 		assert.False(t, hasDeadline, "Timeout(%v) is off", d)
 	}
 }
+
+func TestTimeoutDeadlineIsFromTheStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var deadline time.Time
+		bus := cqrs.NewCommandBus(cqrs.WithInterceptors(middleware.Timeout(time.Second)))
+		require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Job, Done](func(ctx context.Context, _ Job) (Done, error) {
+			time.Sleep(400 * time.Millisecond) // work before asking
+			deadline, _ = ctx.Deadline()
+			return Done{}, nil
+		})))
+		start := time.Now()
+		_, err := run(bus, Job{})
+		require.NoError(t, err)
+		assert.Equal(t, start.Add(time.Second), deadline)
+	})
+}
+
+func TestTimeoutAllocations(t *testing.T) {
+	bus, _ := jobBus(t, middleware.Timeout(time.Minute))
+	// The context passed on, which the handler may keep.
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := run(bus, Job{ID: 1}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Equal(t, 1.0, allocs)
+
+	// None when the caller's deadline comes first: its context is passed
+	// on as it is.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	allocs = testing.AllocsPerRun(100, func() {
+		if _, err := runCtx(ctx, bus, Job{ID: 1}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Zero(t, allocs)
+}
+
+func TestTimeoutPassesTheCallersEarlierContextOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var got context.Context
+		bus := cqrs.NewCommandBus(cqrs.WithInterceptors(middleware.Timeout(time.Hour)))
+		require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Job, Done](func(ctx context.Context, _ Job) (Done, error) {
+			got = ctx
+			return Done{}, nil
+		})))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := runCtx(ctx, bus, Job{})
+		require.NoError(t, err)
+		assert.Equal(t, ctx, got)
+	})
+}
