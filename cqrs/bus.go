@@ -218,9 +218,11 @@ type route[C, R any] struct {
 	entry
 	handler Handler[C, R] // decorated by every middleware and interceptor
 	// chain is handler when it is the bus's interceptors, and fn when it
-	// is a HandlerFunc: called directly, they save a dispatch an indirect
-	// call and, when many types take turns, the cache misses of reading
-	// an itab and running a method wrapper of the message type's own.
+	// is a HandlerFunc. Called directly, they save a dispatch an indirect
+	// call and, for a HandlerFunc, a method wrapper of the message type's
+	// own that copies the message and the result once more: 6 ns of a
+	// 23 ns dispatch of a 40-byte message, and, when many types take
+	// turns, the cache misses of reading the itab and the wrapper.
 	chain *intercepted[C, R]
 	fn    HandlerFunc[C, R]
 }
@@ -294,12 +296,16 @@ func (e *entry) refuse(ctx context.Context, start time.Duration) error {
 // the only layer, and one defer is all a dispatch pays.
 type recovering[C, R any] struct {
 	next Handler[C, R]
+	fn   HandlerFunc[C, R] // next, when it is one: see route
 	e    *entry
 	_    [0]func() // never compared: no equality function per type
 }
 
 func (h *recovering[C, R]) Handle(ctx context.Context, msg C) (res R, err error) {
 	defer h.e.catch(ctx, &err)
+	if h.fn != nil {
+		return h.fn(ctx, msg)
+	}
 	return h.next.Handle(ctx, msg)
 }
 
@@ -370,7 +376,8 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	// Invoker, which saves a call per dispatch.
 	inner, recoverIn := h, &r.entry
 	if len(mws) > 0 {
-		inner, recoverIn = &recovering[C, R]{next: h, e: &r.entry}, nil
+		fn, _ := h.(HandlerFunc[C, R])
+		inner, recoverIn = &recovering[C, R]{next: h, fn: fn, e: &r.entry}, nil
 	}
 	if r.handler, err = decorate(in, inner, mws, c.cfg.interceptors, recoverIn); err != nil {
 		return err

@@ -558,18 +558,29 @@ func (s userStore) Handle(_ context.Context, q GetUser) (UserView, error) {
 
 func TestHandlerOfItsOwnType(t *testing.T) {
 	ctx := context.Background()
-	for _, opts := range [][]cqrs.Option{nil, {cqrs.WithMetrics()}} {
-		queries := cqrs.NewQueryBus(opts...)
-		require.NoError(t, cqrs.Register[GetUser, UserView](queries, userStore{panicOn: 13}))
+	passOn := func(next cqrs.Handler[GetUser, UserView]) cqrs.Handler[GetUser, UserView] { return next }
+	noop := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker { return next })
+	for _, tc := range []struct {
+		name string
+		opts []cqrs.Option
+		mws  []cqrs.Middleware[GetUser, UserView]
+	}{
+		{name: "bare"},
+		{name: "metrics", opts: []cqrs.Option{cqrs.WithMetrics()}},
+		{name: "typed middleware", mws: []cqrs.Middleware[GetUser, UserView]{passOn}},
+		{name: "interceptor", opts: []cqrs.Option{cqrs.WithInterceptors(noop)}},
+	} {
+		queries := cqrs.NewQueryBus(tc.opts...)
+		require.NoError(t, cqrs.Register[GetUser, UserView](queries, userStore{panicOn: 13}, tc.mws...), tc.name)
 
 		v, err := cqrs.Dispatch[UserView](ctx, queries, GetUser{ID: 7})
-		require.NoError(t, err)
-		assert.Equal(t, UserView{ID: 7, Name: "stored"}, v)
+		require.NoError(t, err, tc.name)
+		assert.Equal(t, UserView{ID: 7, Name: "stored"}, v, tc.name)
 
 		v, err = cqrs.Dispatch[UserView](ctx, queries, GetUser{ID: 13})
 		var pe *cqrs.PanicError
-		require.ErrorAs(t, err, &pe)
-		assert.Equal(t, "store down", pe.Value)
-		assert.Zero(t, v)
+		require.ErrorAs(t, err, &pe, tc.name)
+		assert.Equal(t, "store down", pe.Value, tc.name)
+		assert.Zero(t, v, tc.name)
 	}
 }

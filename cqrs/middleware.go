@@ -162,8 +162,9 @@ func (c *callState) Message() any { return c.box(false) }
 func (c *callState) Result() any  { return c.box(true) }
 func (c *callState) sealed()      {}
 
-// slot is a Call with its typed message and result. Slots are pooled per
-// message type (see intercept), so a dispatch does not allocate one.
+// slot is a Call with its typed message and result. A chain keeps the
+// slots no dispatch is using in its free list (see intercepted), so a
+// dispatch does not allocate one.
 type slot[C, R any] struct {
 	cs  callState // a field, not embedded: a slot needs no methods
 	msg C
@@ -233,10 +234,11 @@ type freeSlot struct {
 	_  [56]byte // one slot per cache line
 }
 
-// slotOf picks the slot of the goroutine whose stack holds probe.
-// Goroutine stacks are thousands of bytes apart: the bits above 2 KiB
-// tell goroutines apart, and cost nothing to read. The address is only
-// hashed, never used.
+// slotOf picks the slot of the goroutine whose stack holds probe. A
+// goroutine's stack is 2 KiB or more, so the bits above 2 KiB of an
+// address on it mostly tell goroutines apart, and cost nothing to read;
+// two goroutines that share a slot only make its slow path run. The
+// address is only hashed, never used.
 func slotOf(probe *byte) uintptr {
 	return uintptr(unsafe.Pointer(probe)) >> 11 & (freeSlots - 1)
 }
@@ -259,7 +261,9 @@ func (f *freeList) putSpare(cs *callState) { f.spare.Put(cs) }
 // of its own instead).
 func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R], catch *entry) (Handler[C, R], error) {
 	// The innermost Invoker calls the typed handler with the Call's
-	// message and stores its result in the Call.
+	// message and stores its result in the Call. A HandlerFunc is called
+	// as a function, as a route calls one.
+	fn, _ := next.(HandlerFunc[C, R])
 	inner := func(ctx context.Context, c Call) (err error) {
 		var s *slot[C, R]
 		if cs, ok := c.(*callState); ok && cs != nil {
@@ -277,7 +281,11 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R], catc
 			}()
 		}
 		s.cs.busy = true
-		s.res, err = next.Handle(ctx, s.msg)
+		if fn != nil {
+			s.res, err = fn(ctx, s.msg)
+		} else {
+			s.res, err = next.Handle(ctx, s.msg)
+		}
 		s.cs.busy = false
 		return err
 	}
