@@ -244,10 +244,15 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 	// The outermost recovery: with no decorators it is the only one; with
 	// them it catches a panic in a middleware or an interceptor, since
 	// the handler's own is recovered where it is called (see recovering).
-	// A panic leaves res as it was, the zero R.
+	// A panic leaves res as it was, the zero R. recover is called only
+	// when the handler did not return: a call to it costs a dispatch as
+	// much as a map read.
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
-			err = panicked(ctx, r.log, r.spec, v)
+		if !returned {
+			if v := recover(); v != nil {
+				err = panicked(ctx, r.log, r.spec, v)
+			}
 		}
 		if r.stats != nil {
 			r.stats.Record(stats.Now()-start, err != nil)
@@ -255,12 +260,14 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 	}()
 	switch {
 	case r.fn != nil:
-		return r.fn(ctx, msg)
+		res, err = r.fn(ctx, msg)
 	case r.chain != nil:
-		return r.chain.Handle(ctx, msg)
+		res, err = r.chain.Handle(ctx, msg)
 	default:
-		return r.handler.Handle(ctx, msg)
+		res, err = r.handler.Handle(ctx, msg)
 	}
+	returned = true
+	return res, err
 }
 
 // fail records a dispatch that started at start and failed with err
@@ -270,14 +277,6 @@ func (e *entry) fail(err error, start time.Duration) error {
 		e.stats.Record(stats.Now()-start, true)
 	}
 	return err
-}
-
-// catch turns a panic into a *PanicError in *err. It must be deferred,
-// to call recover directly.
-func (e *entry) catch(ctx context.Context, err *error) {
-	if v := recover(); v != nil {
-		*err = panicked(ctx, e.log, e.spec, v)
-	}
 }
 
 // refuse explains, and records, a dispatch that started at start and was
@@ -302,11 +301,21 @@ type recovering[C, R any] struct {
 }
 
 func (h *recovering[C, R]) Handle(ctx context.Context, msg C) (res R, err error) {
-	defer h.e.catch(ctx, &err)
+	returned := false // see route.dispatch
+	defer func() {
+		if !returned {
+			if v := recover(); v != nil {
+				err = panicked(ctx, h.e.log, h.e.spec, v)
+			}
+		}
+	}()
 	if h.fn != nil {
-		return h.fn(ctx, msg)
+		res, err = h.fn(ctx, msg)
+	} else {
+		res, err = h.next.Handle(ctx, msg)
 	}
-	return h.next.Handle(ctx, msg)
+	returned = true
+	return res, err
 }
 
 // panicked makes the *PanicError of the panic value v, recovered while

@@ -273,9 +273,14 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R], catc
 			return foreignCall(spec, c)
 		}
 		if catch != nil {
+			// recover is called only when the handler did not return:
+			// a call to it costs a dispatch as much as a map read.
 			defer func() {
+				if !s.cs.busy {
+					return
+				}
+				s.cs.busy = false
 				if v := recover(); v != nil {
-					s.cs.busy = false
 					err = panicked(ctx, catch.log, catch.spec, v)
 				}
 			}()
