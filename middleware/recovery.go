@@ -34,11 +34,21 @@ func Recovery(cfg RecoveryConfig) cqrs.Interceptor {
 	return cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		r := &recoverer{cfg: cfg, spec: spec}
 		return func(ctx context.Context, c cqrs.Call) (err error) {
-			// The deferred call is open-coded and its arguments are two
-			// words: a dispatch that neither fails nor panics pays
-			// little more than the call, and allocates nothing.
-			defer r.catch(ctx, &err)
-			if err = next(ctx, c); err != nil {
+			// The deferred call is open-coded, and it calls recover
+			// only when next did not return: a dispatch that neither
+			// fails nor panics pays little more than the call, and
+			// allocates nothing.
+			returned := false
+			defer func() {
+				if !returned {
+					if v := recover(); v != nil {
+						err = r.recovered(ctx, &cqrs.PanicError{Message: r.spec.String(), Value: v, Stack: debug.Stack()})
+					}
+				}
+			}()
+			err = next(ctx, c)
+			returned = true
+			if err != nil {
 				return r.returned(ctx, err)
 			}
 			return nil
@@ -50,14 +60,6 @@ func Recovery(cfg RecoveryConfig) cqrs.Interceptor {
 type recoverer struct {
 	cfg  RecoveryConfig
 	spec cqrs.Spec
-}
-
-// catch, deferred, turns a panic of the layers inside Recovery into the
-// error *err the dispatch returns.
-func (r *recoverer) catch(ctx context.Context, err *error) {
-	if v := recover(); v != nil {
-		*err = r.recovered(ctx, &cqrs.PanicError{Message: r.spec.String(), Value: v, Stack: debug.Stack()})
-	}
 }
 
 // returned maps err, the error of the layers inside Recovery, if it is a
