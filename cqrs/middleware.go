@@ -6,7 +6,8 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
-	"unsafe"
+
+	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
 // Middleware decorates the handler of one message type. It is applied once,
@@ -227,20 +228,20 @@ type freeList struct {
 	spare sync.Pool
 }
 
-const freeSlots = 8 // a power of two
+const (
+	freeSlotBits = 3
+	freeSlots    = 1 << freeSlotBits
+)
 
 type freeSlot struct {
 	cs atomic.Pointer[callState]
 	_  [56]byte // one slot per cache line
 }
 
-// slotOf picks the slot of the goroutine whose stack holds probe. A
-// goroutine's stack is 2 KiB or more, so the bits above 2 KiB of an
-// address on it mostly tell goroutines apart, and cost nothing to read;
-// two goroutines that share a slot only make its slow path run. The
-// address is only hashed, never used.
-func slotOf(probe *byte) uintptr {
-	return uintptr(unsafe.Pointer(probe)) >> 11 & (freeSlots - 1)
+// slotOf picks the slot of the goroutine whose stack holds probe: two
+// goroutines that share a slot only make its slow path run.
+func slotOf(probe *byte) uint64 {
+	return stats.StackHash(probe) >> (64 - freeSlotBits)
 }
 
 // getSpare is the slow path of taking a free Call, when the slot of the

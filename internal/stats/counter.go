@@ -4,17 +4,15 @@ import (
 	"math/bits"
 	"runtime"
 	"sync/atomic"
-	"unsafe"
 )
 
 // Counter is a count that many goroutines add to at once without writing
 // the same cache line: it is spread over cells, and a goroutine picks its
-// cell by the address of its stack, which differs from goroutine to
-// goroutine and costs nothing to read. A Counter is safe for concurrent
-// use; make one with [NewCounter].
+// cell by the address of its stack (see [StackHash]). A Counter is safe for
+// concurrent use; make one with [NewCounter].
 type Counter struct {
 	cells []cell
-	mask  uintptr
+	mask  uint64
 }
 
 type cell struct {
@@ -26,16 +24,13 @@ type cell struct {
 func NewCounter() *Counter {
 	n := 1 << bits.Len(uint(4*runtime.GOMAXPROCS(0)-1))
 	n = min(n, 64)
-	return &Counter{cells: make([]cell, n), mask: uintptr(n - 1)}
+	return &Counter{cells: make([]cell, n), mask: uint64(n - 1)}
 }
 
 // Add adds n.
 func (c *Counter) Add(n uint64) {
 	var probe byte
-	// Goroutine stacks are at least 8 KiB apart: the bits above that
-	// tell goroutines apart. The address is only hashed, never used.
-	i := uintptr(unsafe.Pointer(&probe)) >> 13 & c.mask
-	c.cells[i].n.Add(n)
+	c.cells[StackHash(&probe)>>32&c.mask].n.Add(n)
 }
 
 // Load returns the count. Additions made meanwhile may or may not be in it.

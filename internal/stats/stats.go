@@ -8,9 +8,9 @@ import (
 	"math"
 	"math/bits"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Snapshot is what [Stats.Snapshot] reads.
@@ -93,9 +93,10 @@ type Stats struct {
 }
 
 // shard is the part of a message type's metrics that one dispatch updates:
-// one cache line. A dispatch picks its shard by the token of the processor
-// it runs on (see [shardToken]), so each processor keeps writing the same
-// shards and cache lines seldom move between cores.
+// one cache line. A dispatch picks its shard by its goroutine's stack
+// (see [StackHash]), so a goroutine keeps writing the same shard, and
+// goroutines running at once on different processors seldom write the
+// same line.
 type shard struct {
 	errors atomic.Uint64
 	sum    atomic.Uint64 // nanoseconds
@@ -134,26 +135,31 @@ func New() *Stats {
 	return s
 }
 
-// shardToken is a number that stays with one processor: tokens live in a
-// [sync.Pool], whose fast path keeps an item per processor, so a goroutine
-// usually gets back the token its processor used last. When the pool loses
-// its items, at a garbage collection, fresh tokens are numbered in turn.
-type shardToken struct{ n uint64 }
-
-var (
-	shardTokens sync.Pool
-	tokenCount  atomic.Uint64
-)
+// StackHash hashes the address of probe, a variable on the calling
+// goroutine's stack, into 64 bits whose high bits are well mixed:
+// goroutines have stacks of their own, so it tells them apart, for the
+// price of a multiplication, where a sync.Pool token costs a Get and a
+// Put. Stacks are 2 KiB or more and often laid out a fixed distance apart,
+// so the bits below 2 KiB are dropped and the rest multiplied by 2^64
+// divided by the golden ratio, which spreads evenly spaced addresses over
+// the high bits. Two goroutines may still hash alike; callers use it to
+// spread writes, never to tell goroutines apart for certain. The address
+// is only hashed, never used. Pass the address of a local variable of the
+// function that uses the hash:
+//
+//	var probe byte
+//	i := stats.StackHash(&probe) >> (64 - bits)
+func StackHash(probe *byte) uint64 {
+	return uint64(uintptr(unsafe.Pointer(probe))>>11) * 0x9E3779B97F4A7C15
+}
 
 // Record adds one dispatch that took d and failed when failed is true. It
 // does not allocate.
 func (s *Stats) Record(d time.Duration, failed bool) {
-	tok, ok := shardTokens.Get().(*shardToken)
-	if !ok {
-		tok = &shardToken{n: tokenCount.Add(1)}
-	}
-	sh := &s.shards[tok.n&s.mask]
-	shardTokens.Put(tok)
+	// The shard is the calling goroutine's, by its stack: a goroutine
+	// keeps writing the same shard, and two goroutines seldom share one.
+	var probe byte
+	sh := &s.shards[StackHash(&probe)>>32&s.mask]
 
 	ns := max(int64(d), 0)
 	if failed {

@@ -193,3 +193,39 @@ func BenchmarkNow(b *testing.B) {
 	}
 	sinkDuration = d
 }
+
+// TestStackHashSpreadsEvenlySpacedStacks hashes addresses 2 KiB and 8 KiB
+// apart, as goroutine stacks often are, into 8 slots, as the free lists
+// and shards use it: they must land in several slots, where the address's
+// own bits above 2 KiB put 8 KiB strides in 2 slots of 8.
+func TestStackHashSpreadsEvenlySpacedStacks(t *testing.T) {
+	buf := make([]byte, 8*8192)
+	for _, stride := range []int{2048, 8192} {
+		seen := map[uint64]bool{}
+		for k := range 8 {
+			seen[StackHash(&buf[k*stride])>>61] = true
+		}
+		assert.GreaterOrEqual(t, len(seen), 4, "slots of 8 addresses %d bytes apart", stride)
+	}
+}
+
+// TestRecordFromManyGoroutines records from more goroutines than there
+// are shards: every dispatch must be counted, whichever shard it went to.
+func TestRecordFromManyGoroutines(t *testing.T) {
+	s := New()
+	const goroutines, each = 32, 1000
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				s.Record(time.Duration(g*each+i), i%10 == 0)
+			}
+		})
+	}
+	wg.Wait()
+	snap := s.Snapshot()
+	assert.Equal(t, uint64(goroutines*each), snap.Calls)
+	assert.Equal(t, uint64(goroutines*each/10), snap.Errors)
+	assert.Equal(t, time.Duration(0), snap.Min)
+	assert.Equal(t, time.Duration(goroutines*each-1), snap.Max)
+}
