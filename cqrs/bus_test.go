@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -582,5 +583,69 @@ func TestHandlerOfItsOwnType(t *testing.T) {
 		require.ErrorAs(t, err, &pe, tc.name)
 		assert.Equal(t, "store down", pe.Value, tc.name)
 		assert.Zero(t, v, tc.name)
+	}
+}
+
+type (
+	emptyThing   struct{}
+	sliceCmd     []emptyThing
+	funcCmd      func()
+	chanCmd      chan int
+	unsafeCmd    unsafe.Pointer
+	emptyPtrCmd  *emptyThing
+	zeroArrayCmd *[0]int
+)
+
+// nilRefusal registers a handler for C on a fresh bus and reports whether
+// dispatching msg reached it and what the dispatch returned.
+func nilRefusal[C any](t *testing.T, msg C) (called bool, err error) {
+	t.Helper()
+	commands := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[C, cqrs.NoResult](func(context.Context, C) (cqrs.NoResult, error) {
+		called = true
+		return cqrs.NoResult{}, nil
+	})))
+	_, err = cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, msg)
+	return called, err
+}
+
+// TestNilMessageOfEveryKind checks the refusal of nil messages, which
+// reads the first word of the message, against msg == nil for every kind
+// that can be nil, including values whose pointer is to zero-size memory.
+func TestNilMessageOfEveryKind(t *testing.T) {
+	t.Parallel()
+	x := 1
+	for _, tc := range []struct {
+		name  string
+		isNil bool
+		run   func(*testing.T) (bool, error)
+	}{
+		{"nil slice", true, func(t *testing.T) (bool, error) { return nilRefusal(t, sliceCmd(nil)) }},
+		{"empty slice", false, func(t *testing.T) (bool, error) { return nilRefusal(t, sliceCmd{}) }},
+		{"slice of zero-size elements", false, func(t *testing.T) (bool, error) { return nilRefusal(t, make(sliceCmd, 3)) }},
+		{"resliced nil slice", true, func(t *testing.T) (bool, error) { var s sliceCmd; return nilRefusal(t, s[0:0:0]) }},
+		{"nil func", true, func(t *testing.T) (bool, error) { return nilRefusal(t, funcCmd(nil)) }},
+		{"func", false, func(t *testing.T) (bool, error) { return nilRefusal(t, funcCmd(func() {})) }},
+		{"nil chan", true, func(t *testing.T) (bool, error) { return nilRefusal(t, chanCmd(nil)) }},
+		{"unbuffered chan", false, func(t *testing.T) (bool, error) { return nilRefusal(t, make(chanCmd)) }},
+		{"nil unsafe.Pointer", true, func(t *testing.T) (bool, error) { return nilRefusal(t, unsafeCmd(nil)) }},
+		{"unsafe.Pointer", false, func(t *testing.T) (bool, error) { return nilRefusal(t, unsafeCmd(unsafe.Pointer(&x))) }},
+		{"nil pointer to zero-size", true, func(t *testing.T) (bool, error) { return nilRefusal(t, emptyPtrCmd(nil)) }},
+		{"pointer to zero-size", false, func(t *testing.T) (bool, error) { return nilRefusal(t, emptyPtrCmd(&emptyThing{})) }},
+		{"pointer to zero-length array", false, func(t *testing.T) (bool, error) { return nilRefusal(t, zeroArrayCmd(new([0]int))) }},
+		{"nil map", true, func(t *testing.T) (bool, error) { return nilRefusal(t, map[int]int(nil)) }},
+		{"empty map", false, func(t *testing.T) (bool, error) { return nilRefusal(t, map[int]int{}) }},
+		{"zero-size struct", false, func(t *testing.T) (bool, error) { return nilRefusal(t, emptyThing{}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			called, err := tc.run(t)
+			if tc.isNil {
+				require.ErrorIs(t, err, cqrs.ErrNilMessage)
+				assert.False(t, called)
+				return
+			}
+			require.NoError(t, err)
+			assert.True(t, called)
+		})
 	}
 }

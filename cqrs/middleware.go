@@ -273,14 +273,23 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R], catc
 		if s == nil {
 			return foreignCall(spec, c)
 		}
+		// returned is this call's own "the handler returned" flag: busy
+		// is the Call's, shared by every run of next on it, and a run
+		// that the handler made of it again (the Call contract allows
+		// it while the interceptor's Invoker runs) clears busy before
+		// the outer run has returned.
+		returned := false
 		if catch != nil {
 			// recover is called only when the handler did not return:
 			// a call to it costs a dispatch as much as a map read.
 			defer func() {
-				if !s.cs.busy {
+				if returned {
 					return
 				}
-				s.cs.busy = false
+				// A panic leaves the zero result, not that of an
+				// earlier run on the same Call (a retry's).
+				var zr R
+				s.res, s.cs.busy = zr, false
 				if v := recover(); v != nil {
 					err = panicked(ctx, catch.log, catch.spec, v)
 				}
@@ -293,6 +302,7 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R], catc
 			s.res, err = next.Handle(ctx, s.msg)
 		}
 		s.cs.busy = false
+		returned = true
 		return err
 	}
 	inv, gates, err := chain(spec, ics, inner)
@@ -329,15 +339,21 @@ func (h *intercepted[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	}
 	s.msg = msg
 	err := h.invoke(ctx, &s.cs)
+	var zr R
+	if s.cs.busy {
+		// The handler did not return: the Call was abandoned to a
+		// goroutine that may still write its result, or the handler's
+		// panic (or a middleware's, under typed middleware) was
+		// recovered by an interceptor. Either way the result is none,
+		// and the Call is left to the garbage collector.
+		return zr, err
+	}
 	res := s.res
-	if !s.cs.busy {
-		// Keep no message or result alive in the free list.
-		var zc C
-		var zr R
-		s.msg, s.res = zc, zr
-		if !h.free.slots[i].cs.CompareAndSwap(nil, &s.cs) {
-			h.free.putSpare(&s.cs)
-		}
+	// Keep no message or result alive in the free list.
+	var zc C
+	s.msg, s.res = zc, zr
+	if !h.free.slots[i].cs.CompareAndSwap(nil, &s.cs) {
+		h.free.putSpare(&s.cs)
 	}
 	return res, err
 }

@@ -557,3 +557,129 @@ func TestConcurrentInterceptedDispatches(t *testing.T) {
 	assert.Zero(t, failed.Load(), "dispatches that returned another's result or an error")
 	assert.Zero(t, wrong.Load(), "Calls that showed another dispatch's message or result")
 }
+
+// TestPanicOnRetryLeavesNoEarlierResult runs an interceptor that calls
+// next a second time after a failure, as a retry does, and a handler whose
+// first attempt fails with a result and whose second panics. The panic
+// must leave the Call's result, and the dispatch's, the zero value, not
+// the failed attempt's.
+func TestPanicOnRetryLeavesNoEarlierResult(t *testing.T) {
+	var afterPanic any
+	twice := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			if err := next(ctx, c); err == nil {
+				return nil
+			}
+			err := next(ctx, c)
+			afterPanic = c.Result()
+			return err
+		}
+	})
+	attempts := 0
+	flaky := cqrs.HandlerFunc[GetUser, UserView](func(_ context.Context, q GetUser) (UserView, error) {
+		attempts++
+		if attempts == 1 {
+			return UserView{ID: q.ID}, errors.New("transient")
+		}
+		panic("boom")
+	})
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(twice))
+	require.NoError(t, cqrs.Register(queries, flaky))
+
+	v, err := cqrs.Dispatch[UserView](context.Background(), queries, GetUser{ID: 7})
+	var pe *cqrs.PanicError
+	require.ErrorAs(t, err, &pe)
+	require.Equal(t, 2, attempts)
+	assert.Equal(t, UserView{}, v, "the dispatch returned the failed attempt's result with the panic")
+	assert.Equal(t, UserView{}, afterPanic, "the Call shows the failed attempt's result after the panic")
+}
+
+// TestReentrantInvokerStillRecovers lets a handler run the rest of the
+// chain again, on its own Call, while it runs (an interceptor hands it
+// next and the Call through the context, inside its own Invoker, as the
+// Call contract allows). When the outer run of the handler then panics,
+// the innermost Invoker must still turn the panic into a *PanicError that
+// the interceptors see returned, not a panic unwinding through them.
+func TestReentrantInvokerStillRecovers(t *testing.T) {
+	type again struct{}
+	type rerun struct {
+		next cqrs.Invoker
+		call cqrs.Call
+	}
+	var seen error
+	var returned bool
+	keep := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			err := next(context.WithValue(ctx, again{}, rerun{next, c}), c)
+			seen, returned = err, true
+			return err
+		}
+	})
+	depth := 0
+	h := cqrs.HandlerFunc[GetUser, UserView](func(ctx context.Context, q GetUser) (UserView, error) {
+		depth++
+		defer func() { depth-- }()
+		if depth == 1 {
+			r := ctx.Value(again{}).(rerun)
+			if err := r.next(ctx, r.call); err != nil {
+				return UserView{}, err
+			}
+			panic("boom")
+		}
+		return UserView{ID: q.ID}, nil
+	})
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(keep))
+	require.NoError(t, cqrs.Register(queries, h))
+
+	_, err := cqrs.Dispatch[UserView](context.Background(), queries, GetUser{ID: 7})
+	var pe *cqrs.PanicError
+	require.ErrorAs(t, err, &pe)
+	require.True(t, returned, "the panic unwound through the interceptor instead of reaching it as an error")
+	assert.ErrorAs(t, seen, &pe)
+}
+
+// TestRecoveredMiddlewarePanicLeavesNoEarlierResult is
+// TestPanicOnRetryLeavesNoEarlierResult with the panic in a typed
+// middleware, under the handler's own recovery, recovered instead by an
+// outer interceptor: the dispatch must not return the failed attempt's
+// result either.
+func TestRecoveredMiddlewarePanicLeavesNoEarlierResult(t *testing.T) {
+	errRecovered := errors.New("recovered")
+	catch := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) (err error) {
+			defer func() {
+				if recover() != nil {
+					err = errRecovered
+				}
+			}()
+			return next(ctx, c)
+		}
+	})
+	twice := cqrs.InterceptorFunc(func(_ cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		return func(ctx context.Context, c cqrs.Call) error {
+			if err := next(ctx, c); err == nil {
+				return nil
+			}
+			return next(ctx, c)
+		}
+	})
+	attempts := 0
+	panicOnSecond := func(next cqrs.Handler[GetUser, UserView]) cqrs.Handler[GetUser, UserView] {
+		return cqrs.HandlerFunc[GetUser, UserView](func(ctx context.Context, q GetUser) (UserView, error) {
+			if attempts++; attempts == 2 {
+				panic("middleware boom")
+			}
+			return next.Handle(ctx, q)
+		})
+	}
+	failing := cqrs.HandlerFunc[GetUser, UserView](func(_ context.Context, q GetUser) (UserView, error) {
+		return UserView{ID: q.ID}, errors.New("transient")
+	})
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(catch, twice))
+	require.NoError(t, cqrs.Register(queries, failing, panicOnSecond))
+
+	v, err := cqrs.Dispatch[UserView](context.Background(), queries, GetUser{ID: 7})
+	require.ErrorIs(t, err, errRecovered)
+	require.Equal(t, 2, attempts)
+	assert.Equal(t, UserView{}, v, "the dispatch returned the failed attempt's result")
+}
