@@ -147,8 +147,8 @@ type Call interface {
 // result are in the slot it is part of.
 type callState struct {
 	spec *Spec
-	self any                   // the *slot[C, R] this is part of
-	box  func(result bool) any // boxes the slot's message, or its result
+	self any                             // the *slot[C, R] this is part of
+	box  func(self any, result bool) any // boxes a slot's message, or its result
 	// busy is set while the inner Invoker runs the handler: a call still
 	// busy when its dispatch returns was handed to a goroutine that
 	// outlived the dispatch, and is left to the garbage collector.
@@ -159,8 +159,8 @@ type callState struct {
 }
 
 func (c *callState) Spec() Spec   { return *c.spec }
-func (c *callState) Message() any { return c.box(false) }
-func (c *callState) Result() any  { return c.box(true) }
+func (c *callState) Message() any { return c.box(c.self, false) }
+func (c *callState) Result() any  { return c.box(c.self, true) }
 func (c *callState) sealed()      {}
 
 // slot is a Call with its typed message and result. A chain keeps the
@@ -208,6 +208,7 @@ type intercepted[C, R any] struct {
 	invoke Invoker
 	next   Handler[C, R]
 	gates  []gate // every interceptor's gate, or nil if one has none
+	box    func(self any, result bool) any
 }
 
 // freeList keeps the Calls of one chain that no dispatch is using. A Call
@@ -309,7 +310,16 @@ func intercept[C, R any](spec *Spec, ics []Interceptor, next Handler[C, R], catc
 	if err != nil {
 		return nil, err
 	}
-	return &intercepted[C, R]{spec: spec, invoke: inv, next: next, gates: gates}, nil
+	// One function boxes the message or result of every slot of the
+	// chain, made here once rather than for each slot.
+	box := func(self any, result bool) any {
+		s := self.(*slot[C, R])
+		if result {
+			return s.res
+		}
+		return s.msg
+	}
+	return &intercepted[C, R]{spec: spec, invoke: inv, next: next, gates: gates, box: box}, nil
 }
 
 func (h *intercepted[C, R]) Handle(ctx context.Context, msg C) (R, error) {
@@ -328,14 +338,8 @@ func (h *intercepted[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	if cs != nil {
 		s = cs.self.(*slot[C, R])
 	} else {
-		s = &slot[C, R]{cs: callState{spec: h.spec}}
+		s = &slot[C, R]{cs: callState{spec: h.spec, box: h.box}}
 		s.cs.self = s
-		s.cs.box = func(result bool) any {
-			if result {
-				return s.res
-			}
-			return s.msg
-		}
 	}
 	s.msg = msg
 	err := h.invoke(ctx, &s.cs)

@@ -1,6 +1,7 @@
 // Package stats keeps the counts and latency histogram of one message type,
 // cheaply enough to record every dispatch: no allocation, no lock, hot
-// counters spread over per-processor shards of one cache line each, and one
+// counters spread over shards of one cache line each, picked by a hash of
+// the dispatching goroutine's stack, and one
 // shared histogram that the shards write to only now and then.
 package stats
 
@@ -84,8 +85,9 @@ func Time() time.Time { return epoch.Add(time.Since(epoch)) }
 // bucket there, and the shard moves a count into the shared histogram only
 // when another bucket takes its slot. Latencies of one message type fall in
 // few buckets, so the shared histogram is written far less often than once
-// per dispatch, and up to [maxShards] processors, no two write one cache
-// line on the path.
+// per dispatch, and goroutines running at once on different processors
+// seldom write one cache line on the path (only when their stacks hash to
+// one shard).
 type Stats struct {
 	shards []shard
 	mask   uint64
@@ -116,14 +118,14 @@ const (
 // maxShards bounds the memory of one message type's metrics: 64 bytes a
 // shard, besides the shared histogram's 2.4 KiB, so that a type's metrics
 // stay near 3 KiB (and the bus's whole share of a type under 4 KiB) at any
-// GOMAXPROCS. Past 8 processors, processors share shards, two or more to
-// one cache line: less than every processor sharing one histogram.
+// GOMAXPROCS. Past 4 processors, goroutines running at once share shards
+// more often: still less than every processor sharing one histogram.
 const maxShards = 8
 
 // New returns empty Stats.
 func New() *Stats {
-	// Twice as many shards as processors, so that two processors seldom
-	// draw the same one.
+	// Twice as many shards as processors, so that two goroutines running
+	// at once seldom hash to the same one.
 	n := 1 << bits.Len(uint(2*runtime.GOMAXPROCS(0)-1))
 	n = min(n, maxShards)
 	// A shard is 64 bytes and n a power of two, so the allocation is
