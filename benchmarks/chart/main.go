@@ -9,16 +9,15 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"html"
 	"io"
 	"math"
 	"os"
-	"regexp"
-	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/typedcqrs/dispatch/benchmarks/internal/benchfmt"
 )
 
 // bars are the benchmarks drawn, in order, with their labels.
@@ -45,36 +44,16 @@ func main() {
 	}
 }
 
-// benchLine matches "BenchmarkName-8   1000   12.3 ns/op ...".
-var benchLine = regexp.MustCompile(`^Benchmark(\S+?)(?:-\d+)?\s+\d+\s+([0-9.]+) ns/op`)
-
 // parse reads benchmark output and returns the median ns/op of each
 // benchmark.
 func parse(r io.Reader) (map[string]float64, error) {
 	runs := map[string][]float64{}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		m := benchLine.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		ns, err := strconv.ParseFloat(m[2], 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", sc.Text(), err)
-		}
-		runs[m[1]] = append(runs[m[1]], ns)
-	}
-	if err := sc.Err(); err != nil {
+	if err := benchfmt.Rows(r, func(name string, ns float64) { runs[name] = append(runs[name], ns) }); err != nil {
 		return nil, err
 	}
 	medians := make(map[string]float64, len(runs))
 	for name, ns := range runs {
-		slices.Sort(ns)
-		mid := len(ns) / 2
-		medians[name] = ns[mid]
-		if len(ns)%2 == 0 {
-			medians[name] = (ns[mid-1] + ns[mid]) / 2
-		}
+		medians[name] = benchfmt.Median(ns)
 	}
 	return medians, nil
 }

@@ -12,15 +12,14 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"slices"
-	"strconv"
+
+	"github.com/typedcqrs/dispatch/benchmarks/internal/benchfmt"
 )
 
 func main() {
@@ -46,33 +45,25 @@ func run(r io.Reader, w io.Writer, base string, rows []string) error {
 		if len(ratios) == 0 {
 			return fmt.Errorf("no pass has both %s and %s", base, row)
 		}
-		fmt.Fprintf(w, "%-45s %6.2f (%.2f, %.2f)\n", row, median(ratios), slices.Min(ratios), slices.Max(ratios))
+		fmt.Fprintf(w, "%-45s %6.2f (%.2f, %.2f)\n", row, benchfmt.Median(ratios), slices.Min(ratios), slices.Max(ratios))
 	}
 	return nil
 }
 
-// benchLine matches "BenchmarkName-8   1000   12.3 ns/op ...".
-var benchLine = regexp.MustCompile(`^Benchmark(\S+?)(?:-\d+)?\s+\d+\s+([0-9.]+) ns/op`)
-
 // parse splits benchmark output into passes, each the ns/op of its rows.
+// A pass ends where a row comes again.
 func parse(r io.Reader) ([]map[string]float64, error) {
 	passes := []map[string]float64{{}}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		m := benchLine.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		ns, err := strconv.ParseFloat(m[2], 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", sc.Text(), err)
-		}
-		if _, again := passes[len(passes)-1][m[1]]; again {
+	err := benchfmt.Rows(r, func(name string, ns float64) {
+		if _, again := passes[len(passes)-1][name]; again {
 			passes = append(passes, map[string]float64{})
 		}
-		passes[len(passes)-1][m[1]] = ns
+		passes[len(passes)-1][name] = ns
+	})
+	if err != nil {
+		return nil, err
 	}
-	return passes, sc.Err()
+	return passes, nil
 }
 
 // ratiosOf returns row / base in each pass that has both.
@@ -86,13 +77,4 @@ func ratiosOf(passes []map[string]float64, base, row string) []float64 {
 		}
 	}
 	return out
-}
-
-func median(xs []float64) float64 {
-	s := slices.Sorted(slices.Values(xs))
-	mid := len(s) / 2
-	if len(s)%2 == 0 {
-		return (s[mid-1] + s[mid]) / 2
-	}
-	return s[mid]
 }

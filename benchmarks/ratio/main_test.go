@@ -40,8 +40,3 @@ func TestRatioErrors(t *testing.T) {
 	assert.Error(t, run(strings.NewReader(passes), &out, "", []string{"Dispatch/Slow"}), "no base")
 	assert.ErrorContains(t, run(strings.NewReader(passes), &out, "Dispatch/Dispatch", []string{"Dispatch/Missing"}), "no pass has both")
 }
-
-func TestMedian(t *testing.T) {
-	assert.InDelta(t, 2.0, median([]float64{3, 1, 2}), 0)
-	assert.InDelta(t, 2.5, median([]float64{4, 1, 2, 3}), 0)
-}
