@@ -218,3 +218,36 @@ func TestCauseOfACanceledParent(t *testing.T) {
 	<-ctx.Done()
 	assert.Equal(t, errParent, context.Cause(ctx))
 }
+
+// TestParentDeadlineOnTheMonotonicClock is TestParentDeadlineOnTheWallClock
+// for the deadlines production code sees: from context.WithTimeout outside
+// a synctest bubble, with a monotonic reading, which alone places them.
+func TestParentDeadlineOnTheMonotonicClock(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		parent time.Duration
+		ours   bool
+	}{
+		{"parent first", time.Minute, false},
+		{"ours first", time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parent, cancel := context.WithTimeout(context.Background(), tc.parent)
+			defer cancel()
+			pd, _ := parent.Deadline()
+			require.NotEqual(t, pd, pd.Round(0), "the parent's deadline has a monotonic reading")
+			ctx := WithTimeout(parent, 10*time.Minute)
+			require.Equal(t, tc.ours, ctx != nil)
+			if ctx != nil {
+				ctx.Stop()
+			}
+		})
+	}
+}
+
+func TestAddSat(t *testing.T) {
+	assert.Equal(t, time.Duration(5), addSat(2, 3))
+	assert.Equal(t, time.Duration(-1), addSat(2, -3))
+	assert.Equal(t, time.Duration(math.MaxInt64), addSat(math.MaxInt64-1, 2), "held at the largest")
+	assert.Equal(t, time.Duration(math.MinInt64), addSat(math.MinInt64+1, -2), "held at the smallest")
+}
