@@ -204,6 +204,7 @@ type entry struct {
 	items *atomic.Uint64 // the items of a streaming query, else nil
 	log   *slog.Logger
 	nils  nilKind
+	ids   bool // the bus gives every message an identity: WithIdentity
 
 	typed   any                                     // *route[C, R], for Dispatch
 	exec    any                                     // func(context.Context, any) (R, error), for ExecuteTyped
@@ -240,6 +241,9 @@ func (r *route[C, R]) dispatch(ctx context.Context, msg C) (res R, err error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return res, r.fail(err, start)
+	}
+	if r.ids || used.Load() {
+		ctx = identify(ctx, r.ids)
 	}
 	// The outermost recovery: with no decorators it is the only one; with
 	// them it catches a panic in a middleware or an interceptor, since
@@ -379,7 +383,7 @@ func Register[C, R any](b Bus, h Handler[C, R], mws ...Middleware[C, R]) error {
 	if err != nil {
 		return err
 	}
-	r := &route[C, R]{entry: entry{spec: in, nils: nilKindOf(t), log: c.logger()}}
+	r := &route[C, R]{entry: entry{spec: in, nils: nilKindOf(t), log: c.logger(), ids: c.cfg.identity}}
 	// The handler's panic is recovered innermost: by a layer of its own
 	// under typed middleware, else by the interceptor chain's innermost
 	// Invoker, which saves a call per dispatch.

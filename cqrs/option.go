@@ -13,6 +13,7 @@ type Option interface {
 type config struct {
 	interceptors []Interceptor
 	metrics      bool
+	identity     bool
 	logger       *slog.Logger
 	events       eventConfig
 }
@@ -47,4 +48,16 @@ func WithMetrics() Option {
 // cross [Register] or a dispatch.
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) { c.logger = l })
+}
+
+// WithIdentity gives every message dispatched on the bus an [Identity],
+// even one dispatched from a context that carries none, so that every
+// handler finds one with [IdentityOf] and a conversation starts at the
+// first message. Without it, a message gets an identity only when the
+// context it is dispatched from carries one (inside a handler, from a
+// transport, or set by [ContextWithIdentity]), and a dispatch from any
+// other context costs nothing more. With it, such a dispatch costs one
+// allocation, a clock reading and a new ID.
+func WithIdentity() Option {
+	return optionFunc(func(c *config) { c.identity = true })
 }

@@ -171,6 +171,9 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if ids := r.bus.cfg.identity; ids || used.Load() {
+		ctx = identify(ctx, ids) // one identity for every subscriber
+	}
 	if s.mode == modeAsync {
 		if len(r.list.Load().subs) == 0 {
 			return r.bus.noSubscribers(r.spec.Name)

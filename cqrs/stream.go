@@ -157,7 +157,7 @@ func RegisterStream[Q, R any](b *QueryBus, h StreamHandler[Q, R], opts ...Stream
 			o.applyStream(&cfg)
 		}
 	}
-	r := &streamRoute[Q, R]{spec: in, handler: h, nils: nilKindOf(t), log: c.logger(), firstItem: cfg.firstItem}
+	r := &streamRoute[Q, R]{spec: in, handler: h, nils: nilKindOf(t), log: c.logger(), firstItem: cfg.firstItem, ids: c.cfg.identity}
 	if c.cfg.metrics {
 		r.stats = stats.New()
 	}
@@ -282,6 +282,7 @@ type streamRoute[Q, R any] struct {
 	stats     *stats.Stats // nil when metrics are off
 	items     atomic.Uint64
 	firstItem time.Duration
+	ids       bool // the bus gives every message an identity: WithIdentity
 }
 
 // streamKey carries a stream's state through the interceptors' contexts
@@ -359,6 +360,9 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 	var start time.Duration
 	if r.stats != nil {
 		start = stats.Now()
+	}
+	if r.ids || used.Load() {
+		ctx = identify(ctx, r.ids)
 	}
 	caller := ctx
 	ctx, stop := context.WithCancelCause(ctx)
