@@ -21,7 +21,9 @@ type (
 	idFollowUp struct{ cqrs.Command[cqrs.Identity] }
 	idQuery    struct{ cqrs.Query[cqrs.Identity] }
 	idEvent    struct{ cqrs.Event }
-	idStream   struct{ cqrs.StreamQuery[cqrs.Identity] }
+	idStream   struct {
+		cqrs.StreamQuery[cqrs.Identity]
+	}
 )
 
 var uuidV7 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
