@@ -1,0 +1,69 @@
+package nats
+
+import (
+	"context"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/typedcqrs/dispatch/cqrs"
+)
+
+// Headers of a message's identity ([cqrs.Identity]). Every message this
+// package sends carries its ID; a message that has a correlation or a
+// cause carries them too. A message stored in JetStream also carries its
+// de-duplication key in Nats-Msg-Id ([jetstream.MsgIDHeader]): the ID
+// itself when the message is first stored, so that JetStream's duplicate
+// window drops a publish sent again; another key when a dead letter is
+// stored or replayed, which is the same message moving, not a new one.
+const (
+	HeaderID            = "Cqrs-Id"
+	HeaderCorrelationID = "Cqrs-Correlation-Id"
+	HeaderCausationID   = "Cqrs-Causation-Id"
+)
+
+// setIdentity writes id into h.
+func setIdentity(h natsgo.Header, id cqrs.Identity) {
+	h.Set(HeaderID, id.ID)
+	if id.CorrelationID != "" {
+		h.Set(HeaderCorrelationID, id.CorrelationID)
+	}
+	if id.CausationID != "" {
+		h.Set(HeaderCausationID, id.CausationID)
+	}
+}
+
+// identityOf reads the identity of a received message from h: its ID from
+// Cqrs-Id, or, for a message that another publisher stored, from
+// Nats-Msg-Id. It reports false when h has neither.
+func identityOf(h natsgo.Header) (cqrs.Identity, bool) {
+	id := cqrs.Identity{
+		ID:            h.Get(HeaderID),
+		CorrelationID: h.Get(HeaderCorrelationID),
+		CausationID:   h.Get(HeaderCausationID),
+	}
+	if id.ID == "" {
+		id.ID = h.Get(jetstream.MsgIDHeader)
+	}
+	return id, id.ID != ""
+}
+
+// withIdentity returns ctx carrying the identity of a message received
+// with headers h, so that its handler reads it with [cqrs.IdentityOf] and
+// the messages the handler sends join its conversation. A message that
+// arrived with no identity gets a new one.
+func withIdentity(ctx context.Context, h natsgo.Header) context.Context {
+	id, _ := identityOf(h)
+	return cqrs.ContextWithIdentity(ctx, id)
+}
+
+// sentIdentity returns the identity of a message that the handler given
+// ctx sends on: the message that handler handles, when ctx has one (a
+// forwarded command is the message its local dispatch was given), else
+// what a message sent from ctx gets.
+func sentIdentity(ctx context.Context) cqrs.Identity {
+	if id, ok := cqrs.IdentityOf(ctx); ok {
+		return id
+	}
+	return cqrs.NextIdentity(ctx)
+}
