@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"strconv"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +22,35 @@ const (
 	HeaderCorrelationID = "Cqrs-Correlation-Id"
 	HeaderCausationID   = "Cqrs-Causation-Id"
 )
+
+// headerReplays counts the replays of a dead letter: absent on a message
+// that was never dead, n on the message that the nth replay put back. It
+// is what tells the de-duplication keys of one message's moves apart.
+const headerReplays = "Cqrs-Replays"
+
+// replaysOf returns the replays a message with headers h has been
+// through: 0 when h says none or says it badly.
+func replaysOf(h natsgo.Header) uint64 {
+	n, _ := strconv.ParseUint(h.Get(headerReplays), 10, 64)
+	return n
+}
+
+// The de-duplication keys (Nats-Msg-Id) of one message, whose ID is id,
+// as it moves: storedKey when it is stored for handling, the first time
+// (replays 0) and after each replay; deadKey when it is buried after
+// that many replays. Two replays that read the same letter store it with
+// one key, so JetStream keeps one; a message buried again after a replay
+// has a new key, so JetStream keeps the new letter.
+func storedKey(id string, replays uint64) string {
+	if replays == 0 {
+		return id
+	}
+	return id + ".replay." + strconv.FormatUint(replays, 10)
+}
+
+func deadKey(id string, replays uint64) string {
+	return id + ".dead." + strconv.FormatUint(replays, 10)
+}
 
 // setIdentity writes id into h.
 func setIdentity(h natsgo.Header, id cqrs.Identity) {
