@@ -2,7 +2,6 @@ package cqrstest
 
 import (
 	"context"
-	"slices"
 	"testing"
 
 	"github.com/typedcqrs/dispatch/cqrs"
@@ -20,12 +19,17 @@ import (
 //
 //	h.When(PlaceOrder{Items: []string{"tea"}}).Then(OrderPlaced{Order: 1, Items: []string{"tea"}})
 //
-// Every bus is made with the options given to [NewHarness], then with
-// [cqrs.WithIdentity] and the interceptors Faults and Recorder, in that
-// order and after any the options give: the interceptors under test see
-// the faults as the handler's own, and the Recorder records what the
-// handlers receive. The typed readers ([Sent], [Published], …) and waits
-// ([AwaitPublished]) take a Harness for its Recorder.
+// Every bus is made with the Recorder as its first interceptor, then the
+// options given to [NewHarness], then [cqrs.WithIdentity] and Faults as
+// its last interceptor. So the Recorder records each dispatch as its
+// caller sees it: a command once however often a retry attempts it, a
+// delivery to a subscriber as ended once its last attempt has, a call
+// that a fault failed as failed. And the interceptors under test (a
+// retry, a timeout) see the faults as the handler's own. To record each
+// attempt as the handler receives it, give a Recorder of your own among
+// the options, after the interceptors under test. The typed readers
+// ([Sent], [Published], …) and waits ([AwaitPublished]) take a Harness
+// for its Recorder.
 //
 // When the test ends, the event bus is closed: queued asynchronous events
 // are delivered first, and its workers stop.
@@ -51,7 +55,8 @@ type Harness struct {
 func NewHarness(t testing.TB, opts ...cqrs.Option) *Harness {
 	t.Helper()
 	h := &Harness{Recorder: NewRecorder(t), Faults: NewFaults(t), t: t}
-	all := append(slices.Clip(opts), cqrs.WithIdentity(), cqrs.WithInterceptors(h.Faults, h.Recorder))
+	all := append([]cqrs.Option{cqrs.WithInterceptors(h.Recorder)}, opts...)
+	all = append(all, cqrs.WithIdentity(), cqrs.WithInterceptors(h.Faults))
 	h.Commands = cqrs.NewCommandBus(all...)
 	h.Queries = cqrs.NewQueryBus(all...)
 	h.Events = cqrs.NewEventBus(all...)

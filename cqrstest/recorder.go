@@ -34,10 +34,15 @@ const DefaultTimeout = 10 * time.Second
 //
 // The typed readers [Sent], [Asked], [Published], [Delivered] and [Calls]
 // read it, and [Recorder.Await] and [AwaitPublished] wait for what an
-// asynchronous strategy delivers later. It records what reaches it:
-// interceptors listed before it see a call first, and a call one of them
-// refuses (a breaker, a validation, a fault of [Faults]) is not recorded.
-// Given last, it records what the handlers received.
+// asynchronous strategy delivers later.
+//
+// It records what reaches it, where it is among the bus's interceptors.
+// Given first, it records each dispatch as its caller sees it: once
+// however many attempts a retry makes, ended when the last has. Given
+// last, it records each attempt as the handler receives it; but a call
+// that an interceptor before it refuses (a breaker, a validation, a fault
+// of [Faults]) is not recorded, and a delivery that a retry will attempt
+// again is recorded as ended when its first attempt fails.
 //
 // Published groups an event's deliveries into publishes by their
 // identity, which a publish gives all its subscribers alike: a bus that
@@ -197,6 +202,19 @@ func (r *Recorder) await(cond func() bool) bool {
 	}
 }
 
+// resultOf returns the result recorded for the command or query whose
+// identity's ID is id, or nil.
+func (r *Recorder) resultOf(id string) any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range slices.Backward(r.calls) {
+		if c.spec.Kind != cqrs.KindEvent && c.hasID && c.id.ID == id && c.done {
+			return c.result
+		}
+	}
+	return nil
+}
+
 // summary describes what was recorded, for failure messages.
 func (r *Recorder) summary() string {
 	r.mu.Lock()
@@ -296,11 +314,12 @@ func messages[M any](r Recording, kind cqrs.Kind) []M {
 	return out
 }
 
-// Delivered returns the events of type E that subscriber has handled
-// (returned from, with or without an error), in the order their
-// deliveries started. An event delivered twice, as [Fault.Duplicate] or
-// a retry delivers it, is there twice. It is safe to call while
-// dispatches run.
+// Delivered returns the events of type E whose delivery to subscriber has
+// ended (with or without an error), in the order their deliveries
+// started. A delivery is a call that reached the recorder: where it is
+// among the interceptors decides whether a retry's attempts, or a copy
+// that [Fault.Duplicate] delivers, count apart (see [Recorder]). It is
+// safe to call while dispatches run.
 func Delivered[E any](r Recording, subscriber string) []E {
 	rec := r.recording()
 	rec.mu.Lock()

@@ -88,6 +88,11 @@ func (s *Scenario) When(msg any) *Outcome {
 	if errors.Is(o.err, errNotRoutable) {
 		h.t.Fatalf("cqrstest: When %s: %v", show(msg), o.err)
 	}
+	if o.err != nil && o.result == nil {
+		// Execute drops the result of a handler that failed; the
+		// recorder, first of the interceptors, has it.
+		o.result = h.Recorder.resultOf(id)
+	}
 	return o
 }
 
@@ -116,39 +121,45 @@ func (h *Harness) dispatch(ctx context.Context, msg any, s cqrs.Strategy) (any, 
 	return nil, fmt.Errorf("%w: %s has no handler on the command or query bus, and is not an event: register its handler first", errNotRoutable, t)
 }
 
-// Result returns the result of the message under test's handler: nil for
-// an event, and for a handler that failed.
+// Result returns what the message under test's handler returned, as
+// [cqrs.Send] returns it: with an error too, if the handler returned
+// both. It is nil for an event, and for a message refused before its
+// handler was called.
 func (o *Outcome) Result() any { return o.result }
 
 // Err returns the error the message under test's dispatch returned.
 func (o *Outcome) Err() error { return o.err }
 
-// Then checks that the message under test succeeded and that the events
-// it caused to be published (by its handler, and by the handlers of what
-// that sent and published in turn, in the order of their first
-// deliveries) are events, in that order: each equal, as
-// [reflect.DeepEqual] compares, to the one expected in its place. No
-// events checks that none was published. A failure shows the
-// differences, expected (-) and got (+), with their types.
+// Then checks that the events the message under test caused to be
+// published (by its handler, and by the handlers of what that sent and
+// published in turn, in the order of their first deliveries) are events,
+// in that order: each equal, as [reflect.DeepEqual] compares, to the one
+// expected in its place. No events checks that none was published. A
+// failure shows the differences, expected (-) and got (+), with their
+// types, and the error of the message under test if it failed. Then
+// checks the events only: chain [Outcome.ThenError] or
+// [Outcome.ThenReturns] to check that it succeeded, or how it failed.
 //
 // A publish is recorded as it is delivered: an event with no subscriber
 // cannot be seen (subscribe a [Sink] to it). So that an asynchronous
 // strategy's events are seen, Then first waits, as [Recorder.Await]
-// does, until as many events as expected have been delivered: a Then
-// that fails for want of events fails after the recorder's timeout
-// (inside a testing/synctest bubble, at once). It cannot wait for events
-// that should not come: to check that none follows, inside a bubble call
-// synctest.Wait first, which lets every delivery under way end.
+// does, until as many events as expected have been published and
+// delivered to every subscriber, so that what the subscribers did is
+// done when it returns: a Then that fails for want of events fails after
+// the recorder's timeout (inside a testing/synctest bubble, at once). It
+// cannot wait for events that should not come: to check that none
+// follows, inside a bubble call synctest.Wait first, which lets every
+// delivery under way end.
 func (o *Outcome) Then(events ...any) *Outcome {
 	o.h.t.Helper()
 	o.expect("the events published", cqrs.KindEvent, events)
 	return o
 }
 
-// ThenSent checks that the message under test succeeded and that the
-// commands it caused to be sent (by its handler, or by subscribers of the
-// events it published: a process manager's or saga's) are cmds, in the
-// order they were sent, as [Outcome.Then] checks events.
+// ThenSent checks that the commands the message under test caused to be
+// sent (by its handler, or by subscribers of the events it published: a
+// process manager's or saga's) are cmds, in the order they were sent, as
+// [Outcome.Then] checks events.
 func (o *Outcome) ThenSent(cmds ...any) *Outcome {
 	o.h.t.Helper()
 	o.expect("the commands sent", cqrs.KindCommand, cmds)
@@ -189,10 +200,6 @@ func (o *Outcome) ThenError(target error) *Outcome {
 func (o *Outcome) expect(what string, kind cqrs.Kind, want []any) {
 	t := o.h.t
 	t.Helper()
-	if o.err != nil {
-		t.Errorf("cqrstest: When %s: failed: %v; want %s to be:\n%s", show(o.msg), o.err, what, diff(want, want))
-		return
-	}
 	rec := o.h.Recorder
 	var got []any
 	var err error
@@ -200,8 +207,9 @@ func (o *Outcome) expect(what string, kind cqrs.Kind, want []any) {
 		return c.hasID && c.id.CorrelationID == o.id && c.id.ID != o.id
 	}
 	collect := func() bool {
-		got, err = o.caused(kind, caused)
-		return err != nil || len(got) >= len(want)
+		var ended bool
+		got, ended, err = o.caused(kind, caused)
+		return err != nil || (len(got) >= len(want) && ended)
 	}
 	rec.await(collect)
 	if err != nil {
@@ -212,6 +220,9 @@ func (o *Outcome) expect(what string, kind cqrs.Kind, want []any) {
 		return
 	}
 	msg := fmt.Sprintf("cqrstest: When %s: %s differ (-want +got):\n%s", show(o.msg), what, diff(want, got))
+	if o.err != nil {
+		msg += fmt.Sprintf("\nnote: it failed: %v", o.err)
+	}
 	if kind == cqrs.KindEvent {
 		msg += o.unseen(want)
 	}
@@ -219,26 +230,29 @@ func (o *Outcome) expect(what string, kind cqrs.Kind, want []any) {
 }
 
 // caused returns the messages of the given kind recorded for the calls
-// keep selects: one per publish for events.
-func (o *Outcome) caused(kind cqrs.Kind, keep func(*record) bool) ([]any, error) {
+// keep selects, one per publish for events, and whether all of them have
+// ended: every command returned, every event delivered to every
+// subscriber.
+func (o *Outcome) caused(kind cqrs.Kind, keep func(*record) bool) (out []any, ended bool, err error) {
 	rec := o.h.Recorder
+	ended = true
 	if kind == cqrs.KindEvent {
 		groups, err := rec.publishes(reflect.TypeFor[any](), keep)
-		out := make([]any, len(groups))
-		for i, g := range groups {
-			out[i] = g.msg
+		for _, g := range groups {
+			out = append(out, g.msg)
+			ended = ended && g.complete
 		}
-		return out, err
+		return out, ended, err
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	var out []any
 	for _, c := range rec.calls {
 		if c.spec.Kind == kind && keep(c) {
 			out = append(out, c.msg)
+			ended = ended && c.done
 		}
 	}
-	return out, nil
+	return out, ended, nil
 }
 
 // unseen explains why an expected event whose type no subscriber takes

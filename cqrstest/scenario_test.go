@@ -189,8 +189,9 @@ func TestScenarioFailures(t *testing.T) {
 		"+ int(70)", func(given *cqrstest.Scenario) {
 		given.When(Withdraw{Account: 1, Amount: 30}).ThenReturns(int64(40))
 	})
-	check("cqrstest: When cqrstest_test.Withdraw{Command:{} Account:1 Amount:300}: failed: account 1: insufficient funds; want the events published to be:\n"+
-		"  cqrstest_test.Withdrawn{Event:{} Account:1 Amount:300}", func(given *cqrstest.Scenario) {
+	check("cqrstest: When cqrstest_test.Withdraw{Command:{} Account:1 Amount:300}: the events published differ (-want +got):\n"+
+		"- cqrstest_test.Withdrawn{Event:{} Account:1 Amount:300}\n"+
+		"note: it failed: account 1: insufficient funds", func(given *cqrstest.Scenario) {
 		given.When(Withdraw{Account: 1, Amount: 300}).Then(Withdrawn{Account: 1, Amount: 300})
 	})
 	check("cqrstest: When cqrstest_test.Withdraw{Command:{} Account:1 Amount:300}: failed: account 1: insufficient funds; want the result int(1)", func(given *cqrstest.Scenario) {
