@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -10,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/cqrstest"
 )
 
 func TestMain(m *testing.M) {
@@ -35,54 +35,31 @@ cancelled context:     errors.Is(err, context canceled) = true
 `, out.String())
 }
 
-// newBank registers a bank's handlers on buses of their own.
-func newBank(t *testing.T) (*cqrs.CommandBus, *cqrs.QueryBus) {
-	t.Helper()
-	bank := &Bank{}
-	commands, queries := cqrs.NewCommandBus(), cqrs.NewQueryBus()
-	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[OpenAccount, int](bank.Open)))
-	require.NoError(t, cqrs.Register(commands, cqrs.HandlerFunc[Deposit, cqrs.NoResult](bank.Deposit)))
-	require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[GetBalance, int](bank.Balance)))
-	return commands, queries
+// newBank registers a bank's handlers on a test harness's buses.
+func newBank(t *testing.T) *cqrstest.Harness {
+	bank, h := &Bank{}, cqrstest.NewHarness(t)
+	require.NoError(t, cqrs.Register(h.Commands, cqrs.HandlerFunc[OpenAccount, int](bank.Open)))
+	require.NoError(t, cqrs.Register(h.Commands, cqrs.HandlerFunc[Deposit, cqrs.NoResult](bank.Deposit)))
+	require.NoError(t, cqrs.Register(h.Queries, cqrs.HandlerFunc[GetBalance, int](bank.Balance)))
+	return h
 }
 
 func TestDeposits(t *testing.T) {
-	commands, queries := newBank(t)
-	ctx := context.Background()
-	for want := 1; want <= 2; want++ {
-		account, err := cqrs.Dispatch[int](ctx, commands, OpenAccount{Owner: "Ada"})
-		require.NoError(t, err)
-		assert.Equal(t, want, account)
-	}
-	for _, amount := range []int{100, 20} {
-		_, err := cqrs.Dispatch[cqrs.NoResult](ctx, commands, Deposit{Account: 2, Amount: amount})
-		require.NoError(t, err)
-	}
-	balance, err := cqrs.Dispatch[int](ctx, queries, GetBalance{Account: 2})
-	require.NoError(t, err)
-	assert.Equal(t, 120, balance)
-	balance, err = cqrs.Dispatch[int](ctx, queries, GetBalance{Account: 1})
-	require.NoError(t, err)
-	assert.Zero(t, balance)
+	h := newBank(t)
+	h.When(OpenAccount{Owner: "Ada"}).ThenReturns(1)
+	h.When(OpenAccount{Owner: "Ada"}).ThenReturns(2)
+	h.Given(Deposit{Account: 2, Amount: 100}, Deposit{Account: 2, Amount: 20}).When(GetBalance{Account: 2}).ThenReturns(120)
+	h.When(GetBalance{Account: 1}).ThenReturns(0)
 }
 
 func TestNoAccount(t *testing.T) {
-	commands, queries := newBank(t)
-	ctx := context.Background()
-	_, err := cqrs.Dispatch[cqrs.NoResult](ctx, commands, Deposit{Account: 1, Amount: 100})
-	assert.ErrorIs(t, err, ErrNoAccount)
-	_, err = cqrs.Dispatch[int](ctx, queries, GetBalance{Account: 0})
-	assert.ErrorIs(t, err, ErrNoAccount)
+	h := newBank(t)
+	h.When(Deposit{Account: 1, Amount: 100}).ThenError(ErrNoAccount)
+	h.When(GetBalance{Account: 0}).ThenError(ErrNoAccount)
 }
 
 func TestUnluckyDeposit(t *testing.T) {
-	commands, queries := newBank(t)
-	ctx := context.Background()
-	_, err := cqrs.Dispatch[int](ctx, commands, OpenAccount{Owner: "Ada"})
-	require.NoError(t, err)
-	_, err = cqrs.Dispatch[cqrs.NoResult](ctx, commands, Deposit{Account: 1, Amount: 13})
-	assert.ErrorIs(t, err, cqrs.ErrHandlerPanic)
-	balance, err := cqrs.Dispatch[int](ctx, queries, GetBalance{Account: 1})
-	require.NoError(t, err)
-	assert.Zero(t, balance, "the panicking deposit changed nothing")
+	h := newBank(t)
+	h.Given(OpenAccount{Owner: "Ada"}).When(Deposit{Account: 1, Amount: 13}).ThenError(cqrs.ErrHandlerPanic)
+	h.When(GetBalance{Account: 1}).ThenReturns(0) // the panicking deposit changed nothing
 }

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/cqrstest"
 	"github.com/typedcqrs/dispatch/middleware"
 )
 
@@ -39,72 +40,37 @@ metrics: main.OrderPlaced to stock: 3 calls, 1 errors
 
 var errOutOfStock = errors.New("out of stock")
 
-// sink records the events it is given.
-type sink struct {
-	mu     sync.Mutex
-	events []OrderPlaced
-}
-
-func (s *sink) OrderPlaced(_ context.Context, e OrderPlaced) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.events = append(s.events, e)
-	return nil
-}
-
-func (s *sink) got() []OrderPlaced {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]OrderPlaced(nil), s.events...)
-}
-
-// newOrders wires the order service on buses of its own, with a sink of
-// what it publishes.
-func newOrders(t *testing.T, opts ...cqrs.Option) (*cqrs.CommandBus, *cqrs.EventBus, *sink) {
-	t.Helper()
-	events := cqrs.NewEventBus(opts...)
-	t.Cleanup(func() { assert.NoError(t, events.Close(context.Background())) })
-	s := &sink{}
-	_, err := cqrs.Subscribe(events, "sink", s.OrderPlaced)
-	require.NoError(t, err)
-	commands := cqrs.NewCommandBus()
-	require.NoError(t, cqrs.Handle(commands, (&Orders{events: events}).Place))
-	return commands, events, s
+// newOrders wires the order service on a test harness's buses, with a
+// sink of what it publishes.
+func newOrders(t *testing.T, opts ...cqrs.Option) *cqrstest.Harness {
+	h := cqrstest.NewHarness(t, opts...)
+	require.NoError(t, cqrs.Handle(h.Commands, (&Orders{events: h.Events}).Place))
+	cqrstest.Sink[OrderPlaced](t, h.Events)
+	return h
 }
 
 func TestPlacePublishesOrderPlaced(t *testing.T) {
-	commands, _, placed := newOrders(t)
-	ctx := context.Background()
-	id, err := cqrs.Send(ctx, commands, PlaceOrder{Customer: "ada", Items: []string{"tea"}})
-	require.NoError(t, err)
-	assert.Equal(t, 1, id)
-	id, err = cqrs.Send(ctx, commands, PlaceOrder{Customer: "bob", Items: []string{"cup"}})
-	require.NoError(t, err)
-	assert.Equal(t, 2, id)
-	assert.Equal(t, []OrderPlaced{
-		{Order: 1, Customer: "ada", Items: []string{"tea"}},
-		{Order: 2, Customer: "bob", Items: []string{"cup"}},
-	}, placed.got())
+	h := newOrders(t)
+	h.When(PlaceOrder{Customer: "ada", Items: []string{"tea"}}).
+		Then(OrderPlaced{Order: 1, Customer: "ada", Items: []string{"tea"}}).ThenReturns(1)
+	h.When(PlaceOrder{Customer: "bob", Items: []string{"cup"}}).
+		Then(OrderPlaced{Order: 2, Customer: "bob", Items: []string{"cup"}}).ThenReturns(2)
 }
 
 func TestPlaceWithoutItems(t *testing.T) {
-	commands, _, placed := newOrders(t)
-	_, err := cqrs.Send(context.Background(), commands, PlaceOrder{Customer: "ada"})
-	assert.EqualError(t, err, "an order needs items")
-	assert.Empty(t, placed.got())
+	h := newOrders(t)
+	assert.EqualError(t, h.When(PlaceOrder{Customer: "ada"}).Then().Err(), "an order needs items")
 }
 
 func TestPlaceReportsFailedSubscriber(t *testing.T) {
-	commands, events, _ := newOrders(t)
-	_, err := cqrs.Subscribe(events, "stock", func(context.Context, OrderPlaced) error { return errOutOfStock })
-	require.NoError(t, err)
-	id, err := cqrs.Send(context.Background(), commands, PlaceOrder{Customer: "ada", Items: []string{"tea"}})
-	assert.Equal(t, 1, id)
-	assert.ErrorIs(t, err, errOutOfStock)
-	assert.ErrorContains(t, err, "order 1 placed, but")
+	h := newOrders(t)
+	cqrstest.On[OrderPlaced](h.Faults).Fail(errOutOfStock)
+	out := h.When(PlaceOrder{Customer: "ada", Items: []string{"tea"}}).ThenError(errOutOfStock)
+	assert.Equal(t, 1, out.Result())
+	assert.ErrorContains(t, out.Err(), "order 1 placed, but")
 	var failed *cqrs.SubscriberError
-	require.ErrorAs(t, err, &failed)
-	assert.Equal(t, "stock", failed.Subscriber)
+	require.ErrorAs(t, out.Err(), &failed)
+	assert.Equal(t, cqrstest.SinkName, failed.Subscriber)
 }
 
 // retry is the retry run gives the event bus.
@@ -112,38 +78,28 @@ var retry = middleware.Retry(middleware.RetryConfig{MaxAttempts: 3, BaseDelay: t
 
 func TestMailerRetried(t *testing.T) {
 	var out bytes.Buffer
-	mailer := &Mailer{w: &out, attempts: map[int]int{}}
-	events := cqrs.NewEventBus(cqrs.WithInterceptors(retry))
-	var mu sync.Mutex
-	var errs []error
-	_, err := cqrs.Subscribe(events, "email", func(ctx context.Context, e OrderPlaced) error {
-		err := mailer.OrderPlaced(ctx, e)
-		mu.Lock()
-		errs = append(errs, err)
-		mu.Unlock()
-		return err
-	})
+	attempts := cqrstest.NewRecorder(t) // inside the retry: each attempt
+	h := cqrstest.NewHarness(t, cqrs.WithInterceptors(retry, attempts))
+	_, err := cqrs.Subscribe(h.Events, "email", (&Mailer{w: &out, attempts: map[int]int{}}).OrderPlaced)
 	require.NoError(t, err)
-	require.NoError(t, cqrs.Publish(context.Background(), events, OrderPlaced{Order: 1, Customer: "ada"}))
+	require.NoError(t, cqrs.Publish(context.Background(), h.Events, OrderPlaced{Order: 1, Customer: "ada"}))
 	assert.Equal(t, "email: receipt for order 1 to ada (attempt 2)\n", out.String())
-	require.Len(t, errs, 2)
-	assert.EqualError(t, errs[0], "mail server: connection reset (order 1)")
-	assert.NoError(t, errs[1])
+	calls := cqrstest.Calls[OrderPlaced](attempts)
+	require.Len(t, calls, 2)
+	assert.EqualError(t, calls[0].Err, "mail server: connection reset (order 1)")
+	assert.NoError(t, calls[1].Err)
 }
 
 func TestReceiptsAsync(t *testing.T) {
-	var out bytes.Buffer
-	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()), cqrs.WithInterceptors(retry))
-	_, err := cqrs.Subscribe(events, "email", (&Mailer{w: &out, attempts: map[int]int{}}).OrderPlaced)
-	require.NoError(t, err)
-	commands := cqrs.NewCommandBus()
-	require.NoError(t, cqrs.Handle(commands, (&Orders{events: events}).Place))
-	for _, c := range []string{"ada", "bob"} {
-		_, err := cqrs.Send(context.Background(), commands, PlaceOrder{Customer: c, Items: []string{"tea"}})
+	synctest.Test(t, func(t *testing.T) {
+		var out bytes.Buffer
+		h := newOrders(t, cqrs.WithStrategy(cqrs.Async()), cqrs.WithInterceptors(retry))
+		_, err := cqrs.Subscribe(h.Events, "email", (&Mailer{w: &out, attempts: map[int]int{}}).OrderPlaced)
 		require.NoError(t, err)
-	}
-	// The only way to know the worker has delivered them: close the bus.
-	require.NoError(t, events.Close(context.Background()))
-	assert.Equal(t, "email: receipt for order 1 to ada (attempt 2)\n"+
-		"email: receipt for order 2 to bob (attempt 2)\n", out.String())
+		h.When(PlaceOrder{Customer: "ada", Items: []string{"tea"}})
+		h.When(PlaceOrder{Customer: "bob", Items: []string{"tea"}})
+		cqrstest.AwaitPublished[OrderPlaced](h, 2) // no Close: the bus goes on
+		assert.Equal(t, "email: receipt for order 1 to ada (attempt 2)\n"+
+			"email: receipt for order 2 to bob (attempt 2)\n", out.String())
+	})
 }
