@@ -200,3 +200,30 @@ func TestHarnessCloseReportsStuckSubscriber(t *testing.T) {
 	})
 	assert.Equal(t, "cqrstest: closing the harness's event bus: cqrs: closing the event bus: context deadline exceeded (a subscriber still running?)", ft.failures())
 }
+
+// TestAwaitPublishedAfterRetries: a delivery that a retry attempts again
+// has not ended when its first attempt fails: AwaitPublished returns
+// once the retry has succeeded, in the bubble's time.
+func TestAwaitPublishedAfterRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		retry := middleware.Retry(middleware.RetryConfig{MaxAttempts: 3, BaseDelay: time.Second, Jitter: -1})
+		h := cqrstest.NewHarness(t, cqrs.WithStrategy(cqrs.Async()), cqrs.WithInterceptors(retry))
+		attempts, mailed := 0, 0
+		_, err := cqrs.Subscribe(h.Events, "email", func(context.Context, OrderPlaced) error {
+			if attempts++; attempts == 1 {
+				return errDown
+			}
+			mailed++
+			return nil
+		})
+		require.NoError(t, err)
+		start := time.Now()
+		require.NoError(t, cqrs.Publish(context.Background(), h.Events, OrderPlaced{Order: 1}))
+		cqrstest.AwaitPublished[OrderPlaced](h, 1)
+		assert.Equal(t, time.Second, time.Since(start))
+		assert.Equal(t, 1, mailed)
+		calls := cqrstest.Calls[OrderPlaced](h)
+		require.Len(t, calls, 1, "one delivery, of two attempts")
+		assert.NoError(t, calls[0].Err)
+	})
+}

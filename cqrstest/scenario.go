@@ -123,8 +123,9 @@ func (h *Harness) dispatch(ctx context.Context, msg any, s cqrs.Strategy) (any, 
 
 // Result returns what the message under test's handler returned, as
 // [cqrs.Send] returns it: with an error too, if the handler returned
-// both. It is nil for an event, and for a message refused before its
-// handler was called.
+// both. For a message that an interceptor refused before its handler (a
+// fault of the harness's [Faults]) it is the zero value of the result
+// type; it is nil for an event.
 func (o *Outcome) Result() any { return o.result }
 
 // Err returns the error the message under test's dispatch returned.

@@ -288,3 +288,15 @@ func TestThenDiff(t *testing.T) {
 		"- &cqrstest_test.Order{ID:4 Customer: Items:[]}\n"+
 		"+ cqrstest_test.OrderID(4)", ft.failures())
 }
+
+// TestResultWithError: a handler that returns a result and an error has
+// both in the outcome, as cqrs.Send returns them.
+func TestResultWithError(t *testing.T) {
+	h := cqrstest.NewHarness(t)
+	cqrstest.Stub(t, h.Commands, func(context.Context, PlaceOrder) (OrderID, error) { return 3, errDown })
+	out := h.When(PlaceOrder{}).ThenError(errDown)
+	assert.Equal(t, OrderID(3), out.Result())
+	cqrstest.On[CancelOrder](h.Faults).Fail(errDown)
+	cqrstest.Returns[CancelOrder](t, h.Commands, cqrs.NoResult{})
+	assert.Equal(t, cqrs.NoResult{}, h.When(CancelOrder{}).ThenError(errDown).Result(), "refused before the handler: its zero result")
+}
