@@ -55,8 +55,9 @@
 // Each is bounded by a timeout ([DefaultTimeout]). Inside a
 // testing/synctest bubble they wait in the bubble's time: a retry's
 // backoff is waited for at no cost, and what can no longer happen fails
-// at once. There, synctest.Wait also waits until every delivery under way
-// has ended, which is the way to check that an event was not published.
+// at once. There, synctest.Wait also lets every delivery that can run
+// run, until every goroutine of the bubble is blocked: the way to check
+// that an event was not published.
 //
 // # Faults
 //

@@ -28,7 +28,8 @@ import (
 // [Fault.Duplicate]) is given; a call that no fault acts on goes on
 // unchanged. Faults may be added while dispatches run.
 //
-// Faults is safe for concurrent use. It must be made with [NewFaults].
+// Faults is safe for concurrent use. It must be made with [NewFaults]:
+// its zero value is not usable.
 type Faults struct {
 	t      testing.TB
 	mu     sync.Mutex
@@ -53,7 +54,8 @@ const (
 // Fault is one fault of a [Faults], made by [On] and set up by chaining
 // its methods: which calls it matches ([Fault.To], [Fault.Nth],
 // [Fault.First]), then what it does to them. Its methods are safe for
-// concurrent use.
+// concurrent use. It must be made with [On]: its zero value is not
+// usable.
 //
 // A fault counts the calls it matches, from the moment its action is
 // given, for each handler apart: each subscriber of an event has its own

@@ -35,7 +35,8 @@ import (
 // are delivered first, and its workers stop.
 //
 // A Harness is safe for concurrent use, as its buses are; its fields must
-// not be changed. It must be made with [NewHarness].
+// not be changed. It must be made with [NewHarness]: its zero value is
+// not usable.
 type Harness struct {
 	Commands *cqrs.CommandBus
 	Queries  *cqrs.QueryBus

@@ -50,7 +50,7 @@ const DefaultTimeout = 10 * time.Second
 // one, with [cqrs.WithIdentity] (a [Harness] does).
 //
 // A Recorder is safe for concurrent use. It must be made with
-// [NewRecorder]; its zero value reports nothing. Inside a testing/synctest
+// [NewRecorder]: its zero value is not usable. Inside a testing/synctest
 // bubble, make it in the bubble that uses it.
 type Recorder struct {
 	t       testing.TB

@@ -13,7 +13,8 @@ import (
 
 // Scenario is the "given" part of a given/when/then test on a [Harness],
 // made by [Harness.Given]: messages that set the scene before the message
-// under test. Its methods must be called from the test's goroutine.
+// under test. Its methods must be called from the test's goroutine. Its
+// zero value is not usable.
 type Scenario struct {
 	h     *Harness
 	given []any
@@ -46,6 +47,7 @@ func (h *Harness) When(msg any) *Outcome {
 // ThenError check it, and Result and Err return it. Each assertion
 // reports a failure with t.Errorf and returns the Outcome, so that they
 // can be chained. Its methods must be called from the test's goroutine.
+// Its zero value is not usable.
 type Outcome struct {
 	h      *Harness
 	msg    any
@@ -150,7 +152,7 @@ func (o *Outcome) Err() error { return o.err }
 // the recorder's timeout (inside a testing/synctest bubble, at once). It
 // cannot wait for events that should not come: to check that none
 // follows, inside a bubble call synctest.Wait first, which lets every
-// delivery under way end.
+// delivery that can run run.
 func (o *Outcome) Then(events ...any) *Outcome {
 	o.h.t.Helper()
 	o.expect("the events published", cqrs.KindEvent, events)
