@@ -38,6 +38,9 @@ import (
 // not be changed. It must be made with [NewHarness]: its zero value is
 // not usable.
 type Harness struct {
+	// Commands, Queries and Events are the buses to register the
+	// handlers under test on, and to give to the services that send,
+	// ask and publish.
 	Commands *cqrs.CommandBus
 	Queries  *cqrs.QueryBus
 	Events   *cqrs.EventBus
