@@ -2,8 +2,8 @@
 // records what the buses carry, stubs handlers, runs given/when/then
 // scenarios, waits for asynchronous deliveries, and injects faults. It
 // uses only the exported API of package cqrs and the standard library,
-// and reports failures to a [testing.TB], so it adds no dependency to a
-// test build.
+// and reports failures to a [testing.TB], so it adds no module to a test
+// build's dependencies.
 //
 // # Recording
 //
@@ -14,10 +14,10 @@
 //	rec := cqrstest.NewRecorder(t)
 //	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(rec))
 //	…
-//	cqrstest.Sent[PlaceOrder](rec)           // []PlaceOrder
-//	cqrstest.Published[OrderPlaced](rec)     // []OrderPlaced, once per publish
+//	cqrstest.Sent[PlaceOrder](rec)                // []PlaceOrder
+//	cqrstest.Published[OrderPlaced](rec)          // []OrderPlaced, once per publish
 //	cqrstest.Delivered[OrderPlaced](rec, "email") // what the email subscriber handled
-//	cqrstest.Calls[PlaceOrder](rec)          // with identities, results and errors
+//	cqrstest.Calls[PlaceOrder](rec)               // with identities, results and errors
 //
 // A [Harness] makes the three buses, recorded, for one test.
 //
