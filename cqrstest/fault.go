@@ -72,7 +72,7 @@ type Fault struct {
 	err        error
 	value      any
 	delay      time.Duration
-	counts     map[string]int // calls matched, per handler
+	counts     map[*cqrs.Spec]int // calls matched, per handler
 	hits       int
 }
 
@@ -171,7 +171,7 @@ func (ft *Fault) set(a action, apply func()) *Fault {
 	defer ft.f.mu.Unlock()
 	apply()
 	if ft.act == actNone {
-		ft.counts = map[string]int{}
+		ft.counts = map[*cqrs.Spec]int{}
 		ft.f.faults = append(ft.f.faults, ft)
 	}
 	ft.act = a
@@ -194,10 +194,11 @@ type injection struct {
 	delay time.Duration
 }
 
-// match counts the call of the handler spec describes (keyed by key) in
-// every fault that matches it, and returns what the first that acts on it
-// does.
-func (f *Faults) match(spec *cqrs.Spec, key string) injection {
+// match counts the call of the handler spec describes in every fault that
+// matches it, and returns what the first that acts on it does. Each
+// handler (each subscriber) has a spec of its own, made when it was
+// registered.
+func (f *Faults) match(spec *cqrs.Spec) injection {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var in injection
@@ -205,8 +206,8 @@ func (f *Faults) match(spec *cqrs.Spec, key string) injection {
 		if !ft.matches(spec) {
 			continue
 		}
-		ft.counts[key]++
-		n := ft.counts[key]
+		ft.counts[spec]++
+		n := ft.counts[spec]
 		if in.act == actNone && n >= ft.first && (ft.last == 0 || n <= ft.last) {
 			ft.hits++
 			in = injection{act: ft.act, err: ft.err, value: ft.value, delay: ft.delay}
@@ -231,9 +232,8 @@ func (ft *Fault) matches(spec *cqrs.Spec) bool {
 // Intercept implements [cqrs.Interceptor].
 func (f *Faults) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	sp := &spec
-	key := spec.Key() + "\x00" + spec.Subscriber
 	return func(ctx context.Context, c cqrs.Call) error {
-		in := f.match(sp, key)
+		in := f.match(sp)
 		switch in.act {
 		case actFail:
 			return in.err

@@ -335,3 +335,21 @@ func TestFaultOnInterface(t *testing.T) {
 	_, err = cqrs.Send(ctx, h.Commands, PlaceOrder{Items: []string{"tea"}})
 	assert.NoError(t, err)
 }
+
+// TestFaultPerHandlerAcrossBuses: one Faults on two buses counts the
+// handler of each apart, though their message type is the same.
+func TestFaultPerHandlerAcrossBuses(t *testing.T) {
+	faults := cqrstest.NewFaults(t)
+	a := cqrs.NewCommandBus(cqrs.WithInterceptors(faults))
+	b := cqrs.NewCommandBus(cqrs.WithInterceptors(faults))
+	cqrstest.Returns[PlaceOrder](t, a, OrderID(1))
+	cqrstest.Returns[PlaceOrder](t, b, OrderID(2))
+	fault := cqrstest.On[PlaceOrder](faults).Nth(1).Fail(errDown)
+	var errs []error
+	for _, bus := range []*cqrs.CommandBus{a, b, a, b} {
+		_, err := cqrs.Send(context.Background(), bus, PlaceOrder{})
+		errs = append(errs, err)
+	}
+	assert.Equal(t, []error{errDown, errDown, nil, nil}, errs)
+	assert.Equal(t, 2, fault.Hits(), "the first call on each bus")
+}
