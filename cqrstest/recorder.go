@@ -161,8 +161,9 @@ type Recording interface {
 // It is the wait for an asynchronous strategy's deliveries: it needs no
 // Close and no sleep. Inside a testing/synctest bubble it waits in the
 // bubble's time, so a delivery held back by a timer (a retry's backoff)
-// is waited for, and a condition that can no longer come true fails at
-// once rather than after the timeout. Await must be called from the
+// is waited for at no cost if the timer ends within the timeout, and a
+// condition that can no longer come true fails at once rather than after
+// the timeout. Await must be called from the
 // test's goroutine, as t.FailNow must; cond is called from it too.
 func (r *Recorder) Await(cond func() bool) {
 	r.t.Helper()
