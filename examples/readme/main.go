@@ -15,9 +15,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/cqrstest"
 	"github.com/typedcqrs/dispatch/middleware"
 )
 
@@ -211,3 +213,52 @@ func streams(ctx context.Context, w io.Writer, users *Users) error {
 	// readme:end
 	return nil
 }
+
+// SignUp creates users and announces each: its handler publishes
+// UserCreated. The README's test tests it.
+type SignUp struct {
+	users  *Users
+	events *cqrs.EventBus
+}
+
+// Create handles CreateUser.
+func (s *SignUp) Create(ctx context.Context, c CreateUser) (int, error) {
+	id, err := s.users.Create(ctx, c)
+	if err != nil {
+		return 0, err
+	}
+	return id, cqrs.Publish(ctx, s.events, UserCreated{ID: id})
+}
+
+var errDatabaseDown = errors.New("database down")
+
+// TestSignUp is the README's test of SignUp, here so that the README test
+// finds it; main_test.go runs it.
+//
+// readme:begin testing
+func TestSignUp(t *testing.T) {
+	// Recorded buses; a worker delivers the events after Publish returns.
+	h := cqrstest.NewHarness(t, cqrs.WithStrategy(cqrs.Async()))
+	signUp := &SignUp{users: &Users{}, events: h.Events}
+	if err := cqrs.Handle(h.Commands, signUp.Create); err != nil {
+		t.Fatal(err)
+	}
+	welcome := cqrstest.Sink[UserCreated](t, h.Events) // a stand-in subscriber
+
+	// Then waits for the delivery, and reports a diff, with types, if it differs.
+	h.When(CreateUser{Name: "Ada", Email: "ada@example.com"}).Then(UserCreated{ID: 1}).ThenReturns(1)
+
+	// A fault: the next CreateUser fails before its handler, as if the database were down.
+	cqrstest.On[CreateUser](h.Faults).Nth(1).Fail(errDatabaseDown)
+	h.When(CreateUser{Name: "Bob", Email: "bob@example.com"}).ThenError(errDatabaseDown).Then()
+
+	// Typed records of what the buses carried, and of what the stand-in received.
+	if sent := cqrstest.Sent[CreateUser](h); len(sent) != 2 || sent[1].Name != "Bob" {
+		t.Errorf("sent %+v", sent)
+	}
+	if got := welcome.Received(); len(got) != 1 || got[0].ID != 1 {
+		t.Errorf("welcomed %+v", got)
+	}
+}
+
+// readme:end

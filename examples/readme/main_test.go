@@ -92,6 +92,12 @@ queries:
 	})
 }
 
+// TestReadmeTesting runs the README's test, TestSignUp, which lives in
+// main.go with every other README block.
+func TestReadmeTesting(t *testing.T) {
+	TestSignUp(t)
+}
+
 // regions returns the regions of this package's source marked
 // "readme:begin" and "readme:end", each with its indentation removed.
 func regions(t *testing.T) []string {
