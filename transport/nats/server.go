@@ -276,7 +276,7 @@ func (s *Server) work(w *worker) {
 		switch {
 		case s.base.Err() != nil:
 			r.e.unavailable.Add(1)
-			s.replyError(r.e, r.m, fmt.Errorf("%w: %s: the serving process is stopping", ErrUnavailable, r.e.spec))
+			s.replyError(r.e, r.m, fmt.Errorf("%w: %s: the serving process is stopping", ErrUnavailable, r.e.spec), false)
 		default:
 			now := time.Now()
 			if r.deadline.Sub(now) < minRemaining {
@@ -297,10 +297,18 @@ func (s *Server) replyable(reply string) bool {
 }
 
 // replyError answers m with err, within the bounds of an error reply; if
-// even that does not go out, with the code alone.
-func (s *Server) replyError(e *endpoint, m *natsgo.Msg, err error) {
-	code, header, body := encodeReply(s.cfg.errors, e.spec, err)
-	reply := &natsgo.Msg{Data: body, Header: natsgo.Header{headerErrorCode: {code}, headerError: {header}}}
+// even that does not go out, with the code alone. byHandler tells an
+// error that the handler (or the bus around it) returned from the
+// serving side's own refusal: only the latter may carry a transport
+// error's code (see handlerCode).
+func (s *Server) replyError(e *endpoint, m *natsgo.Msg, err error, byHandler bool) {
+	code := codeOf(s.cfg.errors, err)
+	if byHandler {
+		code = handlerCode(s.cfg.errors, err)
+	}
+	er := replyOf(code, e.spec, err)
+	body, _ := json.Marshal(er) // strings and raw JSON from json.Marshal: it cannot fail
+	reply := &natsgo.Msg{Data: body, Header: natsgo.Header{headerErrorCode: {code}, headerError: {headerSafe(er.Message)}}}
 	if m.RespondMsg(reply) != nil {
 		_ = m.RespondMsg(&natsgo.Msg{Header: natsgo.Header{headerErrorCode: {code}}})
 	}
@@ -390,12 +398,12 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 		return
 	}
 	if n := len(m.Data); n > s.cfg.maxPayload {
-		s.replyError(e, m, tooLarge(e.spec, "request", n, s.cfg.maxPayload))
+		s.replyError(e, m, tooLarge(e.spec, "request", n, s.cfg.maxPayload), false)
 		return
 	}
 	env, err := open(m.Data)
 	if err != nil {
-		s.replyError(e, m, badRequest(e.spec, err))
+		s.replyError(e, m, badRequest(e.spec, err), false)
 		return
 	}
 	deadline := env.deadlineOf(now, s.cfg.maxHandlerTime)
@@ -422,30 +430,31 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 	s.mu.RUnlock()
 	if err != nil {
 		e.unavailable.Add(1)
-		s.replyError(e, m, err)
+		s.replyError(e, m, err, false)
 	}
 }
 
 // serve runs one request's handler and answers it.
 func (e *endpoint) serve(r request, start time.Time) {
-	err := e.answer(r)
+	byHandler, err := e.answer(r)
 	if err != nil {
-		e.s.replyError(e, r.m, err)
+		e.s.replyError(e, r.m, err, byHandler)
 	}
 	e.stats.record(time.Since(start), err != nil)
 }
 
 // answer decodes the request, dispatches it and sends the result; it
-// returns the error to send instead. A panic in the codec becomes an
-// error, as the bus makes a handler's.
-func (e *endpoint) answer(r request) (err error) {
+// returns the error to send instead, and whether the handler (or the bus
+// around it) returned it. A panic in the codec becomes an error, as the
+// bus makes a handler's.
+func (e *endpoint) answer(r request) (byHandler bool, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &cqrs.PanicError{Message: e.spec.String(), Value: v}
 		}
 	}()
 	if r.env.id != nil && string(r.env.id) != e.id {
-		return badRequest(e.spec, errWrongMessage)
+		return false, badRequest(e.spec, errWrongMessage)
 	}
 	ctx := e.s.base
 	if len(r.m.Header) > 0 {
@@ -455,21 +464,21 @@ func (e *endpoint) answer(r request) (err error) {
 	defer dctx.stop()
 	msg := reflect.New(e.spec.MessageType)
 	if err := e.s.cfg.codec.Unmarshal(r.env.payload, msg.Interface()); err != nil {
-		return badRequest(e.spec, err)
+		return false, badRequest(e.spec, err)
 	}
 	res, err := e.exec(dctx, msg.Elem().Interface())
 	if err != nil {
-		return err
+		return true, err
 	}
 	body, err := e.s.cfg.codec.Marshal(res)
 	if err != nil {
-		return fmt.Errorf("nats: %s: encoding the result: %w", e.spec, err)
+		return false, fmt.Errorf("nats: %s: encoding the result: %w", e.spec, err)
 	}
 	if len(body) > e.s.cfg.maxPayload {
-		return tooLarge(e.spec, "result", len(body), e.s.cfg.maxPayload)
+		return false, tooLarge(e.spec, "result", len(body), e.s.cfg.maxPayload)
 	}
 	if err := r.m.Respond(body); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
-		return fmt.Errorf("%w: %s: sending the result: %w", ErrTransport, e.spec, err)
+		return false, fmt.Errorf("%w: %s: sending the result: %w", ErrTransport, e.spec, err)
 	}
-	return nil
+	return false, nil
 }
