@@ -109,8 +109,11 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	if timeout <= 0 {
 		return zero, context.DeadlineExceeded
 	}
-	buf := make([]byte, 0, sealedSize(f.id, data))
-	req := &natsgo.Msg{Subject: f.subject, Data: seal(buf, timeout, deadline, f.id, data)}
+	sealed := seal(make([]byte, 0, sealedSize(f.id, data)), timeout, deadline, f.id, data)
+	if len(sealed) > cfg.maxPayload {
+		return zero, tooLarge(f.spec, "message with its envelope", len(sealed), cfg.maxPayload)
+	}
+	req := &natsgo.Msg{Subject: f.subject, Data: sealed}
 	if f.c.traced {
 		req.Header = natsgo.Header{}
 		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
@@ -123,6 +126,9 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	case err == nil:
 	case errors.Is(err, natsgo.ErrNoResponders):
 		return zero, fmt.Errorf("%w: %s on %s", ErrNoResponders, f.spec, f.subject)
+	case errors.Is(err, natsgo.ErrMaxPayload):
+		return zero, fmt.Errorf("%w: %s: message of %d bytes with its envelope, and its headers, over the NATS server's limit of %d: %w",
+			ErrPayloadTooLarge, f.spec, len(req.Data), f.c.nc.MaxPayload(), err)
 	case errors.Is(err, natsgo.ErrBadSubject):
 		return zero, fmt.Errorf("%w: %s on %s: %w", ErrInvalidSubject, f.spec, f.subject, err)
 	case ctx.Err() != nil && !f.c.nc.IsConnected():

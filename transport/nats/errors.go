@@ -25,8 +25,12 @@ var (
 	// handler's own error that wraps ErrBadRequest, from a call it made,
 	// reaches its caller as a [*RemoteError] that does not wrap it.)
 	ErrBadRequest = errors.New("nats: undecodable request")
-	// ErrPayloadTooLarge: an encoded message or result is larger than the
-	// limit WithMaxPayload sets, on either side.
+	// ErrPayloadTooLarge: an encoded message with its envelope, or an
+	// encoded result, is larger than the limit [WithMaxPayload] sets, or
+	// than the NATS server's own (max_payload, which counts headers too).
+	// The calling side checks a message before sending it; the serving
+	// side checks each request it receives, and each result before
+	// replying, in which case the handler ran.
 	ErrPayloadTooLarge = errors.New("nats: payload too large")
 	// ErrTransport: NATS failed to carry the request, for example while
 	// the connection is down. The error also wraps NATS's own, or the

@@ -100,9 +100,13 @@ func WithPrefix(prefix string) Option { return optionFunc(func(c *config) { c.pr
 // WithCodec sets the codec. The default, also for nil, is [JSON].
 func WithCodec(codec Codec) Option { return optionFunc(func(c *config) { c.codec = codec }) }
 
-// WithMaxPayload bounds the size of an encoded message or result, in
-// bytes: a larger one fails with [ErrPayloadTooLarge] instead of being
-// sent. The default, also for n <= 0, is 1 MiB, NATS's own default.
+// WithMaxPayload bounds the size of an encoded message with its envelope
+// (the caller's deadline and the type's identity: about 20 bytes and the
+// identity's length), or of an encoded result, in bytes: a larger one
+// fails with [ErrPayloadTooLarge] instead of being sent. The NATS
+// server's own limit (max_payload) bounds them too, with its headers,
+// and gives the same error. The default, also for n <= 0, is 1 MiB,
+// NATS's own default.
 func WithMaxPayload(n int) Option { return optionFunc(func(c *config) { c.maxPayload = n }) }
 
 // WithQueueGroup sets the queue group serving processes share; each

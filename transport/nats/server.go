@@ -477,7 +477,13 @@ func (e *endpoint) answer(r request) (byHandler bool, err error) {
 	if len(body) > e.s.cfg.maxPayload {
 		return false, tooLarge(e.spec, "result", len(body), e.s.cfg.maxPayload)
 	}
-	if err := r.m.Respond(body); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
+	switch err := r.m.Respond(body); {
+	case err == nil, errors.Is(err, natsgo.ErrConnectionClosed):
+	case errors.Is(err, natsgo.ErrMaxPayload):
+		// The NATS server's own limit is below WithMaxPayload's.
+		return false, fmt.Errorf("%w: %s: result of %d bytes, over the NATS server's limit of %d: %w",
+			ErrPayloadTooLarge, e.spec, len(body), e.s.nc.MaxPayload(), err)
+	default:
 		return false, fmt.Errorf("%w: %s: sending the result: %w", ErrTransport, e.spec, err)
 	}
 	return false, nil

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -251,6 +252,84 @@ func TestTransportErrors(t *testing.T) {
 	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "the server refuses a request over its limit")
 	_, err = cqrs.Dispatch[Order](ctx, big, PlaceOrder{ID: 4, Item: "x", Do: "big"})
 	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "and a result over it")
+}
+
+// TestPayloadLimitCountsTheEnvelope: a message under the limit whose
+// envelope takes it over is refused before it is sent, as too large, not
+// as a transport failure; one that fits with its envelope goes through.
+// NATS's limit is its default, 1 MiB, the client's default too.
+func TestPayloadLimitCountsTheEnvelope(t *testing.T) {
+	ns := startServer(t, -1)
+	s := serve(t, connect(t, ns.ClientURL()), "s1")
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	empty, err := json.Marshal(PlaceOrder{ID: 1})
+	require.NoError(t, err)
+
+	// 4 bytes under the limit encoded: the envelope (the deadline and the
+	// type's identity) takes it over.
+	item := strings.Repeat("y", 1<<20-len(empty)-4)
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: item})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+	assert.NotErrorIs(t, err, cqrsnats.ErrTransport)
+	assert.Contains(t, err.Error(), "with its envelope")
+	_, handled := s.handled.Load(1)
+	assert.False(t, handled)
+
+	// With room for the envelope, it goes through, and so does its result.
+	item = strings.Repeat("y", 1<<20-len(empty)-200)
+	order, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 2, Item: item})
+	require.NoError(t, err)
+	assert.Equal(t, item, order.Item)
+
+	// The client's own limit counts the envelope too, also when NATS and
+	// the serving side would take the request.
+	small, _ := calling(t, connect(t, ns.ClientURL()), cqrsnats.WithMaxPayload(4096))
+	_, err = cqrs.Dispatch[Order](ctx, small, PlaceOrder{ID: 3, Item: strings.Repeat("y", 4096-len(empty)-4)})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+	assert.Contains(t, err.Error(), "over the limit of 4096")
+	_, handled = s.handled.Load(3)
+	assert.False(t, handled, "a message over the client's limit was sent")
+	_, err = cqrs.Dispatch[Order](ctx, small, PlaceOrder{ID: 4, Item: strings.Repeat("y", 4096-len(empty)-200)})
+	require.NoError(t, err)
+}
+
+// TestPayloadOverTheNATSServersLimit: with WithMaxPayload above the NATS
+// server's own limit (max_payload, here 64 KiB), a message or a result
+// between the two is too large, not a transport failure, on both sides.
+func TestPayloadOverTheNATSServersLimit(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: 64 << 10})
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	var ran atomic.Int64
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[PlaceOrder, Order](func(_ context.Context, c PlaceOrder) (Order, error) {
+		ran.Add(1)
+		return Order{ID: c.ID, Item: strings.Repeat("r", 100<<10)}, nil
+	})))
+	srv, err := cqrsnats.Serve(connect(t, ns.ClientURL()), bus)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, srv.Stop(context.Background())) }()
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: strings.Repeat("m", 100<<10)})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "the message")
+	assert.NotErrorIs(t, err, cqrsnats.ErrTransport)
+	assert.Contains(t, err.Error(), "the NATS server's limit of 65536")
+	assert.Zero(t, ran.Load())
+
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 2, Item: "small"})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "the result")
+	assert.Contains(t, err.Error(), "result of")
+	assert.Equal(t, int64(1), ran.Load())
 }
 
 func TestPlainRequestsAreServed(t *testing.T) {
