@@ -45,6 +45,13 @@ func NewClient(nc *natsgo.Conn, opts ...Option) *Client {
 // it is up, the context's error alone. Errors from the serving side
 // arrive as a [*RemoteError]: see [WithErrors].
 //
+// A message dispatched with an identity ([cqrs.IdentityOf]: from a
+// context that carries one, or on a bus made with [cqrs.WithIdentity])
+// carries that identity in the headers [HeaderID], [HeaderCorrelationID]
+// and [HeaderCausationID], and its handler on the serving side reads the
+// same one. A message without one sends no header for it: a NATS header
+// costs each request a MIME parse at both ends.
+//
 // Forward fails with [ErrInvalidSubject] when C cannot have a subject of
 // its own ([Subject]), and, with the [JSON] codec, with
 // [ErrUnexportedFields] when C or R has an unexported field, which
@@ -104,7 +111,8 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 		return zero, fmt.Errorf("%w: %s: the connection is %s", ErrTransport, f.spec, f.c.nc.Status())
 	}
 	// The remaining time travels in the envelope, not in a header; a
-	// header is sent only if the propagator writes trace context.
+	// header is sent only if the propagator writes trace context, or the
+	// message has an identity.
 	timeout := deadline.Sub(now)
 	if timeout <= 0 {
 		return zero, context.DeadlineExceeded
@@ -120,6 +128,14 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 		if len(req.Header) == 0 {
 			req.Header = nil
 		}
+	}
+	// Only a message dispatched with an identity carries one: a header
+	// costs every request a MIME parse at both ends.
+	if _, ok := cqrs.IdentityOf(ctx); ok {
+		if req.Header == nil {
+			req.Header = natsgo.Header{}
+		}
+		setIdentity(req.Header, sentIdentity(ctx))
 	}
 	reply, err := f.c.nc.RequestMsgWithContext(ctx, req)
 	switch {

@@ -97,6 +97,12 @@ type worker struct {
 // queue ([WithMaxPending], [WithConcurrency]); one that finds it full is
 // refused with [ErrUnavailable].
 //
+// A request that carries an identity (see [Forward]) gives its handler a
+// context with it, so that the handler reads it with [cqrs.IdentityOf]
+// and the messages it sends join the conversation; a request without one
+// gives it none, unless the bus gives every message one
+// ([cqrs.WithIdentity]).
+//
 // A failing request always gets a reply, of a bounded size: the error's
 // code, its message cut to 1 KiB, and for a validation failure at most 32
 // fields. A panic's value and stack never leave the process.
@@ -459,6 +465,9 @@ func (e *endpoint) answer(r request) (byHandler bool, err error) {
 	ctx := e.s.base
 	if len(r.m.Header) > 0 {
 		ctx = e.s.cfg.propagator.Extract(ctx, propagation.HeaderCarrier(r.m.Header))
+		if _, ok := identityOf(r.m.Header); ok {
+			ctx = withIdentity(ctx, r.m.Header) // else none: the bus may still give one
+		}
 	}
 	dctx := withDeadline(ctx, r.deadline)
 	defer dctx.stop()
