@@ -263,14 +263,18 @@ func truncate(s string, n int) string {
 
 // headerSafe returns msg fit for a NATS header value: one line, cut to
 // maxHeaderMessage bytes.
-func headerSafe(msg string) string {
+func headerSafe(msg string) string { return oneLine(msg, maxHeaderMessage) }
+
+// oneLine returns msg on one line, its control characters made spaces,
+// cut to n bytes.
+func oneLine(msg string, n int) string {
 	msg = strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, msg)
-	return truncate(msg, maxHeaderMessage)
+	return truncate(msg, n)
 }
 
 // RemoteError is an error returned by a handler in another process. It
@@ -311,11 +315,16 @@ func (e *RemoteError) Unwrap() []error { return e.wrapped }
 // middleware.Permanent error, so that middleware.IsCallerError holds.
 var errRemoteCaller = errors.New("nats: the serving side judged this error the caller's doing")
 
-// decodeError rebuilds the error a serving process sent.
+// decodeError rebuilds the error a serving process sent: one of this
+// version, or of v0.1.0, whose text is the header's alone and whose body
+// is a validation failure's fields, if any, as a JSON array.
 func decodeError(table []ErrorCode, spec cqrs.Spec, code, header string, body []byte) error {
-	e := &RemoteError{Code: code, Name: spec.String(), Message: header}
+	e := &RemoteError{Code: code, Name: spec.String(), Message: truncate(header, maxErrorMessage)}
 	var reply errorReply
-	if len(body) > 0 && json.Unmarshal(body, &reply) == nil {
+	switch {
+	case len(body) > 0 && body[0] == '[':
+		_ = json.Unmarshal(body, &reply.Fields) // v0.1.0's; fields that do not decode are left out
+	case len(body) > 0 && json.Unmarshal(body, &reply) == nil:
 		e.Message, e.Caller = truncate(reply.Message, maxErrorMessage), reply.Caller
 	}
 	// A remote cancellation was the serving process's (it was stopping),
