@@ -199,14 +199,15 @@ func WithMaxPending(msgs, bytes int) Option {
 // identity travels with such a request in a header, which v0.1.0 servers
 // ignore and this version's check.
 //
-// A request in v0.1.0's form has v0.1.0's guarantees: a v0.1.0 server
-// does not check the type, so a request a caller of this version falls
-// back to one of another service's type with the same short name, on the
-// same prefix, runs there; give each service its own prefix
-// ([WithPrefix]), as v0.1.0 already needed. The caller's deadline is
-// measured from the handler's start there, not corrected for the request's
-// time on the way.
+// A request in v0.1.0's form has v0.1.0's guarantees. A v0.1.0 server
+// does not check the type: when another service's v0.1.0 server, under
+// the same prefix, serves a type of the same short name, a request that
+// falls back to that subject may run there, as v0.1.0's own callers'
+// did; give each service its own prefix ([WithPrefix]), as v0.1.0
+// already needed. And a v0.1.0 server measures the caller's deadline from
+// when it takes the request up, not corrected for its time on the way.
 //
-// Once no process of v0.1.0 is left (Legacy in [Server.Stats] stays 0 on
-// every serving process), turn it off on both sides: see docs/releasing.md.
+// Once no process of v0.1.0 is left (Legacy in [Server.Stats] stops
+// growing on every serving process), turn it off on both sides: see
+// docs/releasing.md.
 func WithLegacyWire(on bool) Option { return optionFunc(func(c *config) { c.legacy = on }) }
