@@ -199,7 +199,7 @@ func (o *oldPlaceOrder) handle(ctx context.Context, c PlaceOrder) (Order, error)
 	return Order{ID: c.ID, Item: c.Item, Server: o.name}, nil
 }
 
-// runs returns how many times order id was handled.
+// runsOf returns how many times order id was handled, by handled.
 func runsOf(handled *sync.Map, id int) int64 {
 	v, ok := handled.Load(id)
 	if !ok {
