@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -526,4 +527,61 @@ func TestRollingUpgradeFromV010(t *testing.T) {
 	for _, path := range []string{"old caller by old", "old caller by new", "new caller by old", "new caller by new"} {
 		assert.Positive(t, servedBy[path], "no call went %s", path)
 	}
+}
+
+// TestLegacyWireUnderPermissions: where NATS lets a process use this
+// version's subjects only, as a deployment that never ran v0.1.0 may, a
+// server still serves them (NATS refuses the v0.1.0 subscription
+// asynchronously), but a caller's fallback publish is refused too, with
+// no reply, so a call that nobody serves waits for its deadline instead
+// of failing at once; WithLegacyWire(false) gives back the fast failure.
+// The docs say so (docs/releasing.md).
+func TestLegacyWireUnderPermissions(t *testing.T) {
+	newSubjects := &server.SubjectPermission{Allow: []string{"cqrs.command.github.>", "cqrs.query.github.>", "cqrs._stats", "_INBOX.>"}}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*server.User{{Username: "svc", Password: "svc", Permissions: &server.Permissions{Publish: newSubjects, Subscribe: newSubjects}}}})
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	denied := make(chan error, 16)
+	login := []natsgo.Option{natsgo.UserInfo("svc", "svc"), natsgo.ErrorHandler(func(_ *natsgo.Conn, _ *natsgo.Subscription, err error) {
+		select {
+		case denied <- err:
+		default:
+		}
+	})}
+	s := serve(t, connect(t, ns.ClientURL(), login...), "new")
+	commands, queries := calling(t, connect(t, ns.ClientURL(), login...))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	order, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: "x"})
+	require.NoError(t, err, "the new subject is served")
+	assert.Equal(t, "new", order.Server)
+	select {
+	case err := <-denied:
+		assert.ErrorIs(t, err, natsgo.ErrPermissionViolation, "the v0.1.0 subscription is refused")
+	case <-time.After(5 * time.Second):
+		t.Error("NATS did not refuse the v0.1.0 subscription")
+	}
+
+	// Nobody serves GetOrder's new subject for these callers: s's query
+	// server is stopped.
+	require.NoError(t, s.servers[1].Stop(ctx))
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancelShort()
+	start := time.Now()
+	_, err = cqrs.Dispatch[Order](short, queries, GetOrder{ID: 2})
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the fallback is refused with no reply")
+	assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond)
+
+	_, strict := calling(t, connect(t, ns.ClientURL(), login...), cqrsnats.WithLegacyWire(false))
+	start = time.Now()
+	_, err = cqrs.Dispatch[Order](ctx, strict, GetOrder{ID: 3})
+	require.ErrorIs(t, err, cqrsnats.ErrNoResponders)
+	assert.Less(t, time.Since(start), time.Second)
 }

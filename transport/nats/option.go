@@ -209,5 +209,8 @@ func WithMaxPending(msgs, bytes int) Option {
 //
 // Once no process of v0.1.0 is left (Legacy in [Server.Stats] stops
 // growing on every serving process), turn it off on both sides: see
-// docs/releasing.md.
+// docs/releasing.md. Turn it off from the start where NATS permissions
+// allow this version's subjects only: NATS refuses a fallback publish
+// there without a reply, so a call that nobody serves would wait for its
+// deadline instead of failing at once with [ErrNoResponders].
 func WithLegacyWire(on bool) Option { return optionFunc(func(c *config) { c.legacy = on }) }
