@@ -41,8 +41,9 @@ const (
 )
 
 // legacySubject returns the subject v0.1.0 gave spec's message type, and
-// false when that is not a valid subject (a name with an empty token, or
-// too long), which v0.1.0 could not serve either. The name is spec's,
+// false when that is not a valid subject (a name with an empty token,
+// which v0.1.0 could not serve either) or is over 1 KiB, the bound of
+// this version's subjects ([Subject]). The name is spec's,
 // unless a bus named the type by its full path because another type on
 // it prints alike (see [cqrs.Register]): v0.1.0 named it as it prints.
 func legacySubject(prefix string, spec cqrs.Spec) (string, bool) {
