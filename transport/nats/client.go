@@ -2,8 +2,10 @@ package nats
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -45,6 +47,19 @@ func NewClient(nc *natsgo.Conn, opts ...Option) *Client {
 // it is up, the context's error alone. Errors from the serving side
 // arrive as a [*RemoteError]: see [WithErrors].
 //
+// While it speaks the wire of v0.1.0 ([WithLegacyWire], the default), a
+// call that no process serves on C's subject, or that a v0.1.0 server
+// refused, is asked once more in v0.1.0's form, so that callers reach
+// v0.1.0 servers during a rolling upgrade; the refused request did not
+// run.
+//
+// A message dispatched with an identity ([cqrs.IdentityOf]: from a
+// context that carries one, or on a bus made with [cqrs.WithIdentity])
+// carries that identity in the headers [HeaderID], [HeaderCorrelationID]
+// and [HeaderCausationID], and its handler on the serving side reads the
+// same one. A message without one sends no header for it: a NATS header
+// costs each request a MIME parse at both ends.
+//
 // Forward fails with [ErrInvalidSubject] when C cannot have a subject of
 // its own ([Subject]), and, with the [JSON] codec, with
 // [ErrUnexportedFields] when C or R has an unexported field, which
@@ -69,15 +84,19 @@ func Forward[C, R any](bus cqrs.Bus, c *Client, mws ...cqrs.Middleware[C, R]) er
 	}
 	id, _ := identity(spec.MessageType) // subjectOf checked it
 	f := &forwarder[C, R]{c: c, spec: spec, subject: subject, id: id}
+	if c.cfg.legacy {
+		f.legacySubject, _ = legacySubject(c.cfg.prefix, spec)
+	}
 	return cqrs.Register(bus, cqrs.Handler[C, R](f), mws...)
 }
 
 // forwarder is the handler Forward registers.
 type forwarder[C, R any] struct {
-	c       *Client
-	spec    cqrs.Spec
-	subject string
-	id      string // the type's identity, which the envelope carries
+	c             *Client
+	spec          cqrs.Spec
+	subject       string
+	legacySubject string // v0.1.0's subject, to fall back to; "" for none
+	id            string // the type's identity, which the envelope carries
 }
 
 func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
@@ -104,13 +123,17 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 		return zero, fmt.Errorf("%w: %s: the connection is %s", ErrTransport, f.spec, f.c.nc.Status())
 	}
 	// The remaining time travels in the envelope, not in a header; a
-	// header is sent only if the propagator writes trace context.
+	// header is sent only if the propagator writes trace context, or the
+	// message has an identity.
 	timeout := deadline.Sub(now)
 	if timeout <= 0 {
 		return zero, context.DeadlineExceeded
 	}
-	buf := make([]byte, 0, sealedSize(f.id, data))
-	req := &natsgo.Msg{Subject: f.subject, Data: seal(buf, timeout, deadline, f.id, data)}
+	sealed := seal(make([]byte, 0, sealedSize(f.id, data)), timeout, deadline, f.id, data)
+	if len(sealed) > cfg.maxPayload {
+		return zero, tooLarge(f.spec, "message with its envelope", len(sealed), cfg.maxPayload)
+	}
+	req := &natsgo.Msg{Subject: f.subject, Data: sealed}
 	if f.c.traced {
 		req.Header = natsgo.Header{}
 		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
@@ -118,13 +141,36 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 			req.Header = nil
 		}
 	}
+	// Only a message dispatched with an identity carries one: a header
+	// costs every request a MIME parse at both ends.
+	if _, ok := cqrs.IdentityOf(ctx); ok {
+		if req.Header == nil {
+			req.Header = natsgo.Header{}
+		}
+		setIdentity(req.Header, sentIdentity(ctx))
+	}
 	reply, err := f.c.nc.RequestMsgWithContext(ctx, req)
+	if f.legacySubject != "" {
+		switch {
+		case errors.Is(err, natsgo.ErrNoResponders) && f.legacySubject != f.subject,
+			err == nil && f.legacySubject == f.subject && refusedByLegacyServer(reply):
+			// Nobody took the request (or a v0.1.0 server refused it),
+			// so it did not run: ask in v0.1.0's form (WithLegacyWire).
+			req = f.legacyRequest(req, deadline, data)
+			reply, err = f.c.nc.RequestMsgWithContext(ctx, req)
+		}
+	}
 	switch {
 	case err == nil:
+	case errors.Is(err, natsgo.ErrNoResponders) && req.Subject != f.subject:
+		return zero, fmt.Errorf("%w: %s on %s, nor on %s, its subject in v0.1.0", ErrNoResponders, f.spec, f.subject, req.Subject)
 	case errors.Is(err, natsgo.ErrNoResponders):
 		return zero, fmt.Errorf("%w: %s on %s", ErrNoResponders, f.spec, f.subject)
+	case errors.Is(err, natsgo.ErrMaxPayload):
+		return zero, fmt.Errorf("%w: %s: message of %d bytes with its envelope, and its headers, over the NATS server's limit of %d: %w",
+			ErrPayloadTooLarge, f.spec, len(req.Data), f.c.nc.MaxPayload(), err)
 	case errors.Is(err, natsgo.ErrBadSubject):
-		return zero, fmt.Errorf("%w: %s on %s: %w", ErrInvalidSubject, f.spec, f.subject, err)
+		return zero, fmt.Errorf("%w: %s on %s: %w", ErrInvalidSubject, f.spec, req.Subject, err)
 	case ctx.Err() != nil && !f.c.nc.IsConnected():
 		return zero, fmt.Errorf("%w: %s: the connection is %s: %w", ErrTransport, f.spec, f.c.nc.Status(), ctx.Err())
 	case ctx.Err() != nil:
@@ -140,4 +186,19 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 		return zero, fmt.Errorf("%w: %s: %w", ErrBadReply, f.spec, err)
 	}
 	return res, nil
+}
+
+// legacyRequest returns req in v0.1.0's form (see legacy.go): on the
+// type's v0.1.0 subject, in v0.1.0's envelope, with req's headers and the
+// type's identity in one more.
+func (f *forwarder[C, R]) legacyRequest(req *natsgo.Msg, deadline time.Time, data []byte) *natsgo.Msg {
+	header := maps.Clone(req.Header)
+	if header == nil {
+		header = natsgo.Header{}
+	}
+	header.Set(headerMessageType, f.id)
+	// v0.1.0 reads a timeout of 0 as none.
+	timeout := max(time.Until(deadline), 1)
+	buf := make([]byte, 0, 1+binary.MaxVarintLen64+len(data))
+	return &natsgo.Msg{Subject: f.legacySubject, Header: header, Data: sealLegacy(buf, timeout, data)}
 }

@@ -32,8 +32,9 @@ import (
 // A request that starts with neither 0x01 nor 0x00, such as plain JSON
 // from the NATS command line, is taken as the encoded message alone, with
 // no deadline and no identity to check: its subject is all it has. 0x00
-// began the envelope of earlier versions, which had no identity; such a
-// request is refused.
+// begins the envelope of v0.1.0, which had no identity: [Serve] reads it
+// while it speaks v0.1.0's wire ([WithLegacyWire], see legacy.go), and
+// refuses it otherwise; open always refuses it.
 const (
 	envelopeMark    = 0x01
 	oldEnvelopeMark = 0x00
@@ -65,6 +66,7 @@ type envelope struct {
 	wall    int64         // the deadline in Unix ns on the caller's clock, 0 for none
 	id      []byte        // nil for a plain request
 	payload []byte
+	legacy  bool // in v0.1.0's envelope: see openRequest
 }
 
 // open reads data. A timeout of 2^63 ns or more, which no caller means,

@@ -21,10 +21,16 @@ var (
 	// ErrBadReply: the reply could not be decoded.
 	ErrBadReply = errors.New("nats: undecodable reply")
 	// ErrBadRequest: the serving side could not decode the request, or it
-	// was sent for another message type. The handler did not run.
+	// was sent for another message type. The handler did not run. (A
+	// handler's own error that wraps ErrBadRequest, from a call it made,
+	// reaches its caller as a [*RemoteError] that does not wrap it.)
 	ErrBadRequest = errors.New("nats: undecodable request")
-	// ErrPayloadTooLarge: an encoded message or result is larger than the
-	// limit WithMaxPayload sets, on either side.
+	// ErrPayloadTooLarge: an encoded message with its envelope, or an
+	// encoded result, is larger than the limit [WithMaxPayload] sets, or
+	// than the NATS server's own (max_payload, which counts headers too).
+	// The calling side checks a message before sending it; the serving
+	// side checks each request it receives, and each result before
+	// replying, in which case the handler ran.
 	ErrPayloadTooLarge = errors.New("nats: payload too large")
 	// ErrTransport: NATS failed to carry the request, for example while
 	// the connection is down. The error also wraps NATS's own, or the
@@ -42,7 +48,11 @@ var (
 	// ErrUnavailable: the serving process refused the request without
 	// running its handler, because its queue was full ([WithMaxPending])
 	// or it was stopping. Another process may take the request: it is
-	// safe to retry.
+	// safe to retry. Only that refusal carries it: a handler that ran and
+	// returned an error wrapping ErrUnavailable, from a call of its own
+	// to another service, gives its caller a [*RemoteError] with its own
+	// code ("error" unless [WithErrors] or package cqrs names one), which
+	// does not wrap ErrUnavailable.
 	ErrUnavailable = errors.New("nats: serving process unavailable")
 	// ErrInvalidErrorCode: [WithErrors] was given an empty, malformed,
 	// reserved or repeated code, or a nil error.
@@ -118,13 +128,25 @@ func checkErrorCode(table []ErrorCode, ec ErrorCode) error {
 	return nil
 }
 
-// codeOf returns the wire code of err.
+// codeOf returns the wire code of err, an error of this package's own:
+// the code of the first transport error it wraps, else handlerCode's.
 func codeOf(table []ErrorCode, err error) string {
 	for _, t := range transportErrors {
 		if errors.Is(err, t.Err) {
 			return t.Code
 		}
 	}
+	return handlerCode(table, err)
+}
+
+// handlerCode returns the wire code of an error that a handler (or the
+// serving bus around it) returned: the code of the first sentinel of
+// table it wraps, else cqrs's code, else "error"; never a transport
+// error's code. Those codes say what the serving side itself did with
+// the request (bad_request and unavailable: the handler did not run), so
+// a handler's error that wraps one, from a call of its own to another
+// service, must not carry it: its caller's request did run.
+func handlerCode(table []ErrorCode, err error) string {
 	for _, t := range table {
 		if errors.Is(err, t.Err) {
 			return t.Code
@@ -183,11 +205,19 @@ type fieldJSON struct {
 	Value json.RawMessage `json:"value,omitempty"`
 }
 
-// encodeReply returns the code of err, the text for the error header and
-// the body of the reply. A panic's value and stack never leave the
-// process: its message is the panic's code and the message's name alone.
+// encodeReply returns the code of err, an error of this package's own
+// (codeOf), the text for the error header and the body of the reply.
 func encodeReply(table []ErrorCode, spec cqrs.Spec, err error) (code, header string, body []byte) {
 	code = codeOf(table, err)
+	reply := replyOf(code, spec, err)
+	body, _ = json.Marshal(reply) // strings and raw JSON from json.Marshal: it cannot fail
+	return code, headerSafe(reply.Message), body
+}
+
+// replyOf returns the body of the error reply to err, whose code is
+// code. A panic's value and stack never leave the process: its message
+// is the panic's code and the message's name alone.
+func replyOf(code string, spec cqrs.Spec, err error) errorReply {
 	msg := err.Error()
 	if code == "panic" {
 		msg = fmt.Sprintf("%v: %s", cqrs.ErrHandlerPanic, spec)
@@ -214,8 +244,7 @@ func encodeReply(table []ErrorCode, spec cqrs.Spec, err error) (code, header str
 			})
 		}
 	}
-	body, _ = json.Marshal(reply) // strings and raw JSON from json.Marshal: it cannot fail
-	return code, headerSafe(reply.Message), body
+	return reply
 }
 
 // truncate cuts s to at most n bytes, on a rune boundary, marking the cut
@@ -234,14 +263,18 @@ func truncate(s string, n int) string {
 
 // headerSafe returns msg fit for a NATS header value: one line, cut to
 // maxHeaderMessage bytes.
-func headerSafe(msg string) string {
+func headerSafe(msg string) string { return oneLine(msg, maxHeaderMessage) }
+
+// oneLine returns msg on one line, its control characters made spaces,
+// cut to n bytes.
+func oneLine(msg string, n int) string {
 	msg = strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, msg)
-	return truncate(msg, maxHeaderMessage)
+	return truncate(msg, n)
 }
 
 // RemoteError is an error returned by a handler in another process. It
@@ -282,11 +315,16 @@ func (e *RemoteError) Unwrap() []error { return e.wrapped }
 // middleware.Permanent error, so that middleware.IsCallerError holds.
 var errRemoteCaller = errors.New("nats: the serving side judged this error the caller's doing")
 
-// decodeError rebuilds the error a serving process sent.
+// decodeError rebuilds the error a serving process sent: one of this
+// version, or of v0.1.0, whose text is the header's alone and whose body
+// is a validation failure's fields, if any, as a JSON array.
 func decodeError(table []ErrorCode, spec cqrs.Spec, code, header string, body []byte) error {
-	e := &RemoteError{Code: code, Name: spec.String(), Message: header}
+	e := &RemoteError{Code: code, Name: spec.String(), Message: truncate(header, maxErrorMessage)}
 	var reply errorReply
-	if len(body) > 0 && json.Unmarshal(body, &reply) == nil {
+	switch {
+	case len(body) > 0 && body[0] == '[':
+		_ = json.Unmarshal(body, &reply.Fields) // v0.1.0's; fields that do not decode are left out
+	case len(body) > 0 && json.Unmarshal(body, &reply) == nil:
 		e.Message, e.Caller = truncate(reply.Message, maxErrorMessage), reply.Caller
 	}
 	// A remote cancellation was the serving process's (it was stopping),

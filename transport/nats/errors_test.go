@@ -3,7 +3,9 @@ package nats_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -149,4 +151,102 @@ func TestInvalidErrorTablesAreRefused(t *testing.T) {
 		err = cqrsnats.Forward[PlaceOrder, Order](cqrs.NewCommandBus(), cqrsnats.NewClient(nc, cqrsnats.WithErrors(table...)))
 		require.ErrorIs(t, err, cqrsnats.ErrInvalidErrorCode, "%v", table)
 	}
+}
+
+// TestOnlyTheServersOwnRefusalsCarryTransportCodes: a handler that ran
+// and failed because a call of its own was refused (ErrUnavailable from a
+// busy downstream service) must not tell its caller ErrUnavailable, which
+// says that the caller's request did not run and is safe to retry; nor
+// ErrBadRequest ("the handler did not run") or ErrPayloadTooLarge. The
+// middle service's handler makes a real call to a downstream service
+// whose queue is full; the other errors are returned as they are.
+func TestOnlyTheServersOwnRefusalsCarryTransportCodes(t *testing.T) {
+	ns := startServer(t, -1)
+
+	// Downstream: GetOrder, one worker, a queue of one, a handler that
+	// waits for release.
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	downBus := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.Register(downBus, cqrs.HandlerFunc[GetOrder, Order](func(_ context.Context, q GetOrder) (Order, error) {
+		started <- struct{}{}
+		<-release
+		return Order{ID: q.ID}, nil
+	})))
+	down, err := cqrsnats.Serve(connect(t, ns.ClientURL()), downBus, cqrsnats.WithMaxPending(1, 1<<20))
+	require.NoError(t, err)
+	defer func() { require.NoError(t, down.Stop(context.Background())) }()
+	downstream := cqrs.NewQueryBus()
+	require.NoError(t, cqrsnats.Forward[GetOrder, Order](downstream, cqrsnats.NewClient(connect(t, ns.ClientURL()))))
+
+	// Middle: PlaceOrder's handler asks downstream, or returns the
+	// transport error its message names, wrapped as a handler would.
+	ran := map[int]bool{}
+	var mu sync.Mutex
+	midBus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(midBus, cqrs.HandlerFunc[PlaceOrder, Order](func(ctx context.Context, c PlaceOrder) (Order, error) {
+		mu.Lock()
+		ran[c.ID] = true
+		mu.Unlock()
+		switch c.Do {
+		case "ask":
+			o, err := cqrs.Dispatch[Order](ctx, downstream, GetOrder{ID: c.ID})
+			if err != nil {
+				return Order{}, fmt.Errorf("checking stock: %w", err)
+			}
+			return o, nil
+		case "bad_request":
+			return Order{}, fmt.Errorf("checking stock: %w", cqrsnats.ErrBadRequest)
+		case "payload_too_large":
+			return Order{}, fmt.Errorf("checking stock: %w", cqrsnats.ErrPayloadTooLarge)
+		}
+		return Order{ID: c.ID}, nil
+	})))
+	mid, err := cqrsnats.Serve(connect(t, ns.ClientURL()), midBus)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, mid.Stop(context.Background())) }()
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	// Fill downstream: one request runs, one waits, the rest are refused.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(release)
+	for i := range 3 {
+		wg.Go(func() { _, _ = cqrs.Dispatch[Order](ctx, downstream, GetOrder{ID: 100 + i}) })
+	}
+	<-started
+	require.Eventually(t, func() bool { return down.Stats()[0].Unavailable > 0 }, 5*time.Second, time.Millisecond, "downstream's queue is full")
+
+	// The handler's own call is refused: the handler ran, and its caller
+	// is not told that its request did not.
+	_, err = cqrs.Dispatch[Order](ctx, downstream, GetOrder{ID: 99})
+	require.ErrorIs(t, err, cqrsnats.ErrUnavailable, "precondition: downstream refuses")
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: "x", Do: "ask"})
+	require.Error(t, err)
+	mu.Lock()
+	assert.True(t, ran[1], "the middle handler ran")
+	mu.Unlock()
+	assert.NotErrorIs(t, err, cqrsnats.ErrUnavailable, "a handler's error claims its request did not run")
+	var remote *cqrsnats.RemoteError
+	require.ErrorAs(t, err, &remote)
+	assert.Equal(t, "error", remote.Code)
+	assert.Contains(t, remote.Message, "checking stock: nats: serving process unavailable")
+
+	for i, do := range []string{"bad_request", "payload_too_large"} {
+		_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 2 + i, Item: "x", Do: do})
+		require.ErrorAs(t, err, &remote, do)
+		assert.Equal(t, "error", remote.Code, do)
+		assert.NotErrorIs(t, err, cqrsnats.ErrBadRequest, do)
+		assert.NotErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, do)
+	}
+
+	// The server's own refusals keep their codes.
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 5, Item: strings.Repeat("x", 2<<20)})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+	nc := connect(t, ns.ClientURL())
+	reply, err := nc.Request(placeOrderSubject, []byte(`{"id":"six"}`), 5*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, "bad_request", reply.Header.Get("Nats-Service-Error-Code"))
 }

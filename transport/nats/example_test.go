@@ -77,6 +77,91 @@ func ExampleServe() {
 	// true
 }
 
+func ExampleForward() {
+	ns, stop := exampleNATS(false)
+	defer stop()
+
+	// The serving process: its handler gets the caller's deadline and the
+	// identity of the message, which crossed NATS with the request.
+	serving, _ := natsgo.Connect(ns.ClientURL())
+	defer serving.Close()
+	handlers := cqrs.NewQueryBus()
+	_ = cqrs.Register(handlers, cqrs.HandlerFunc[GetOrder, Order](func(ctx context.Context, q GetOrder) (Order, error) {
+		id, _ := cqrs.IdentityOf(ctx)
+		_, deadline := ctx.Deadline()
+		fmt.Println("serving: correlation", id.CorrelationID, "deadline", deadline)
+		return Order{ID: q.ID, Server: "warehouse"}, nil
+	}))
+	srv, err := cqrsnats.Serve(serving, handlers)
+	if err != nil {
+		panic(err)
+	}
+	defer func() { _ = srv.Stop(context.Background()) }()
+
+	// The calling process forwards GetOrder; the middleware given to
+	// Forward runs here, around the trip over NATS.
+	calling, _ := natsgo.Connect(ns.ClientURL())
+	defer calling.Close()
+	queries := cqrs.NewQueryBus()
+	logged := func(next cqrs.Handler[GetOrder, Order]) cqrs.Handler[GetOrder, Order] {
+		return cqrs.HandlerFunc[GetOrder, Order](func(ctx context.Context, q GetOrder) (Order, error) {
+			order, err := next.Handle(ctx, q)
+			fmt.Println("calling: answered by", order.Server, err)
+			return order, err
+		})
+	}
+	client := cqrsnats.NewClient(calling, cqrsnats.WithTimeout(2*time.Second))
+	if err := cqrsnats.Forward[GetOrder, Order](queries, client, logged); err != nil {
+		panic(err)
+	}
+
+	// Callers dispatch as ever; this one starts a conversation of its own.
+	ctx := cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{CorrelationID: "checkout-42"})
+	order, err := cqrs.Dispatch[Order](ctx, queries, GetOrder{ID: 7})
+	fmt.Printf("%+v %v\n", order, err)
+	// Output:
+	// serving: correlation checkout-42 deadline true
+	// calling: answered by warehouse <nil>
+	// {ID:7 Item: Server:warehouse} <nil>
+}
+
+func ExampleWithLegacyWire() {
+	ns, stop := exampleNATS(false)
+	defer stop()
+	nc, _ := natsgo.Connect(ns.ClientURL())
+	defer nc.Close()
+	handlers := cqrs.NewCommandBus()
+	_ = cqrs.Register(handlers, cqrs.HandlerFunc[PlaceOrder, Order](func(_ context.Context, c PlaceOrder) (Order, error) {
+		return Order{ID: c.ID, Item: c.Item, Server: "new"}, nil
+	}))
+
+	// A caller of v0.1.0 sends on the type's short name, in its envelope:
+	// 0x00, the remaining time as a uvarint (0: none), the JSON message.
+	oldSubject := "cqrs.command.nats_test.PlaceOrder"
+	oldRequest := append([]byte{0x00, 0x00}, `{"id":1,"item":"lamp"}`...)
+
+	// By default, a server of this version answers it, and counts it.
+	srv, err := cqrsnats.Serve(nc, handlers)
+	if err != nil {
+		panic(err)
+	}
+	reply, err := nc.Request(oldSubject, oldRequest, 2*time.Second)
+	fmt.Println(string(reply.Data), err, "legacy requests:", srv.Stats()[0].Legacy)
+	_ = srv.Stop(context.Background())
+
+	// Once no v0.1.0 process is left, the old wire can go.
+	srv, err = cqrsnats.Serve(nc, handlers, cqrsnats.WithLegacyWire(false))
+	if err != nil {
+		panic(err)
+	}
+	_, err = nc.Request(oldSubject, oldRequest, 2*time.Second)
+	fmt.Println(errors.Is(err, natsgo.ErrNoResponders))
+	_ = srv.Stop(context.Background())
+	// Output:
+	// {"ID":1,"Item":"lamp","Server":"new"} <nil> legacy requests: 1
+	// true
+}
+
 // ErrNoSuchOrder is a service's own sentinel error, and orderCodes its
 // table of wire codes: both live in the package that declares the
 // service's messages, so that the serving and the calling side register

@@ -27,6 +27,7 @@ type config struct {
 	pendingMsgs    int
 	pendingBytes   int
 	errors         []ErrorCode
+	legacy         bool  // speak v0.1.0's wire too: see WithLegacyWire
 	err            error // the first invalid option's error
 }
 
@@ -57,6 +58,7 @@ func newConfig(opts []Option) config {
 		maxHandlerTime: defaultMaxHandlerTime,
 		pendingMsgs:    defaultPendingMsgs,
 		pendingBytes:   defaultPendingBytes,
+		legacy:         true,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -100,9 +102,13 @@ func WithPrefix(prefix string) Option { return optionFunc(func(c *config) { c.pr
 // WithCodec sets the codec. The default, also for nil, is [JSON].
 func WithCodec(codec Codec) Option { return optionFunc(func(c *config) { c.codec = codec }) }
 
-// WithMaxPayload bounds the size of an encoded message or result, in
-// bytes: a larger one fails with [ErrPayloadTooLarge] instead of being
-// sent. The default, also for n <= 0, is 1 MiB, NATS's own default.
+// WithMaxPayload bounds the size of an encoded message with its envelope
+// (the caller's deadline and the type's identity: about 20 bytes and the
+// identity's length), or of an encoded result, in bytes: a larger one
+// fails with [ErrPayloadTooLarge] instead of being sent. The NATS
+// server's own limit (max_payload) bounds them too, with its headers,
+// and gives the same error. The default, also for n <= 0, is 1 MiB,
+// NATS's own default.
 func WithMaxPayload(n int) Option { return optionFunc(func(c *config) { c.maxPayload = n }) }
 
 // WithQueueGroup sets the queue group serving processes share; each
@@ -171,3 +177,40 @@ func WithMaxPending(msgs, bytes int) Option {
 		c.pendingMsgs, c.pendingBytes = msgs, bytes
 	})
 }
+
+// WithLegacyWire sets whether [Serve] and [Forward] also speak the wire of
+// v0.1.0, this module's first release, so that the processes of a rolling
+// upgrade from it keep calling each other. The default is true. v0.1.0
+// put a type on another subject (its short name, not its full path) and
+// sent another envelope (with no type identity), so that without this
+// every call between the two versions fails: with [ErrNoResponders], or,
+// for a type whose subject did not change (one of package main), with
+// [ErrBadRequest].
+//
+// With it, Serve also subscribes each type's v0.1.0 subject, in the same
+// queue group, and takes v0.1.0's envelope on either subject, answering a
+// v0.1.0 caller in the form it reads. A type whose v0.1.0 subject another
+// served type shares, by its old or its new subject, is not served on it:
+// such a request could be for either. Forward, when no process serves a
+// type's subject, asks once more on its v0.1.0 subject, in v0.1.0's
+// envelope; and when a v0.1.0 server refuses this version's envelope on a
+// subject that did not change, asks it again in its own. Neither refused
+// request ran, so each request still runs at most once. The type's
+// identity travels with such a request in a header, which v0.1.0 servers
+// ignore and this version's check.
+//
+// A request in v0.1.0's form has v0.1.0's guarantees. A v0.1.0 server
+// does not check the type: when another service's v0.1.0 server, under
+// the same prefix, serves a type of the same short name, a request that
+// falls back to that subject may run there, as v0.1.0's own callers'
+// did; give each service its own prefix ([WithPrefix]), as v0.1.0
+// already needed. And a v0.1.0 server measures the caller's deadline from
+// when it takes the request up, not corrected for its time on the way.
+//
+// Once no process of v0.1.0 is left (Legacy in [Server.Stats] stops
+// growing on every serving process), turn it off on both sides: see
+// docs/releasing.md. Turn it off from the start where NATS permissions
+// allow this version's subjects only: NATS refuses a fallback publish
+// there without a reply, so a call that nobody serves would wait for its
+// deadline instead of failing at once with [ErrNoResponders].
+func WithLegacyWire(on bool) Option { return optionFunc(func(c *config) { c.legacy = on }) }

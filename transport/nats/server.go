@@ -97,9 +97,20 @@ type worker struct {
 // queue ([WithMaxPending], [WithConcurrency]); one that finds it full is
 // refused with [ErrUnavailable].
 //
+// A request that carries an identity (see [Forward]) gives its handler a
+// context with it, so that the handler reads it with [cqrs.IdentityOf]
+// and the messages it sends join the conversation; a request without one
+// gives it none, unless the bus gives every message one
+// ([cqrs.WithIdentity]).
+//
 // A failing request always gets a reply, of a bounded size: the error's
 // code, its message cut to 1 KiB, and for a validation failure at most 32
 // fields. A panic's value and stack never leave the process.
+//
+// While it speaks the wire of v0.1.0 ([WithLegacyWire], the default),
+// Serve also subscribes each type's v0.1.0 subject and takes v0.1.0's
+// envelope, so that callers of v0.1.0 are served during a rolling
+// upgrade; Legacy in [Server.Stats] counts their requests.
 //
 // Serve fails with [ErrInvalidSubject] for a type that cannot have a
 // subject of its own ([Subject]), and, with the [JSON] codec, with
@@ -156,6 +167,9 @@ func Serve(nc *natsgo.Conn, bus cqrs.Bus, opts ...Option) (*Server, error) {
 		id, _ := identity(spec.MessageType) // subjectOf checked it
 		s.endpoints = append(s.endpoints, &endpoint{s: s, spec: spec, subject: subject, id: id, exec: exec})
 	}
+	if cfg.legacy {
+		s.setLegacySubjects()
+	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.live.Store(int32(len(s.workers)))
 	for i := range s.workers {
@@ -166,16 +180,21 @@ func Serve(nc *natsgo.Conn, bus cqrs.Bus, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	for _, e := range s.endpoints {
-		sub, err := nc.QueueSubscribe(e.subject, cfg.queueGroup, e.receive)
-		if err != nil {
-			return fail(fmt.Errorf("%w: serve %s: %w", ErrTransport, e.spec, err))
-		}
-		s.subs = append(s.subs, sub)
-		e.sub = sub
-		// receive hands each request on at once; NATS's own buffer only
-		// holds the requests that arrive faster than that.
-		if err := sub.SetPendingLimits(4*cfg.pendingMsgs, 4*cfg.pendingBytes); err != nil {
-			return fail(fmt.Errorf("%w: serve %s: %w", ErrTransport, e.spec, err))
+		for _, subject := range []string{e.subject, e.legacySubject} {
+			if subject == "" {
+				continue
+			}
+			sub, err := nc.QueueSubscribe(subject, cfg.queueGroup, e.receive)
+			if err != nil {
+				return fail(fmt.Errorf("%w: serve %s: %w", ErrTransport, e.spec, err))
+			}
+			s.subs = append(s.subs, sub)
+			e.subs = append(e.subs, sub)
+			// receive hands each request on at once; NATS's own buffer
+			// only holds the requests that arrive faster than that.
+			if err := sub.SetPendingLimits(4*cfg.pendingMsgs, 4*cfg.pendingBytes); err != nil {
+				return fail(fmt.Errorf("%w: serve %s: %w", ErrTransport, e.spec, err))
+			}
 		}
 	}
 	statsSub, err := nc.Subscribe(cfg.prefix+"._stats", s.serveStats)
@@ -187,6 +206,26 @@ func Serve(nc *natsgo.Conn, bus cqrs.Bus, opts ...Option) (*Server, error) {
 		return fail(fmt.Errorf("%w: serve: %w", ErrTransport, err))
 	}
 	return s, nil
+}
+
+// setLegacySubjects gives each endpoint its type's v0.1.0 subject, to
+// serve as well, where that differs from its subject and no other
+// endpoint has it as either: a request there in v0.1.0's envelope could
+// be for any type that has it.
+func (s *Server) setLegacySubjects() {
+	holders := map[string]int{}
+	for _, e := range s.endpoints {
+		holders[e.subject]++
+		if subject, ok := legacySubject(s.cfg.prefix, e.spec); ok && subject != e.subject {
+			e.legacySubject = subject
+			holders[subject]++
+		}
+	}
+	for _, e := range s.endpoints {
+		if holders[e.legacySubject] > 1 {
+			e.legacySubject = ""
+		}
+	}
 }
 
 // Stop stops serving: the subscriptions drain (NATS gives new requests to
@@ -276,7 +315,7 @@ func (s *Server) work(w *worker) {
 		switch {
 		case s.base.Err() != nil:
 			r.e.unavailable.Add(1)
-			s.replyError(r.e, r.m, fmt.Errorf("%w: %s: the serving process is stopping", ErrUnavailable, r.e.spec))
+			s.replyError(r.e, r.m, fmt.Errorf("%w: %s: the serving process is stopping", ErrUnavailable, r.e.spec), false, r.env.fromLegacyCaller())
 		default:
 			now := time.Now()
 			if r.deadline.Sub(now) < minRemaining {
@@ -297,9 +336,25 @@ func (s *Server) replyable(reply string) bool {
 }
 
 // replyError answers m with err, within the bounds of an error reply; if
-// even that does not go out, with the code alone.
-func (s *Server) replyError(e *endpoint, m *natsgo.Msg, err error) {
-	code, header, body := encodeReply(s.cfg.errors, e.spec, err)
+// even that does not go out, with the code alone. byHandler tells an
+// error that the handler (or the bus around it) returned from the
+// serving side's own refusal: only the latter may carry a transport
+// error's code (see handlerCode). legacyCaller gives the reply the form a
+// v0.1.0 caller reads.
+func (s *Server) replyError(e *endpoint, m *natsgo.Msg, err error, byHandler, legacyCaller bool) {
+	code := codeOf(s.cfg.errors, err)
+	if byHandler {
+		code = handlerCode(s.cfg.errors, err)
+	}
+	er := replyOf(code, e.spec, err)
+	var header string
+	var body []byte
+	if legacyCaller {
+		header, body = legacyErrorReply(er)
+	} else {
+		header = headerSafe(er.Message)
+		body, _ = json.Marshal(er) // strings and raw JSON from json.Marshal: it cannot fail
+	}
 	reply := &natsgo.Msg{Data: body, Header: natsgo.Header{headerErrorCode: {code}, headerError: {header}}}
 	if m.RespondMsg(reply) != nil {
 		_ = m.RespondMsg(&natsgo.Msg{Header: natsgo.Header{headerErrorCode: {code}}})
@@ -324,6 +379,9 @@ type EndpointStats struct {
 	// Refused counts the requests dropped because their reply subject was
 	// not an inbox.
 	Refused uint64 `json:"refused"`
+	// Legacy counts the requests from callers of v0.1.0, in its envelope
+	// ([WithLegacyWire]), answered or not: while it grows, some remain.
+	Legacy uint64 `json:"legacy"`
 	// Dropped counts the requests NATS dropped because the
 	// subscription's own buffer was full.
 	Dropped uint64 `json:"dropped"`
@@ -341,14 +399,16 @@ func (s *Server) Stats() []EndpointStats {
 		st := EndpointStats{
 			Subject: e.subject, Name: e.spec.Name, Kind: e.spec.Kind.String(),
 			Calls: calls, Errors: e.stats.errors.Load(),
-			Expired: e.expired.Load(), Unavailable: e.unavailable.Load(), Refused: e.refused.Load(),
+			Expired: e.expired.Load(), Unavailable: e.unavailable.Load(), Refused: e.refused.Load(), Legacy: e.legacy.Load(),
 			P50: e.stats.percentile(0.50), P99: e.stats.percentile(0.99),
 		}
 		if calls > 0 {
 			st.Mean = time.Duration(e.stats.sum.Load() / calls)
 		}
-		if dropped, err := e.sub.Dropped(); err == nil {
-			st.Dropped = uint64(max(dropped, 0))
+		for _, sub := range e.subs {
+			if dropped, err := sub.Dropped(); err == nil {
+				st.Dropped += uint64(max(dropped, 0))
+			}
 		}
 		out[i] = st
 	}
@@ -367,15 +427,16 @@ func (s *Server) serveStats(m *natsgo.Msg) {
 
 // endpoint serves one message type.
 type endpoint struct {
-	s       *Server
-	spec    cqrs.Spec
-	subject string
-	id      string // the type's identity, which the envelope carries
-	exec    func(context.Context, any) (any, error)
-	sub     *natsgo.Subscription
+	s             *Server
+	spec          cqrs.Spec
+	subject       string
+	legacySubject string // v0.1.0's subject, also served; "" for none
+	id            string // the type's identity, which the envelope carries
+	exec          func(context.Context, any) (any, error)
+	subs          []*natsgo.Subscription
 
-	stats                         latency
-	expired, unavailable, refused atomic.Uint64
+	stats                                 latency
+	expired, unavailable, refused, legacy atomic.Uint64
 }
 
 // receive runs on the subscription's goroutine, for each request as it
@@ -389,14 +450,19 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 		e.refused.Add(1)
 		return
 	}
+	// Refused before it is opened, a request gets this version's form of
+	// reply: for these errors, the same code and text for a v0.1.0 caller.
 	if n := len(m.Data); n > s.cfg.maxPayload {
-		s.replyError(e, m, tooLarge(e.spec, "request", n, s.cfg.maxPayload))
+		s.replyError(e, m, tooLarge(e.spec, "request", n, s.cfg.maxPayload), false, false)
 		return
 	}
-	env, err := open(m.Data)
+	env, err := openRequest(m, s.cfg.legacy)
 	if err != nil {
-		s.replyError(e, m, badRequest(e.spec, err))
+		s.replyError(e, m, badRequest(e.spec, err), false, false)
 		return
+	}
+	if env.fromLegacyCaller() {
+		e.legacy.Add(1)
 	}
 	deadline := env.deadlineOf(now, s.cfg.maxHandlerTime)
 	if deadline.Sub(now) < minRemaining {
@@ -422,54 +488,64 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 	s.mu.RUnlock()
 	if err != nil {
 		e.unavailable.Add(1)
-		s.replyError(e, m, err)
+		s.replyError(e, m, err, false, env.fromLegacyCaller())
 	}
 }
 
 // serve runs one request's handler and answers it.
 func (e *endpoint) serve(r request, start time.Time) {
-	err := e.answer(r)
+	byHandler, err := e.answer(r)
 	if err != nil {
-		e.s.replyError(e, r.m, err)
+		e.s.replyError(e, r.m, err, byHandler, r.env.fromLegacyCaller())
 	}
 	e.stats.record(time.Since(start), err != nil)
 }
 
 // answer decodes the request, dispatches it and sends the result; it
-// returns the error to send instead. A panic in the codec becomes an
-// error, as the bus makes a handler's.
-func (e *endpoint) answer(r request) (err error) {
+// returns the error to send instead, and whether the handler (or the bus
+// around it) returned it. A panic in the codec becomes an error, as the
+// bus makes a handler's.
+func (e *endpoint) answer(r request) (byHandler bool, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &cqrs.PanicError{Message: e.spec.String(), Value: v}
 		}
 	}()
 	if r.env.id != nil && string(r.env.id) != e.id {
-		return badRequest(e.spec, errWrongMessage)
+		return false, badRequest(e.spec, errWrongMessage)
 	}
 	ctx := e.s.base
 	if len(r.m.Header) > 0 {
 		ctx = e.s.cfg.propagator.Extract(ctx, propagation.HeaderCarrier(r.m.Header))
+		if _, ok := identityOf(r.m.Header); ok {
+			ctx = withIdentity(ctx, r.m.Header) // else none: the bus may still give one
+		}
 	}
 	dctx := withDeadline(ctx, r.deadline)
 	defer dctx.stop()
 	msg := reflect.New(e.spec.MessageType)
 	if err := e.s.cfg.codec.Unmarshal(r.env.payload, msg.Interface()); err != nil {
-		return badRequest(e.spec, err)
+		return false, badRequest(e.spec, err)
 	}
 	res, err := e.exec(dctx, msg.Elem().Interface())
 	if err != nil {
-		return err
+		return true, err
 	}
 	body, err := e.s.cfg.codec.Marshal(res)
 	if err != nil {
-		return fmt.Errorf("nats: %s: encoding the result: %w", e.spec, err)
+		return false, fmt.Errorf("nats: %s: encoding the result: %w", e.spec, err)
 	}
 	if len(body) > e.s.cfg.maxPayload {
-		return tooLarge(e.spec, "result", len(body), e.s.cfg.maxPayload)
+		return false, tooLarge(e.spec, "result", len(body), e.s.cfg.maxPayload)
 	}
-	if err := r.m.Respond(body); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
-		return fmt.Errorf("%w: %s: sending the result: %w", ErrTransport, e.spec, err)
+	switch err := r.m.Respond(body); {
+	case err == nil, errors.Is(err, natsgo.ErrConnectionClosed):
+	case errors.Is(err, natsgo.ErrMaxPayload):
+		// The NATS server's own limit is below WithMaxPayload's.
+		return false, fmt.Errorf("%w: %s: result of %d bytes, over the NATS server's limit of %d: %w",
+			ErrPayloadTooLarge, e.spec, len(body), e.s.nc.MaxPayload(), err)
+	default:
+		return false, fmt.Errorf("%w: %s: sending the result: %w", ErrTransport, e.spec, err)
 	}
-	return nil
+	return false, nil
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -253,6 +254,84 @@ func TestTransportErrors(t *testing.T) {
 	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "and a result over it")
 }
 
+// TestPayloadLimitCountsTheEnvelope: a message under the limit whose
+// envelope takes it over is refused before it is sent, as too large, not
+// as a transport failure; one that fits with its envelope goes through.
+// NATS's limit is its default, 1 MiB, the client's default too.
+func TestPayloadLimitCountsTheEnvelope(t *testing.T) {
+	ns := startServer(t, -1)
+	s := serve(t, connect(t, ns.ClientURL()), "s1")
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	empty, err := json.Marshal(PlaceOrder{ID: 1})
+	require.NoError(t, err)
+
+	// 4 bytes under the limit encoded: the envelope (the deadline and the
+	// type's identity) takes it over.
+	item := strings.Repeat("y", 1<<20-len(empty)-4)
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: item})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+	assert.NotErrorIs(t, err, cqrsnats.ErrTransport)
+	assert.Contains(t, err.Error(), "with its envelope")
+	_, handled := s.handled.Load(1)
+	assert.False(t, handled)
+
+	// With room for the envelope, it goes through, and so does its result.
+	item = strings.Repeat("y", 1<<20-len(empty)-200)
+	order, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 2, Item: item})
+	require.NoError(t, err)
+	assert.Equal(t, item, order.Item)
+
+	// The client's own limit counts the envelope too, also when NATS and
+	// the serving side would take the request.
+	small, _ := calling(t, connect(t, ns.ClientURL()), cqrsnats.WithMaxPayload(4096))
+	_, err = cqrs.Dispatch[Order](ctx, small, PlaceOrder{ID: 3, Item: strings.Repeat("y", 4096-len(empty)-4)})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+	assert.Contains(t, err.Error(), "over the limit of 4096")
+	_, handled = s.handled.Load(3)
+	assert.False(t, handled, "a message over the client's limit was sent")
+	_, err = cqrs.Dispatch[Order](ctx, small, PlaceOrder{ID: 4, Item: strings.Repeat("y", 4096-len(empty)-200)})
+	require.NoError(t, err)
+}
+
+// TestPayloadOverTheNATSServersLimit: with WithMaxPayload above the NATS
+// server's own limit (max_payload, here 64 KiB), a message or a result
+// between the two is too large, not a transport failure, on both sides.
+func TestPayloadOverTheNATSServersLimit(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: 64 << 10})
+	require.NoError(t, err)
+	go ns.Start()
+	require.True(t, ns.ReadyForConnections(10*time.Second))
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	var ran atomic.Int64
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[PlaceOrder, Order](func(_ context.Context, c PlaceOrder) (Order, error) {
+		ran.Add(1)
+		return Order{ID: c.ID, Item: strings.Repeat("r", 100<<10)}, nil
+	})))
+	srv, err := cqrsnats.Serve(connect(t, ns.ClientURL()), bus)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, srv.Stop(context.Background())) }()
+	commands, _ := calling(t, connect(t, ns.ClientURL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: strings.Repeat("m", 100<<10)})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "the message")
+	assert.NotErrorIs(t, err, cqrsnats.ErrTransport)
+	assert.Contains(t, err.Error(), "the NATS server's limit of 65536")
+	assert.Zero(t, ran.Load())
+
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 2, Item: "small"})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "the result")
+	assert.Contains(t, err.Error(), "result of")
+	assert.Equal(t, int64(1), ran.Load())
+}
+
 func TestPlainRequestsAreServed(t *testing.T) {
 	// A request that is the encoded message alone, as the NATS command
 	// line sends it, is served too, with no deadline.
@@ -432,4 +511,111 @@ func TestStats(t *testing.T) {
 	assert.Equal(t, uint64(3), remote[0].Calls)
 	assert.Equal(t, "command", remote[0].Kind)
 
+}
+
+// TestIdentityTravelsWithARequest: a request dispatched from a context
+// that carries an identity carries it in its headers, and the handler on
+// the serving side reads the very same one; a message that handler sends
+// on joins the conversation. A plain request carries no header at all,
+// and its handler no identity.
+func TestIdentityTravelsWithARequest(t *testing.T) {
+	ns := startServer(t, -1)
+	var mu sync.Mutex
+	seen := map[int]cqrs.Identity{} // order id -> what the serving handler saw; absent for none
+	record := func(ctx context.Context, id int) {
+		if got, ok := cqrs.IdentityOf(ctx); ok {
+			mu.Lock()
+			seen[id] = got
+			mu.Unlock()
+		}
+	}
+	seenOf := func(id int) (cqrs.Identity, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		got, ok := seen[id]
+		return got, ok
+	}
+
+	// Downstream serves GetOrder; the middle service serves PlaceOrder,
+	// and asks downstream from its handler's context when told to.
+	downBus := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.Register(downBus, cqrs.HandlerFunc[GetOrder, Order](func(ctx context.Context, q GetOrder) (Order, error) {
+		record(ctx, q.ID)
+		return Order{ID: q.ID}, nil
+	})))
+	down, err := cqrsnats.Serve(connect(t, ns.ClientURL()), downBus)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, down.Stop(context.Background())) })
+	_, askDown := calling(t, connect(t, ns.ClientURL()))
+	midBus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(midBus, cqrs.HandlerFunc[PlaceOrder, Order](func(ctx context.Context, c PlaceOrder) (Order, error) {
+		record(ctx, c.ID)
+		if c.Do == "ask" {
+			return cqrs.Dispatch[Order](ctx, askDown, GetOrder{ID: c.ID + 1000})
+		}
+		return Order{ID: c.ID}, nil
+	})))
+	mid, err := cqrsnats.Serve(connect(t, ns.ClientURL()), midBus)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, mid.Stop(context.Background())) })
+
+	// A spy beside the queue group sees every request's headers.
+	nc := connect(t, ns.ClientURL())
+	headers := make(chan natsgo.Header, 10)
+	spy, err := nc.Subscribe(placeOrderSubject, func(m *natsgo.Msg) { headers <- m.Header })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = spy.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	commands, _ := calling(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	// A plain request: no header, no identity.
+	_, err = cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: "x"})
+	require.NoError(t, err)
+	assert.Empty(t, <-headers, "a plain request pays for a header")
+	_, ok := seenOf(1)
+	assert.False(t, ok, "the handler of a plain request has an identity")
+
+	// A caller's identity arrives whole, in the headers and in the handler.
+	want := cqrs.Identity{ID: "id-2", CorrelationID: "corr-2", CausationID: "cause-2"}
+	_, err = cqrs.Dispatch[Order](cqrs.ContextWithIdentity(ctx, want), commands, PlaceOrder{ID: 2, Item: "x"})
+	require.NoError(t, err)
+	h := <-headers
+	assert.Equal(t, []string{"id-2", "corr-2", "cause-2"},
+		[]string{h.Get(cqrsnats.HeaderID), h.Get(cqrsnats.HeaderCorrelationID), h.Get(cqrsnats.HeaderCausationID)})
+	got, ok := seenOf(2)
+	require.True(t, ok, "the serving handler has the caller's identity")
+	assert.Equal(t, want, got)
+
+	// What the handler sends on joins the conversation, one hop further.
+	_, err = cqrs.Dispatch[Order](cqrs.ContextWithIdentity(ctx, cqrs.Identity{ID: "id-3", CorrelationID: "corr-3"}), commands, PlaceOrder{ID: 3, Item: "x", Do: "ask"})
+	require.NoError(t, err)
+	<-headers
+	got, ok = seenOf(1003)
+	require.True(t, ok, "downstream has an identity")
+	assert.Equal(t, "corr-3", got.CorrelationID)
+	assert.Equal(t, "id-3", got.CausationID)
+	assert.NotEmpty(t, got.ID)
+	assert.NotEqual(t, "id-3", got.ID)
+
+	// A local bus that gives every message an identity sends the one its
+	// dispatch gave: the forwarding handler's, as a middleware around it
+	// sees it.
+	var local atomic.Value
+	withIDs := cqrs.NewCommandBus(cqrs.WithIdentity())
+	require.NoError(t, cqrsnats.Forward[PlaceOrder, Order](withIDs, cqrsnats.NewClient(nc), func(next cqrs.Handler[PlaceOrder, Order]) cqrs.Handler[PlaceOrder, Order] {
+		return cqrs.HandlerFunc[PlaceOrder, Order](func(ctx context.Context, c PlaceOrder) (Order, error) {
+			id, _ := cqrs.IdentityOf(ctx)
+			local.Store(id)
+			return next.Handle(ctx, c)
+		})
+	}))
+	_, err = cqrs.Dispatch[Order](ctx, withIDs, PlaceOrder{ID: 4, Item: "x"})
+	require.NoError(t, err)
+	<-headers
+	got, ok = seenOf(4)
+	require.True(t, ok)
+	assert.Equal(t, local.Load(), got)
+	assert.NotEmpty(t, got.ID)
 }
