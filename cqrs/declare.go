@@ -85,7 +85,10 @@ type Message[R, B any] interface {
 // Send is [Dispatch] with the types proven, at the same cost; its errors
 // are those of Dispatch. The one mistake the compiler cannot see is a
 // command whose handler was never registered ([ErrHandlerNotFound]): see
-// [Require] to find those at start-up.
+// [Require] to find those at start-up. A pointer to a declared command is
+// a message of its own type, with a handler of its own: sent where the
+// handler takes the value, it fails with an error that says "send the
+// value, not a pointer".
 func Send[C Message[R, *CommandBus], R any](ctx context.Context, b *CommandBus, cmd C) (R, error) {
 	return Dispatch[R](ctx, b, cmd)
 }
@@ -100,7 +103,7 @@ func Send[C Message[R, *CommandBus], R any](ctx context.Context, b *CommandBus, 
 // assigned to a variable of another type are compile errors.
 //
 // Ask is [Dispatch] with the types proven, at the same cost; its errors
-// are those of Dispatch.
+// are those of Dispatch, and a pointer is refused as [Send] says.
 func Ask[C Message[R, *QueryBus], R any](ctx context.Context, b *QueryBus, q C) (R, error) {
 	return Dispatch[R](ctx, b, q)
 }
@@ -160,6 +163,28 @@ func declaredBy(t reflect.Type) (d declaration, ok bool) {
 func errPointerMarker(t reflect.Type) error {
 	return fmt.Errorf("%w: %s embeds its marker through a pointer; embed cqrs.Command, Query, StreamQuery or Event by value",
 		ErrInvalidMessageType, t)
+}
+
+// pointerHint says, for a message of type t that has no handler on b, that
+// its handler takes the value where t is a pointer, or a pointer where t is
+// a value; it returns "" when neither has a handler. A message's
+// pointer satisfies the constraints of [Send] and [Ask] as the message
+// does (a pointer's method set includes the value's), so the compiler
+// cannot refuse it: this error says what it would have.
+func pointerHint(b Bus, t reflect.Type) string {
+	if t == nil || t.Kind() == reflect.Interface {
+		return ""
+	}
+	if t.Kind() == reflect.Pointer {
+		if find(b, t.Elem()) != nil {
+			return "; its handler takes " + t.Elem().String() + ": send the value, not a pointer"
+		}
+		return ""
+	}
+	if p := reflect.PointerTo(t); find(b, p) != nil {
+		return "; its handler takes " + p.String() + ": send a pointer, not the value"
+	}
+	return ""
 }
 
 // checkDeclared refuses a handler for message type t, returning res, on a
@@ -232,14 +257,13 @@ func Require(b Bus, msgs ...any) error {
 // refuses a handler that does not return it.
 func requireOne(b Bus, kind Kind, t reflect.Type) error {
 	d, ok := declaredBy(t)
-	if ok && d.pointer {
+	switch {
+	case ok && d.pointer:
 		return errPointerMarker(t)
-	}
-	if ok && d.kind != kind {
+	case ok && d.kind != kind:
 		return fmt.Errorf("%s is declared for the %s bus: %w", t, d.kind, ErrInvalidMessageType)
-	}
-	if find(b, t) == nil {
-		return fmt.Errorf("%s: %w", t, ErrHandlerNotFound)
+	case find(b, t) == nil:
+		return fmt.Errorf("%s: %w%s", t, ErrHandlerNotFound, pointerHint(b, t))
 	}
 	return nil
 }

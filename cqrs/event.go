@@ -189,7 +189,10 @@ func (b *EventBus) PublishWith(ctx context.Context, s Strategy, evt any) error {
 // unrouted is the outcome of publishing evt, of type t, which never had a
 // subscriber on b: the errors a publish to subscribers would have given
 // for a nil ctx, a done ctx, a nil event or a closed queue, else nothing
-// or ErrNoSubscribers.
+// or ErrNoSubscribers. An event whose value type has subscribers, given
+// as a pointer, or the other way round, is always ErrNoSubscribers: the
+// compiler cannot refuse it (a pointer's method set includes the value's)
+// and nobody would ever see it.
 func (b *EventBus) unrouted(ctx context.Context, s Strategy, t reflect.Type, evt any) error {
 	switch {
 	case ctx == nil:
@@ -201,7 +204,30 @@ func (b *EventBus) unrouted(ctx context.Context, s Strategy, t reflect.Type, evt
 	case b.strategy(s).mode == modeAsync && b.queueClosed():
 		return fmt.Errorf("%w: publishing event %s", ErrClosed, t)
 	}
+	if hint := b.pointerHint(t); hint != "" {
+		return fmt.Errorf("%w: event %s%s", ErrNoSubscribers, t, hint)
+	}
 	return b.noSubscribers(t.String())
+}
+
+// pointerHint says, for an event of type t that has no subscribers on b,
+// that its subscribers take the value where t is a pointer, or a pointer
+// where t is a value; it returns "" when neither has subscribers.
+func (b *EventBus) pointerHint(t reflect.Type) string {
+	var other reflect.Type
+	if t.Kind() == reflect.Pointer {
+		other = t.Elem()
+	} else {
+		other = reflect.PointerTo(t)
+	}
+	e, ok := b.routes.Lookup(registry.KeyOf(other))
+	if !ok || !e.route.live() {
+		return ""
+	}
+	if t.Kind() == reflect.Pointer {
+		return "; its subscribers take " + other.String() + ": publish the value, not a pointer"
+	}
+	return "; its subscribers take " + other.String() + ": publish a pointer, not the value"
 }
 
 func (b *EventBus) logger() *slog.Logger {
@@ -446,6 +472,7 @@ type eventEntry struct {
 		publish(ctx context.Context, s Strategy, evt any) error
 		subscribers() []subscriberInfo
 		has(name string) bool
+		live() bool // it has subscribers
 	}
 }
 
@@ -558,6 +585,8 @@ func (r *eventRoute[E]) replace(next *subscriberList[E]) {
 		r.draining = append(r.draining, old)
 	}
 }
+
+func (r *eventRoute[E]) live() bool { return len(r.list.Load().subs) > 0 }
 
 func (r *eventRoute[E]) has(name string) bool {
 	for _, s := range r.list.Load().subs {

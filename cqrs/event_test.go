@@ -784,3 +784,39 @@ func TestSubscribeFromAnInterceptor(t *testing.T) {
 	}
 	assert.Equal(t, []string{"cqrs_test.orderPlaced", "orders.shipped"}, events.Registered())
 }
+
+// An event published as a pointer where its subscribers take the value,
+// or the other way round, reaches nobody: it is an error, which says what
+// to publish, even on a bus that does not require subscribers.
+func TestPointerOrValuePublishedToTheOtherSaysWhichToPublish(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	events := cqrs.NewEventBus()
+	var seen atomic.Int64
+	sub := subscribe(t, events, "email", func(context.Context, orderPlaced) error { seen.Add(1); return nil })
+
+	err := cqrs.Publish(ctx, events, &orderPlaced{ID: 1})
+	require.ErrorIs(t, err, cqrs.ErrNoSubscribers)
+	assert.EqualError(t, err, "cqrs: no subscribers: event *cqrs_test.orderPlaced; "+
+		"its subscribers take cqrs_test.orderPlaced: publish the value, not a pointer")
+	err = events.Publish(ctx, &orderPlaced{ID: 1}) // the untyped entry point, which transports use
+	assert.ErrorIs(t, err, cqrs.ErrNoSubscribers)
+	assert.ErrorContains(t, err, "publish the value, not a pointer")
+	err = cqrs.PublishWith(ctx, events, cqrs.Async(), &orderPlaced{ID: 1})
+	assert.ErrorContains(t, err, "publish the value, not a pointer")
+	require.NoError(t, cqrs.Publish(ctx, events, orderPlaced{ID: 1}))
+	assert.Equal(t, int64(1), seen.Load())
+
+	// Once its subscribers left, an event nobody takes is no error again.
+	sub.Cancel()
+	require.NoError(t, cqrs.Publish(ctx, events, &orderPlaced{ID: 1}))
+
+	pointers := cqrs.NewEventBus()
+	subscribe(t, pointers, "email", func(context.Context, *orderPlaced) error { return nil })
+	err = cqrs.Publish(ctx, pointers, orderPlaced{ID: 2})
+	require.ErrorIs(t, err, cqrs.ErrNoSubscribers)
+	assert.EqualError(t, err, "cqrs: no subscribers: event cqrs_test.orderPlaced; "+
+		"its subscribers take *cqrs_test.orderPlaced: publish a pointer, not the value")
+	require.NoError(t, cqrs.Publish(ctx, pointers, &orderPlaced{ID: 2}))
+	require.NoError(t, events.Close(ctx))
+}

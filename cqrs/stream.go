@@ -260,7 +260,7 @@ func streamRouteOf[R, Q any](b *QueryBus, q Q) (*streamRoute[Q, R], error) {
 		if isNilValue(any(q)) {
 			return nil, fmt.Errorf("%w: query %s", ErrNilMessage, t)
 		}
-		return nil, fmt.Errorf("%w: no handler for %s on the query bus", ErrHandlerNotFound, t)
+		return nil, fmt.Errorf("%w: no handler for %s on the query bus%s", ErrHandlerNotFound, t, pointerHint(b, t))
 	}
 	r, ok := e.typed.(*streamRoute[Q, R])
 	if !ok {
