@@ -131,6 +131,9 @@ type declaration struct {
 	result  reflect.Type // of a stream, its items'
 	stream  bool         // declared by StreamQuery
 	pointer bool         // the marker is embedded through a pointer: refused
+	// ambiguous names the embedded fields that each bring a marker, when
+	// there are several at the same depth: refused.
+	ambiguous []string
 }
 
 // declarer is implemented by every type that embeds a marker.
@@ -139,9 +142,17 @@ type declarer interface{ declaration() declaration }
 // declaredBy returns what message type t declares, if it embeds a marker.
 // It calls no user code: the markers' method runs on a zero value. A
 // marker embedded through a pointer (struct{ *cqrs.Command[R] }) is nil in
-// that zero value; it is reported as such, to be refused.
+// that zero value; it is reported as such, to be refused. So is a type
+// that embeds two markers at the same depth (a Query and a StreamQuery,
+// or two declared messages), which Go gives neither's methods.
 func declaredBy(t reflect.Type) (d declaration, ok bool) {
-	if t == nil || !t.Implements(reflect.TypeFor[declarer]()) {
+	if t == nil {
+		return declaration{}, false
+	}
+	if !t.Implements(reflect.TypeFor[declarer]()) {
+		if fields := markerFields(t, 0); len(fields) > 0 {
+			return declaration{ambiguous: fields}, true
+		}
 		return declaration{}, false
 	}
 	if t.Kind() == reflect.Pointer {
@@ -159,10 +170,43 @@ func declaredBy(t reflect.Type) (d declaration, ok bool) {
 	return dl.declaration(), true
 }
 
+// maxMarkerDepth bounds the search of markerFields, through types that
+// embed themselves by pointer among others.
+const maxMarkerDepth = 4
+
+// markerFields returns the names of the embedded fields of struct type t,
+// or of the struct t points to, that bring a marker: whose type has a
+// declaration, or embeds markers deeper. It is called for a t that has
+// none, where any such field means that t embeds markers at the same
+// depth more than once.
+func markerFields(t reflect.Type, depth int) []string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || depth > maxMarkerDepth {
+		return nil
+	}
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous && (f.Type.Implements(reflect.TypeFor[declarer]()) || len(markerFields(f.Type, depth+1)) > 0) {
+			out = append(out, f.Name)
+		}
+	}
+	return out
+}
+
 // errPointerMarker explains the refusal of a marker embedded by pointer.
 func errPointerMarker(t reflect.Type) error {
 	return fmt.Errorf("%w: %s embeds its marker through a pointer; embed cqrs.Command, Query, StreamQuery or Event by value",
 		ErrInvalidMessageType, t)
+}
+
+// errAmbiguousMarkers explains the refusal of a type that embeds several
+// markers, described by d.
+func errAmbiguousMarkers(t reflect.Type, d declaration) error {
+	return fmt.Errorf("%w: %s embeds more than one marker (through its fields %s), so it declares nothing; embed exactly one of cqrs.Command, Query, StreamQuery or Event",
+		ErrInvalidMessageType, t, strings.Join(d.ambiguous, ", "))
 }
 
 // pointerHint says, for a message of type t that has no handler on b, that
@@ -196,6 +240,8 @@ func checkDeclared(t reflect.Type, kind Kind, res reflect.Type) error {
 		return nil
 	case d.pointer:
 		return errPointerMarker(t)
+	case d.ambiguous != nil:
+		return errAmbiguousMarkers(t, d)
 	case d.stream:
 		return fmt.Errorf("%w: %s is declared a streaming query; register it with HandleStream or RegisterStream",
 			ErrInvalidMessageType, t)
@@ -260,6 +306,8 @@ func requireOne(b Bus, kind Kind, t reflect.Type) error {
 	switch {
 	case ok && d.pointer:
 		return errPointerMarker(t)
+	case ok && d.ambiguous != nil:
+		return errAmbiguousMarkers(t, d)
 	case ok && d.kind != kind:
 		return fmt.Errorf("%s is declared for the %s bus: %w", t, d.kind, ErrInvalidMessageType)
 	case find(b, t) == nil:

@@ -328,3 +328,51 @@ func TestPointerOrValueSentToTheOtherSaysWhichToSend(t *testing.T) {
 	_, err = cqrs.Send(ctx, cqrs.NewCommandBus(), openAccount{})
 	assert.EqualError(t, err, "cqrs: handler not found for cqrs_test.openAccount on the command bus")
 }
+
+// Messages that embed two markers: Go promotes neither's methods, so no
+// constraint holds (compile_test.go checks Ask, Stream, Handle and
+// HandleStream), and Register, whose types the compiler does not check
+// against a marker, must refuse them too.
+type (
+	queryAndStream struct {
+		cqrs.Query[account]
+		cqrs.StreamQuery[account]
+	}
+	twoMessages struct {
+		openAccount
+		*getAccount
+	}
+	twoMessagesDeeper struct{ twoMessages }
+)
+
+func TestTwoMarkersAreRefused(t *testing.T) {
+	t.Parallel()
+	queries, commands := cqrs.NewQueryBus(), cqrs.NewCommandBus()
+
+	err := cqrs.Register(queries, cqrs.HandlerFunc[queryAndStream, account](
+		func(context.Context, queryAndStream) (account, error) { return account{}, nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.EqualError(t, err, "cqrs: invalid message type: cqrs_test.queryAndStream embeds more than one marker "+
+		"(through its fields Query, StreamQuery), so it declares nothing; "+
+		"embed exactly one of cqrs.Command, Query, StreamQuery or Event")
+
+	err = cqrs.RegisterStream(queries, cqrs.StreamFunc[queryAndStream, account](
+		func(context.Context, queryAndStream, func(account) bool) error { return nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.ErrorContains(t, err, "embeds more than one marker")
+
+	// Two declared messages embedded, one by pointer, and one more level
+	// down: the markers are as ambiguous.
+	err = cqrs.Register(commands, cqrs.HandlerFunc[twoMessages, accountID](
+		func(context.Context, twoMessages) (accountID, error) { return 0, nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.ErrorContains(t, err, "(through its fields openAccount, getAccount)")
+	err = cqrs.Register(commands, cqrs.HandlerFunc[*twoMessagesDeeper, accountID](
+		func(context.Context, *twoMessagesDeeper) (accountID, error) { return 0, nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.ErrorContains(t, err, "*cqrs_test.twoMessagesDeeper embeds more than one marker (through its fields twoMessages)")
+
+	require.ErrorIs(t, cqrs.Require(queries, queryAndStream{}), cqrs.ErrInvalidMessageType)
+	assert.Empty(t, queries.Registered())
+	assert.Empty(t, commands.Registered())
+}

@@ -189,6 +189,8 @@ func checkDeclaredStream(t reflect.Type, item reflect.Type, stream bool) error {
 		return nil
 	case d.pointer:
 		return errPointerMarker(t)
+	case d.ambiguous != nil:
+		return errAmbiguousMarkers(t, d)
 	case !d.stream:
 		return fmt.Errorf("%w: %s is declared a %s with one result; register it with Handle or Register",
 			ErrInvalidMessageType, t, d.kind)
