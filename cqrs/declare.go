@@ -33,7 +33,25 @@ import (
 // Command has no state: its zero value is the only value.
 type Command[R any] struct{}
 
-func (Command[R]) declares(R, *CommandBus) {}
+// The markers' methods below are never called: they exist for the
+// constraints [Message] and [StreamMessage], and are named for the
+// compiler's messages when a constraint is not met, which quote them (see
+// docs/compile-errors.md):
+//
+//   - mustEmbedCommandQueryOrEvent and mustEmbedStreamQuery are what a
+//     type that embeds no marker is missing. Every marker has both, so
+//     that a marker of the wrong kind is reported by servedBy instead; and
+//     a type that embeds two markers has both twice, at the same depth,
+//     so neither: it satisfies no constraint ("ambiguous selector").
+//   - servedBy(B) R says which bus serves the message and what it
+//     returns: a mismatch reads "have servedBy(*cqrs.QueryBus) Order,
+//     want servedBy(*cqrs.CommandBus) R".
+func (Command[R]) mustEmbedCommandQueryOrEvent() {}
+
+//lint:ignore U1000 no constraint that a Command meets asks for it: it is there so that Stream, given a command, reports servedBy
+func (Command[R]) mustEmbedStreamQuery() {}
+
+func (Command[R]) servedBy(*CommandBus) R { return *new(R) }
 
 func (Command[R]) declaration() declaration {
 	return declaration{kind: KindCommand, result: reflect.TypeFor[R]()}
@@ -53,7 +71,12 @@ func (Command[R]) declaration() declaration {
 // Query has no state: its zero value is the only value.
 type Query[R any] struct{}
 
-func (Query[R]) declares(R, *QueryBus) {}
+func (Query[R]) mustEmbedCommandQueryOrEvent() {}
+
+//lint:ignore U1000 no constraint that a Query meets asks for it: it is there so that Stream, given a query, reports servedBy
+func (Query[R]) mustEmbedStreamQuery() {}
+
+func (Query[R]) servedBy(*QueryBus) R { return *new(R) }
 
 func (Query[R]) declaration() declaration {
 	return declaration{kind: KindQuery, result: reflect.TypeFor[R]()}
@@ -66,11 +89,17 @@ func (Query[R]) declaration() declaration {
 // Message[NoResult, *EventBus]. So is a pointer to such a type.
 //
 // Message is the constraint of [Send], [Ask], [Handle], [Publish] and
-// [Subscribe], through which
-// the compiler infers R from the message and refuses the mismatches. Only
-// the markers of this package implement it.
+// [Subscribe], through which the compiler infers R from the message and
+// refuses the mismatches. Only the markers of this package implement it.
+// When a type does not satisfy it, the compiler's message names one of
+// its methods, which say what to do: a type that is missing
+// mustEmbedCommandQueryOrEvent embeds no marker; one whose servedBy has
+// the wrong type is served by another bus, or returns another result,
+// than the call needs. docs/compile-errors.md lists each message with its
+// cause and its fix.
 type Message[R, B any] interface {
-	declares(R, B)
+	mustEmbedCommandQueryOrEvent()
+	servedBy(B) R
 }
 
 // Send dispatches the declared command cmd on b and returns its handler's
@@ -89,8 +118,12 @@ type Message[R, B any] interface {
 // a message of its own type, with a handler of its own: sent where the
 // handler takes the value, it fails with an error that says "send the
 // value, not a pointer".
-func Send[C Message[R, *CommandBus], R any](ctx context.Context, b *CommandBus, cmd C) (R, error) {
-	return Dispatch[R](ctx, b, cmd)
+//
+// The type parameter ResultOfEmbeddedCommand is named for the compiler's
+// message when cmd embeds no marker, such as a string literal: "cannot
+// infer ResultOfEmbeddedCommand".
+func Send[C Message[ResultOfEmbeddedCommand, *CommandBus], ResultOfEmbeddedCommand any](ctx context.Context, b *CommandBus, cmd C) (ResultOfEmbeddedCommand, error) {
+	return Dispatch[ResultOfEmbeddedCommand](ctx, b, cmd)
 }
 
 // Ask dispatches the declared query q on b and returns its handler's
@@ -104,8 +137,12 @@ func Send[C Message[R, *CommandBus], R any](ctx context.Context, b *CommandBus, 
 //
 // Ask is [Dispatch] with the types proven, at the same cost; its errors
 // are those of Dispatch, and a pointer is refused as [Send] says.
-func Ask[C Message[R, *QueryBus], R any](ctx context.Context, b *QueryBus, q C) (R, error) {
-	return Dispatch[R](ctx, b, q)
+//
+// The type parameter ResultOfEmbeddedQuery is named for the compiler's
+// message when q embeds no marker, such as a string literal: "cannot
+// infer ResultOfEmbeddedQuery".
+func Ask[Q Message[ResultOfEmbeddedQuery, *QueryBus], ResultOfEmbeddedQuery any](ctx context.Context, b *QueryBus, q Q) (ResultOfEmbeddedQuery, error) {
+	return Dispatch[ResultOfEmbeddedQuery](ctx, b, q)
 }
 
 // Handle registers fn as the handler of the declared message type C on b,

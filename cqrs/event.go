@@ -55,7 +55,13 @@ var (
 // Event has no state: its zero value is the only value.
 type Event struct{}
 
-func (Event) declares(NoResult, *EventBus) {}
+// The methods are those of every marker: see [Command]'s.
+func (Event) mustEmbedCommandQueryOrEvent() {}
+
+//lint:ignore U1000 no constraint that an Event meets asks for it: it is there so that Stream, given an event, reports servedBy
+func (Event) mustEmbedStreamQuery() {}
+
+func (Event) servedBy(*EventBus) NoResult { return NoResult{} }
 
 func (Event) declaration() declaration {
 	return declaration{kind: KindEvent, result: reflect.TypeFor[NoResult]()}
