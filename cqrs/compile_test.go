@@ -47,6 +47,7 @@ var compileNames = map[string]string{
 	`err := cqrs.Handle(queries, func(ctx context.Context, q orders.ListOrders) ([]orders.Order, error) { … })`:                     "have servedBy(cqrs.streamOnQueryBus) orders.Order",
 	`err := cqrs.HandleStream(queries, func(ctx context.Context, q orders.ListOrders, yield func(*orders.Order) bool) error { … })`: "have servedBy(cqrs.streamOnQueryBus) orders.Order",
 	`sub, err := cqrs.Subscribe(events, "email", func(ctx context.Context, e orders.OrderPlaced) (cqrs.NoResult, error) { … })`:     "does not match inferred type func(ctx context.Context, evt orders.OrderPlaced) error",
+	`sub, err := cqrs.Subscribe(events, "email", orders.Mail, cqrs.Intercept[orders.OrderPlaced, cqrs.NoResult](events))`:           "*cqrs.EventBus does not implement cqrs.Bus",
 }
 
 // compileExtra are more programs that must not compile, not worth a row of

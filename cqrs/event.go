@@ -96,9 +96,10 @@ func (e *SubscriberError) Unwrap() error { return e.Err }
 // buses use, each type's list read without locks and replaced by each
 // subscription and cancellation, so
 // [Subscribe] and [Subscription.Cancel] are safe while other goroutines
-// publish. Each subscriber runs inside the bus's interceptors and its own
-// middleware with a [Spec] of its own (Spec.Subscriber is its name), so a
-// timeout, a breaker, retries or metrics apply to it alone.
+// publish. Each subscriber runs inside the bus's interceptors, its own
+// ([WithSubscriberInterceptors]) and its own middleware, with a [Spec] of
+// its own (Spec.Subscriber is its name), so a timeout, a breaker, retries
+// or metrics apply to it alone.
 //
 // An EventBus is safe for concurrent use. The zero value is a bus with no
 // options, ready to use. A bus that published asynchronously has worker
@@ -112,8 +113,9 @@ type EventBus struct {
 }
 
 // NewEventBus returns an event bus with no subscribers, configured by
-// opts: [WithStrategy], [WithEventQueue], [WithRequireSubscribers] and the
-// options of every bus ([WithInterceptors], [WithMetrics], [WithLogger]).
+// opts: [WithStrategy], [WithEventQueue], [WithRequireSubscribers],
+// [WithSubscriberInterceptors] and the options of every bus
+// ([WithInterceptors], [WithMetrics], [WithLogger], [WithIdentity]).
 func NewEventBus(opts ...Option) *EventBus {
 	b := &EventBus{}
 	for _, o := range opts {
@@ -301,8 +303,9 @@ func PublishWith[E Message[NoResult, *EventBus]](ctx context.Context, b *EventBu
 
 // Subscribe adds fn, named name, to the subscribers of the declared event
 // type E on b, decorated by mws (the first listed outermost) inside the
-// bus's interceptors. E is inferred from fn, a plain function or a method
-// value:
+// bus's interceptors and those the bus gives name
+// ([WithSubscriberInterceptors]). E is inferred from fn, a plain function
+// or a method value:
 //
 //	sub, err := cqrs.Subscribe(events, "email", mailer.OrderPlaced)
 //
@@ -334,9 +337,13 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 		return nil, err
 	}
 	s := &subscriber[E]{spec: spec, log: b.logger()}
-	if len(mws) == 0 && len(b.cfg.interceptors) == 0 {
+	ics := b.cfg.interceptors
+	if own := b.cfg.events.subscriberInterceptors[name]; len(own) > 0 {
+		ics = slices.Concat(ics, own)
+	}
+	if len(mws) == 0 && len(ics) == 0 {
 		s.fn = fn
-	} else if s.handler, err = decorate(spec, subscriberHandler(spec, s.log, fn), mws, b.cfg.interceptors, nil); err != nil {
+	} else if s.handler, err = decorate(spec, subscriberHandler(spec, s.log, fn), mws, ics, nil); err != nil {
 		return nil, err
 	}
 	if b.cfg.metrics {
@@ -360,6 +367,32 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 	sub.cancel = func() { r.remove(b, s) }
 	r.add(s)
 	return sub, nil
+}
+
+// WithSubscriberInterceptors gives the subscribers named name interceptors
+// of their own: every subscription of that name on the bus, to any event
+// type, runs inside ics (the first listed outermost), inside the bus's
+// own interceptors ([WithInterceptors]) and outside the middleware given
+// to [Subscribe]. Each interceptor is set up per subscription, with the
+// subscription's [Spec], whose Subscriber is name, as the bus's are: so
+// one subscriber can have retries and another a timeout.
+//
+//	events := cqrs.NewEventBus(
+//		cqrs.WithSubscriberInterceptors("email", middleware.Retry(middleware.RetryConfig{})),
+//		cqrs.WithSubscriberInterceptors("stock", middleware.Timeout(time.Second)),
+//	)
+//
+// Repeated options for one name append. A nil interceptor makes the
+// Subscribe of that name fail with [ErrNilHandler]; a name that no
+// subscription has changes nothing. Buses of other kinds ignore it.
+func WithSubscriberInterceptors(name string, ics ...Interceptor) Option {
+	return optionFunc(func(c *config) {
+		if c.events.subscriberInterceptors == nil {
+			c.events.subscriberInterceptors = map[string][]Interceptor{}
+		}
+		own := c.events.subscriberInterceptors[name]
+		c.events.subscriberInterceptors[name] = append(own[:len(own):len(own)], ics...)
+	})
 }
 
 // checkSubscriber says why the subscriber spec describes, for event type

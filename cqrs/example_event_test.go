@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
 )
 
 // CartCheckedOut is an event: it embeds the Event marker first.
@@ -181,5 +183,34 @@ func ExampleEventBus_Publish() {
 	fmt.Println(events.Publish(context.Background(), evt))
 	// Output:
 	// audit: cart 8
+	// <nil>
+}
+
+func ExampleWithSubscriberInterceptors() {
+	events := cqrs.NewEventBus(
+		// Each subscriber its own: email retries, stock has a deadline.
+		cqrs.WithSubscriberInterceptors("email",
+			middleware.Retry(middleware.RetryConfig{MaxAttempts: 3, BaseDelay: time.Millisecond})),
+		cqrs.WithSubscriberInterceptors("stock", middleware.Timeout(time.Second)),
+	)
+	attempts := 0
+	_, _ = cqrs.Subscribe(events, "email", func(ctx context.Context, e CartCheckedOut) error {
+		attempts++
+		if attempts < 3 {
+			return errors.New("mail server busy")
+		}
+		_, deadline := ctx.Deadline()
+		fmt.Println("email: sent at attempt", attempts, "; deadline:", deadline)
+		return nil
+	})
+	_, _ = cqrs.Subscribe(events, "stock", func(ctx context.Context, e CartCheckedOut) error {
+		_, deadline := ctx.Deadline()
+		fmt.Println("stock: reserved; deadline:", deadline)
+		return nil
+	})
+	fmt.Println(cqrs.Publish(context.Background(), events, CartCheckedOut{Cart: 9}))
+	// Output:
+	// email: sent at attempt 3 ; deadline: false
+	// stock: reserved; deadline: true
 	// <nil>
 }

@@ -138,6 +138,9 @@ type eventConfig struct {
 	strategy           Strategy
 	queue              EventQueue
 	requireSubscribers bool
+	// subscriberInterceptors holds, by subscriber name, the interceptors
+	// of WithSubscriberInterceptors. Each bus has a map of its own.
+	subscriberInterceptors map[string][]Interceptor
 }
 
 // WithStrategy sets the strategy of an [EventBus]'s publishes; a call to
