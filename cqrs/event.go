@@ -212,10 +212,7 @@ func (b *EventBus) unrouted(ctx context.Context, s Strategy, t reflect.Type, evt
 	case b.strategy(s).mode == modeAsync && b.queueClosed():
 		return fmt.Errorf("%w: publishing event %s", ErrClosed, t)
 	}
-	if hint := b.pointerHint(t); hint != "" {
-		return fmt.Errorf("%w: event %s%s", ErrNoSubscribers, t, hint)
-	}
-	return b.noSubscribers(t.String())
+	return b.noSubscribers(t, t.String())
 }
 
 // pointerHint says, for an event of type t that has no subscribers on b,
@@ -255,7 +252,14 @@ func (b *EventBus) strategy(s Strategy) Strategy {
 	return s
 }
 
-func (b *EventBus) noSubscribers(name string) error {
+// noSubscribers is the outcome of publishing an event of type t, named
+// name, that has no subscribers on b: nil, or ErrNoSubscribers on a bus
+// made with WithRequireSubscribers, or whatever the bus, when the event's
+// pointer (or value) type has subscribers: see unrouted.
+func (b *EventBus) noSubscribers(t reflect.Type, name string) error {
+	if hint := b.pointerHint(t); hint != "" {
+		return fmt.Errorf("%w: event %s%s", ErrNoSubscribers, name, hint)
+	}
 	if b.cfg.events.requireSubscribers {
 		return fmt.Errorf("%w: event %s", ErrNoSubscribers, name)
 	}

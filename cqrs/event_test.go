@@ -932,9 +932,19 @@ func TestPointerOrValuePublishedToTheOtherSaysWhichToPublish(t *testing.T) {
 	require.NoError(t, cqrs.Publish(ctx, events, orderPlaced{ID: 1}))
 	assert.Equal(t, int64(1), seen.Load())
 
+	// So it is when the pointer type had subscribers that all left.
+	gone := subscribe(t, events, "gone", func(context.Context, *orderPlaced) error { return nil })
+	gone.Cancel()
+	for _, s := range []cqrs.Strategy{cqrs.Sequential(), cqrs.Async()} {
+		err = cqrs.PublishWith(ctx, events, s, &orderPlaced{ID: 1})
+		require.ErrorIs(t, err, cqrs.ErrNoSubscribers, s)
+		assert.ErrorContains(t, err, "publish the value, not a pointer", s)
+	}
+
 	// Once its subscribers left, an event nobody takes is no error again.
 	sub.Cancel()
 	require.NoError(t, cqrs.Publish(ctx, events, &orderPlaced{ID: 1}))
+	require.NoError(t, cqrs.Publish(ctx, events, orderPlaced{ID: 1}))
 
 	pointers := cqrs.NewEventBus()
 	subscribe(t, pointers, "email", func(context.Context, *orderPlaced) error { return nil })

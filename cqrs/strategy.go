@@ -179,14 +179,14 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	}
 	if s.mode == modeAsync {
 		if len(r.list.Load().subs) == 0 {
-			return r.bus.noSubscribers(r.spec.Name)
+			return r.bus.noSubscribers(r.spec.MessageType, r.spec.Name)
 		}
 		return enqueue(ctx, r, evt)
 	}
 	l := r.acquire()
 	defer l.release()
 	if len(l.subs) == 0 {
-		return r.bus.noSubscribers(r.spec.Name)
+		return r.bus.noSubscribers(r.spec.MessageType, r.spec.Name)
 	}
 	switch s.mode {
 	case modeStopOnError:
