@@ -669,6 +669,6 @@ func missing(b Bus, t reflect.Type, msg any) error {
 	case isNilValue(msg):
 		return fmt.Errorf("%w: %s sent to the %s bus", ErrNilMessage, t, b.Kind())
 	default:
-		return fmt.Errorf("%w for %s on the %s bus", ErrHandlerNotFound, t, b.Kind())
+		return fmt.Errorf("%w for %s on the %s bus%s", ErrHandlerNotFound, t, b.Kind(), pointerHint(b, t))
 	}
 }

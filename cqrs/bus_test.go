@@ -282,7 +282,7 @@ func TestNotFoundNamesTheBus(t *testing.T) {
 
 	_, err = cqrs.ExecuteTyped[UserView](ctx, queries, &GetUser{})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
-	assert.EqualError(t, err, "cqrs: handler not found for *cqrs_test.GetUser on the query bus")
+	assert.EqualError(t, err, "cqrs: handler not found for *cqrs_test.GetUser on the query bus; its handler takes cqrs_test.GetUser: send the value, not a pointer")
 
 	_, err = queries.Execute(ctx, CreateUser{})
 	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)

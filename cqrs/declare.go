@@ -33,7 +33,25 @@ import (
 // Command has no state: its zero value is the only value.
 type Command[R any] struct{}
 
-func (Command[R]) declares(R, *CommandBus) {}
+// The markers' methods below are never called: they exist for the
+// constraints [Message] and [StreamMessage], and are named for the
+// compiler's messages when a constraint is not met, which quote them (see
+// docs/compile-errors.md):
+//
+//   - mustEmbedCommandQueryOrEvent and mustEmbedStreamQuery are what a
+//     type that embeds no marker is missing. Every marker has both, so
+//     that a marker of the wrong kind is reported by servedBy instead; and
+//     a type that embeds two markers has both twice, at the same depth,
+//     so neither: it satisfies no constraint ("ambiguous selector").
+//   - servedBy(B) R says which bus serves the message and what it
+//     returns: a mismatch reads "have servedBy(*cqrs.QueryBus) Order,
+//     want servedBy(*cqrs.CommandBus) R".
+func (Command[R]) mustEmbedCommandQueryOrEvent() {}
+
+//lint:ignore U1000 no constraint that a Command meets asks for it: it is there so that Stream, given a command, reports servedBy
+func (Command[R]) mustEmbedStreamQuery() {}
+
+func (Command[R]) servedBy(*CommandBus) R { return *new(R) }
 
 func (Command[R]) declaration() declaration {
 	return declaration{kind: KindCommand, result: reflect.TypeFor[R]()}
@@ -53,7 +71,12 @@ func (Command[R]) declaration() declaration {
 // Query has no state: its zero value is the only value.
 type Query[R any] struct{}
 
-func (Query[R]) declares(R, *QueryBus) {}
+func (Query[R]) mustEmbedCommandQueryOrEvent() {}
+
+//lint:ignore U1000 no constraint that a Query meets asks for it: it is there so that Stream, given a query, reports servedBy
+func (Query[R]) mustEmbedStreamQuery() {}
+
+func (Query[R]) servedBy(*QueryBus) R { return *new(R) }
 
 func (Query[R]) declaration() declaration {
 	return declaration{kind: KindQuery, result: reflect.TypeFor[R]()}
@@ -66,11 +89,17 @@ func (Query[R]) declaration() declaration {
 // Message[NoResult, *EventBus]. So is a pointer to such a type.
 //
 // Message is the constraint of [Send], [Ask], [Handle], [Publish] and
-// [Subscribe], through which
-// the compiler infers R from the message and refuses the mismatches. Only
-// the markers of this package implement it.
+// [Subscribe], through which the compiler infers R from the message and
+// refuses the mismatches. Only the markers of this package implement it.
+// When a type does not satisfy it, the compiler's message names one of
+// its methods, which say what to do: a type that is missing
+// mustEmbedCommandQueryOrEvent embeds no marker; one whose servedBy has
+// the wrong type is served by another bus, or returns another result,
+// than the call needs. docs/compile-errors.md lists each message with its
+// cause and its fix.
 type Message[R, B any] interface {
-	declares(R, B)
+	mustEmbedCommandQueryOrEvent()
+	servedBy(B) R
 }
 
 // Send dispatches the declared command cmd on b and returns its handler's
@@ -85,9 +114,16 @@ type Message[R, B any] interface {
 // Send is [Dispatch] with the types proven, at the same cost; its errors
 // are those of Dispatch. The one mistake the compiler cannot see is a
 // command whose handler was never registered ([ErrHandlerNotFound]): see
-// [Require] to find those at start-up.
-func Send[C Message[R, *CommandBus], R any](ctx context.Context, b *CommandBus, cmd C) (R, error) {
-	return Dispatch[R](ctx, b, cmd)
+// [Require] to find those at start-up. A pointer to a declared command is
+// a message of its own type, with a handler of its own: sent where the
+// handler takes the value, it fails with an error that says "send the
+// value, not a pointer".
+//
+// The type parameter ResultOfEmbeddedCommand is named for the compiler's
+// message when cmd embeds no marker, such as a string literal: "cannot
+// infer ResultOfEmbeddedCommand".
+func Send[C Message[ResultOfEmbeddedCommand, *CommandBus], ResultOfEmbeddedCommand any](ctx context.Context, b *CommandBus, cmd C) (ResultOfEmbeddedCommand, error) {
+	return Dispatch[ResultOfEmbeddedCommand](ctx, b, cmd)
 }
 
 // Ask dispatches the declared query q on b and returns its handler's
@@ -100,9 +136,13 @@ func Send[C Message[R, *CommandBus], R any](ctx context.Context, b *CommandBus, 
 // assigned to a variable of another type are compile errors.
 //
 // Ask is [Dispatch] with the types proven, at the same cost; its errors
-// are those of Dispatch.
-func Ask[C Message[R, *QueryBus], R any](ctx context.Context, b *QueryBus, q C) (R, error) {
-	return Dispatch[R](ctx, b, q)
+// are those of Dispatch, and a pointer is refused as [Send] says.
+//
+// The type parameter ResultOfEmbeddedQuery is named for the compiler's
+// message when q embeds no marker, such as a string literal: "cannot
+// infer ResultOfEmbeddedQuery".
+func Ask[Q Message[ResultOfEmbeddedQuery, *QueryBus], ResultOfEmbeddedQuery any](ctx context.Context, b *QueryBus, q Q) (ResultOfEmbeddedQuery, error) {
+	return Dispatch[ResultOfEmbeddedQuery](ctx, b, q)
 }
 
 // Handle registers fn as the handler of the declared message type C on b,
@@ -128,6 +168,9 @@ type declaration struct {
 	result  reflect.Type // of a stream, its items'
 	stream  bool         // declared by StreamQuery
 	pointer bool         // the marker is embedded through a pointer: refused
+	// ambiguous names the embedded fields that each bring a marker, when
+	// there are several at the same depth: refused.
+	ambiguous []string
 }
 
 // declarer is implemented by every type that embeds a marker.
@@ -136,9 +179,17 @@ type declarer interface{ declaration() declaration }
 // declaredBy returns what message type t declares, if it embeds a marker.
 // It calls no user code: the markers' method runs on a zero value. A
 // marker embedded through a pointer (struct{ *cqrs.Command[R] }) is nil in
-// that zero value; it is reported as such, to be refused.
+// that zero value; it is reported as such, to be refused. So is a type
+// that embeds two markers at the same depth (a Query and a StreamQuery,
+// or two declared messages), which Go gives neither's methods.
 func declaredBy(t reflect.Type) (d declaration, ok bool) {
-	if t == nil || !t.Implements(reflect.TypeFor[declarer]()) {
+	if t == nil {
+		return declaration{}, false
+	}
+	if !t.Implements(reflect.TypeFor[declarer]()) {
+		if fields := markerFields(t, 0); len(fields) > 0 {
+			return declaration{ambiguous: fields}, true
+		}
 		return declaration{}, false
 	}
 	if t.Kind() == reflect.Pointer {
@@ -156,10 +207,65 @@ func declaredBy(t reflect.Type) (d declaration, ok bool) {
 	return dl.declaration(), true
 }
 
+// maxMarkerDepth bounds the search of markerFields, through types that
+// embed themselves by pointer among others.
+const maxMarkerDepth = 4
+
+// markerFields returns the names of the embedded fields of struct type t,
+// or of the struct t points to, that bring a marker: whose type has a
+// declaration, or embeds markers deeper. It is called for a t that has
+// none, where any such field means that t embeds markers at the same
+// depth more than once.
+func markerFields(t reflect.Type, depth int) []string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || depth > maxMarkerDepth {
+		return nil
+	}
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous && (f.Type.Implements(reflect.TypeFor[declarer]()) || len(markerFields(f.Type, depth+1)) > 0) {
+			out = append(out, f.Name)
+		}
+	}
+	return out
+}
+
 // errPointerMarker explains the refusal of a marker embedded by pointer.
 func errPointerMarker(t reflect.Type) error {
 	return fmt.Errorf("%w: %s embeds its marker through a pointer; embed cqrs.Command, Query, StreamQuery or Event by value",
 		ErrInvalidMessageType, t)
+}
+
+// errAmbiguousMarkers explains the refusal of a type that embeds several
+// markers, described by d.
+func errAmbiguousMarkers(t reflect.Type, d declaration) error {
+	return fmt.Errorf("%w: %s embeds more than one marker (through its fields %s), so it declares nothing; embed exactly one of cqrs.Command, Query, StreamQuery or Event",
+		ErrInvalidMessageType, t, strings.Join(d.ambiguous, ", "))
+}
+
+// pointerHint says, for a message of type t that has no handler on b, that
+// its handler takes the value where t is a pointer, or a pointer where t is
+// a value; it returns "" when neither has a handler. A message's
+// pointer satisfies the constraints of [Send] and [Ask] as the message
+// does (a pointer's method set includes the value's), so the compiler
+// cannot refuse it: this error says what it would have.
+func pointerHint(b Bus, t reflect.Type) string {
+	if t == nil || t.Kind() == reflect.Interface {
+		return ""
+	}
+	if t.Kind() == reflect.Pointer {
+		if find(b, t.Elem()) != nil {
+			return "; its handler takes " + t.Elem().String() + ": send the value, not a pointer"
+		}
+		return ""
+	}
+	if p := reflect.PointerTo(t); find(b, p) != nil {
+		return "; its handler takes " + p.String() + ": send a pointer, not the value"
+	}
+	return ""
 }
 
 // checkDeclared refuses a handler for message type t, returning res, on a
@@ -171,6 +277,8 @@ func checkDeclared(t reflect.Type, kind Kind, res reflect.Type) error {
 		return nil
 	case d.pointer:
 		return errPointerMarker(t)
+	case d.ambiguous != nil:
+		return errAmbiguousMarkers(t, d)
 	case d.stream:
 		return fmt.Errorf("%w: %s is declared a streaming query; register it with HandleStream or RegisterStream",
 			ErrInvalidMessageType, t)
@@ -232,14 +340,15 @@ func Require(b Bus, msgs ...any) error {
 // refuses a handler that does not return it.
 func requireOne(b Bus, kind Kind, t reflect.Type) error {
 	d, ok := declaredBy(t)
-	if ok && d.pointer {
+	switch {
+	case ok && d.pointer:
 		return errPointerMarker(t)
-	}
-	if ok && d.kind != kind {
+	case ok && d.ambiguous != nil:
+		return errAmbiguousMarkers(t, d)
+	case ok && d.kind != kind:
 		return fmt.Errorf("%s is declared for the %s bus: %w", t, d.kind, ErrInvalidMessageType)
-	}
-	if find(b, t) == nil {
-		return fmt.Errorf("%s: %w", t, ErrHandlerNotFound)
+	case find(b, t) == nil:
+		return fmt.Errorf("%s: %w%s", t, ErrHandlerNotFound, pointerHint(b, t))
 	}
 	return nil
 }

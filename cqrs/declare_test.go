@@ -36,6 +36,11 @@ type (
 		Owner string
 	}
 
+	listAccounts struct {
+		cqrs.StreamQuery[account]
+		Owner string
+	}
+
 	// plainGetAccount is getAccount without its marker.
 	plainGetAccount struct {
 		ID accountID `json:"id"`
@@ -241,7 +246,7 @@ func TestRequireNamesEveryMissingHandler(t *testing.T) {
 	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
 	assert.Equal(t, "cqrs: the command bus cannot dispatch 3 of 4 message types"+
 		"\n\tcqrs_test.closeAccount: cqrs: handler not found"+
-		"\n\t*cqrs_test.openAccount: cqrs: handler not found"+
+		"\n\t*cqrs_test.openAccount: cqrs: handler not found; its handler takes cqrs_test.openAccount: send the value, not a pointer"+
 		"\n\tcqrs_test.getAccount is declared for the query bus: cqrs: invalid message type", err.Error())
 
 	// Undeclared message types are checked too.
@@ -271,5 +276,103 @@ func TestMarkerByPointerIsRefusedNotAPanic(t *testing.T) {
 	err = cqrs.Register(commands, cqrs.HandlerFunc[pointerMarked, int](func(context.Context, pointerMarked) (int, error) { return 1, nil }))
 	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
 	require.ErrorIs(t, cqrs.Require(commands, pointerMarked{}), cqrs.ErrInvalidMessageType)
+	assert.Empty(t, commands.Registered())
+}
+
+// A pointer to a declared message satisfies Send's constraint as the
+// message does, so the compiler cannot refuse it; the error it gets when
+// its handler takes the value (or the other way round) must say so.
+func TestPointerOrValueSentToTheOtherSaysWhichToSend(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	commands, queries := newAccountBuses(t) // handlers take the values
+
+	_, err := cqrs.Send(ctx, commands, &openAccount{Owner: "Ada"})
+	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
+	assert.EqualError(t, err, "cqrs: handler not found for *cqrs_test.openAccount on the command bus; "+
+		"its handler takes cqrs_test.openAccount: send the value, not a pointer")
+	_, err = cqrs.Ask(ctx, queries, &getAccount{ID: 1})
+	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
+	assert.ErrorContains(t, err, "send the value, not a pointer")
+	// The untyped entry points, which transports use, say the same.
+	_, err = commands.Execute(ctx, &openAccount{})
+	assert.ErrorContains(t, err, "send the value, not a pointer")
+	_, err = cqrs.ExecuteTyped[account](ctx, queries, &getAccount{})
+	assert.ErrorContains(t, err, "send the value, not a pointer")
+
+	// And the other way round.
+	pointers := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Handle(pointers, func(context.Context, *openAccount) (accountID, error) { return 1, nil }))
+	_, err = cqrs.Send(ctx, pointers, openAccount{})
+	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
+	assert.EqualError(t, err, "cqrs: handler not found for cqrs_test.openAccount on the command bus; "+
+		"its handler takes *cqrs_test.openAccount: send a pointer, not the value")
+
+	// Require, at start-up, says it too.
+	err = cqrs.Require(commands, (*openAccount)(nil))
+	require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
+	assert.ErrorContains(t, err, "*cqrs_test.openAccount: cqrs: handler not found; its handler takes cqrs_test.openAccount: send the value, not a pointer")
+
+	// A streaming query too.
+	streams := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.HandleStream(streams, func(context.Context, listAccounts, func(account) bool) error { return nil }))
+	for _, err := range cqrs.Stream(ctx, streams, &listAccounts{}) {
+		require.ErrorIs(t, err, cqrs.ErrHandlerNotFound)
+		assert.EqualError(t, err, "cqrs: handler not found: no handler for *cqrs_test.listAccounts on the query bus; "+
+			"its handler takes cqrs_test.listAccounts: send the value, not a pointer")
+	}
+
+	// With neither registered, the error is the plain one.
+	_, err = cqrs.Send(ctx, cqrs.NewCommandBus(), &openAccount{})
+	assert.EqualError(t, err, "cqrs: handler not found for *cqrs_test.openAccount on the command bus")
+	_, err = cqrs.Send(ctx, cqrs.NewCommandBus(), openAccount{})
+	assert.EqualError(t, err, "cqrs: handler not found for cqrs_test.openAccount on the command bus")
+}
+
+// Messages that embed two markers: Go promotes neither's methods, so no
+// constraint holds (compile_test.go checks Ask, Stream, Handle and
+// HandleStream), and Register, whose types the compiler does not check
+// against a marker, must refuse them too.
+type (
+	queryAndStream struct {
+		cqrs.Query[account]
+		cqrs.StreamQuery[account]
+	}
+	twoMessages struct {
+		openAccount
+		*getAccount
+	}
+	twoMessagesDeeper struct{ twoMessages }
+)
+
+func TestTwoMarkersAreRefused(t *testing.T) {
+	t.Parallel()
+	queries, commands := cqrs.NewQueryBus(), cqrs.NewCommandBus()
+
+	err := cqrs.Register(queries, cqrs.HandlerFunc[queryAndStream, account](
+		func(context.Context, queryAndStream) (account, error) { return account{}, nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.EqualError(t, err, "cqrs: invalid message type: cqrs_test.queryAndStream embeds more than one marker "+
+		"(through its fields Query, StreamQuery), so it declares nothing; "+
+		"embed exactly one of cqrs.Command, Query, StreamQuery or Event")
+
+	err = cqrs.RegisterStream(queries, cqrs.StreamFunc[queryAndStream, account](
+		func(context.Context, queryAndStream, func(account) bool) error { return nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.ErrorContains(t, err, "embeds more than one marker")
+
+	// Two declared messages embedded, one by pointer, and one more level
+	// down: the markers are as ambiguous.
+	err = cqrs.Register(commands, cqrs.HandlerFunc[twoMessages, accountID](
+		func(context.Context, twoMessages) (accountID, error) { return 0, nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.ErrorContains(t, err, "(through its fields openAccount, getAccount)")
+	err = cqrs.Register(commands, cqrs.HandlerFunc[*twoMessagesDeeper, accountID](
+		func(context.Context, *twoMessagesDeeper) (accountID, error) { return 0, nil }))
+	require.ErrorIs(t, err, cqrs.ErrInvalidMessageType)
+	assert.ErrorContains(t, err, "*cqrs_test.twoMessagesDeeper embeds more than one marker (through its fields twoMessages)")
+
+	require.ErrorIs(t, cqrs.Require(queries, queryAndStream{}), cqrs.ErrInvalidMessageType)
+	assert.Empty(t, queries.Registered())
 	assert.Empty(t, commands.Registered())
 }

@@ -55,7 +55,13 @@ var (
 // Event has no state: its zero value is the only value.
 type Event struct{}
 
-func (Event) declares(NoResult, *EventBus) {}
+// The methods are those of every marker: see [Command]'s.
+func (Event) mustEmbedCommandQueryOrEvent() {}
+
+//lint:ignore U1000 no constraint that an Event meets asks for it: it is there so that Stream, given an event, reports servedBy
+func (Event) mustEmbedStreamQuery() {}
+
+func (Event) servedBy(*EventBus) NoResult { return NoResult{} }
 
 func (Event) declaration() declaration {
 	return declaration{kind: KindEvent, result: reflect.TypeFor[NoResult]()}
@@ -90,9 +96,10 @@ func (e *SubscriberError) Unwrap() error { return e.Err }
 // buses use, each type's list read without locks and replaced by each
 // subscription and cancellation, so
 // [Subscribe] and [Subscription.Cancel] are safe while other goroutines
-// publish. Each subscriber runs inside the bus's interceptors and its own
-// middleware with a [Spec] of its own (Spec.Subscriber is its name), so a
-// timeout, a breaker, retries or metrics apply to it alone.
+// publish. Each subscriber runs inside the bus's interceptors, its own
+// ([WithSubscriberInterceptors]) and its own middleware, with a [Spec] of
+// its own (Spec.Subscriber is its name), so a timeout, a breaker, retries
+// or metrics apply to it alone.
 //
 // An EventBus is safe for concurrent use. The zero value is a bus with no
 // options, ready to use. A bus that published asynchronously has worker
@@ -106,8 +113,9 @@ type EventBus struct {
 }
 
 // NewEventBus returns an event bus with no subscribers, configured by
-// opts: [WithStrategy], [WithEventQueue], [WithRequireSubscribers] and the
-// options of every bus ([WithInterceptors], [WithMetrics], [WithLogger]).
+// opts: [WithStrategy], [WithEventQueue], [WithRequireSubscribers],
+// [WithSubscriberInterceptors] and the options of every bus
+// ([WithInterceptors], [WithMetrics], [WithLogger], [WithIdentity]).
 func NewEventBus(opts ...Option) *EventBus {
 	b := &EventBus{}
 	for _, o := range opts {
@@ -189,7 +197,10 @@ func (b *EventBus) PublishWith(ctx context.Context, s Strategy, evt any) error {
 // unrouted is the outcome of publishing evt, of type t, which never had a
 // subscriber on b: the errors a publish to subscribers would have given
 // for a nil ctx, a done ctx, a nil event or a closed queue, else nothing
-// or ErrNoSubscribers.
+// or ErrNoSubscribers. An event whose value type has subscribers, given
+// as a pointer, or the other way round, is always ErrNoSubscribers: the
+// compiler cannot refuse it (a pointer's method set includes the value's)
+// and nobody would ever see it.
 func (b *EventBus) unrouted(ctx context.Context, s Strategy, t reflect.Type, evt any) error {
 	switch {
 	case ctx == nil:
@@ -201,7 +212,27 @@ func (b *EventBus) unrouted(ctx context.Context, s Strategy, t reflect.Type, evt
 	case b.strategy(s).mode == modeAsync && b.queueClosed():
 		return fmt.Errorf("%w: publishing event %s", ErrClosed, t)
 	}
-	return b.noSubscribers(t.String())
+	return b.noSubscribers(t, t.String())
+}
+
+// pointerHint says, for an event of type t that has no subscribers on b,
+// that its subscribers take the value where t is a pointer, or a pointer
+// where t is a value; it returns "" when neither has subscribers.
+func (b *EventBus) pointerHint(t reflect.Type) string {
+	var other reflect.Type
+	if t.Kind() == reflect.Pointer {
+		other = t.Elem()
+	} else {
+		other = reflect.PointerTo(t)
+	}
+	e, ok := b.routes.Lookup(registry.KeyOf(other))
+	if !ok || !e.route.live() {
+		return ""
+	}
+	if t.Kind() == reflect.Pointer {
+		return "; its subscribers take " + other.String() + ": publish the value, not a pointer"
+	}
+	return "; its subscribers take " + other.String() + ": publish a pointer, not the value"
 }
 
 func (b *EventBus) logger() *slog.Logger {
@@ -221,7 +252,14 @@ func (b *EventBus) strategy(s Strategy) Strategy {
 	return s
 }
 
-func (b *EventBus) noSubscribers(name string) error {
+// noSubscribers is the outcome of publishing an event of type t, named
+// name, that has no subscribers on b: nil, or ErrNoSubscribers on a bus
+// made with WithRequireSubscribers, or whatever the bus, when the event's
+// pointer (or value) type has subscribers: see unrouted.
+func (b *EventBus) noSubscribers(t reflect.Type, name string) error {
+	if hint := b.pointerHint(t); hint != "" {
+		return fmt.Errorf("%w: event %s%s", ErrNoSubscribers, name, hint)
+	}
 	if b.cfg.events.requireSubscribers {
 		return fmt.Errorf("%w: event %s", ErrNoSubscribers, name)
 	}
@@ -269,8 +307,9 @@ func PublishWith[E Message[NoResult, *EventBus]](ctx context.Context, b *EventBu
 
 // Subscribe adds fn, named name, to the subscribers of the declared event
 // type E on b, decorated by mws (the first listed outermost) inside the
-// bus's interceptors. E is inferred from fn, a plain function or a method
-// value:
+// bus's interceptors and those the bus gives name
+// ([WithSubscriberInterceptors]). E is inferred from fn, a plain function
+// or a method value:
 //
 //	sub, err := cqrs.Subscribe(events, "email", mailer.OrderPlaced)
 //
@@ -302,9 +341,13 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 		return nil, err
 	}
 	s := &subscriber[E]{spec: spec, log: b.logger()}
-	if len(mws) == 0 && len(b.cfg.interceptors) == 0 {
+	ics := b.cfg.interceptors
+	if own := b.cfg.events.subscriberInterceptors[name]; len(own) > 0 {
+		ics = slices.Concat(ics, own)
+	}
+	if len(mws) == 0 && len(ics) == 0 {
 		s.fn = fn
-	} else if s.handler, err = decorate(spec, subscriberHandler(spec, s.log, fn), mws, b.cfg.interceptors, nil); err != nil {
+	} else if s.handler, err = decorate(spec, subscriberHandler(spec, s.log, fn), mws, ics, nil); err != nil {
 		return nil, err
 	}
 	if b.cfg.metrics {
@@ -328,6 +371,32 @@ func Subscribe[E Message[NoResult, *EventBus]](b *EventBus, name string, fn func
 	sub.cancel = func() { r.remove(b, s) }
 	r.add(s)
 	return sub, nil
+}
+
+// WithSubscriberInterceptors gives the subscribers named name interceptors
+// of their own: every subscription of that name on the bus, to any event
+// type, runs inside ics (the first listed outermost), inside the bus's
+// own interceptors ([WithInterceptors]) and outside the middleware given
+// to [Subscribe]. Each interceptor is set up per subscription, with the
+// subscription's [Spec], whose Subscriber is name, as the bus's are: so
+// one subscriber can have retries and another a timeout.
+//
+//	events := cqrs.NewEventBus(
+//		cqrs.WithSubscriberInterceptors("email", middleware.Retry(middleware.RetryConfig{})),
+//		cqrs.WithSubscriberInterceptors("stock", middleware.Timeout(time.Second)),
+//	)
+//
+// Repeated options for one name append. A nil interceptor makes the
+// Subscribe of that name fail with [ErrNilHandler]; a name that no
+// subscription has changes nothing. Buses of other kinds ignore it.
+func WithSubscriberInterceptors(name string, ics ...Interceptor) Option {
+	return optionFunc(func(c *config) {
+		if c.events.subscriberInterceptors == nil {
+			c.events.subscriberInterceptors = map[string][]Interceptor{}
+		}
+		own := c.events.subscriberInterceptors[name]
+		c.events.subscriberInterceptors[name] = append(own[:len(own):len(own)], ics...)
+	})
 }
 
 // checkSubscriber says why the subscriber spec describes, for event type
@@ -446,6 +515,7 @@ type eventEntry struct {
 		publish(ctx context.Context, s Strategy, evt any) error
 		subscribers() []subscriberInfo
 		has(name string) bool
+		live() bool // it has subscribers
 	}
 }
 
@@ -558,6 +628,8 @@ func (r *eventRoute[E]) replace(next *subscriberList[E]) {
 		r.draining = append(r.draining, old)
 	}
 }
+
+func (r *eventRoute[E]) live() bool { return len(r.list.Load().subs) > 0 }
 
 func (r *eventRoute[E]) has(name string) bool {
 	for _, s := range r.list.Load().subs {

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
 )
 
 // orderPlaced is the event most tests publish.
@@ -783,4 +784,174 @@ func TestSubscribeFromAnInterceptor(t *testing.T) {
 		t.Fatal("Subscribe deadlocked on a Subscribe from an interceptor")
 	}
 	assert.Equal(t, []string{"cqrs_test.orderPlaced", "orders.shipped"}, events.Registered())
+}
+
+// spyInterceptor notes, in trail, the subscriber of the Spec it is set up
+// with and of each call it sees: "<tag> set up for <subscriber>", then
+// "<tag> <subscriber>".
+func spyInterceptor(trail *recorder, tag string) cqrs.Interceptor {
+	return cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
+		trail.note(tag + " set up for " + spec.Subscriber)
+		return func(ctx context.Context, c cqrs.Call) error {
+			trail.note(tag + " " + c.Spec().Subscriber)
+			return next(ctx, c)
+		}
+	})
+}
+
+func (r *recorder) note(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, s)
+}
+
+// Issue #20, item 2: one subscriber retries, another has a timeout, each
+// set up with its own Spec; the bus's interceptors run outside them, and
+// the subscriber's typed middleware inside.
+func TestSubscriberInterceptorsAreItsOwn(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var trail recorder
+		events := cqrs.NewEventBus(
+			cqrs.WithInterceptors(spyInterceptor(&trail, "bus")),
+			cqrs.WithSubscriberInterceptors("email", spyInterceptor(&trail, "email's"),
+				middleware.Retry(middleware.RetryConfig{MaxAttempts: 3, BaseDelay: time.Second, Jitter: -1})),
+			cqrs.WithSubscriberInterceptors("stock", spyInterceptor(&trail, "stock's"), middleware.Timeout(time.Minute)),
+		)
+		typed := func(next cqrs.Handler[orderPlaced, cqrs.NoResult]) cqrs.Handler[orderPlaced, cqrs.NoResult] {
+			return cqrs.HandlerFunc[orderPlaced, cqrs.NoResult](func(ctx context.Context, e orderPlaced) (cqrs.NoResult, error) {
+				trail.note("email's middleware")
+				return next.Handle(ctx, e)
+			})
+		}
+		var mails int
+		subscribe(t, events, "email", func(ctx context.Context, e orderPlaced) error {
+			mails++
+			_, deadline := ctx.Deadline()
+			trail.note(fmt.Sprintf("email attempt %d, deadline %v", mails, deadline))
+			if mails%3 != 0 {
+				return errMail // the first two attempts of each event fail
+			}
+			return nil
+		}, typed)
+		errStock := errors.New("out of stock")
+		subscribe(t, events, "stock", func(ctx context.Context, e orderPlaced) error {
+			deadline, ok := ctx.Deadline()
+			trail.note(fmt.Sprintf("stock, deadline %v in %v", ok, time.Until(deadline)))
+			if e.ID == 2 {
+				<-ctx.Done() // waits for its timeout
+				return ctx.Err()
+			}
+			return errStock
+		})
+		set := trail.list()
+		assert.ElementsMatch(t, []string{"email's set up for email", "bus set up for email",
+			"stock's set up for stock", "bus set up for stock"}, set, "each interceptor is set up with its subscriber's Spec")
+		trail.seen = nil
+
+		start := time.Now()
+		err := cqrs.Publish(context.Background(), events, orderPlaced{ID: 1})
+		// email succeeded at its third attempt, after waiting 1s and 2s;
+		// stock failed once, and was not retried.
+		var failed *cqrs.SubscriberError
+		require.ErrorAs(t, err, &failed)
+		assert.Equal(t, "stock", failed.Subscriber)
+		require.ErrorIs(t, err, errStock)
+		assert.NotErrorIs(t, err, errMail)
+		assert.Equal(t, 3*time.Second, time.Since(start))
+		assert.Equal(t, []string{
+			"bus email", "email's email",
+			"email's middleware", "email attempt 1, deadline false",
+			"email's middleware", "email attempt 2, deadline false",
+			"email's middleware", "email attempt 3, deadline false",
+			"bus stock", "stock's stock", "stock, deadline true in 1m0s",
+		}, trail.list())
+
+		// stock's timeout ends a wait that would never end; email has none.
+		trail.seen = nil
+		start = time.Now()
+		err = cqrs.Publish(context.Background(), events, orderPlaced{ID: 2})
+		require.ErrorAs(t, err, &failed)
+		assert.Equal(t, "stock", failed.Subscriber)
+		require.ErrorIs(t, err, cqrs.ErrExecutionTimeout)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Equal(t, 3*time.Second+time.Minute, time.Since(start))
+		assert.Equal(t, 6, mails)
+	})
+}
+
+func TestSubscriberInterceptorsOptionIsPerBus(t *testing.T) {
+	t.Parallel()
+	var trail recorder
+	shared := cqrs.WithSubscriberInterceptors("a", spyInterceptor(&trail, "shared"))
+	first := cqrs.NewEventBus(shared, cqrs.WithSubscriberInterceptors("a", spyInterceptor(&trail, "first's")))
+	second := cqrs.NewEventBus(shared)
+	noop := func(context.Context, orderPlaced) error { return nil }
+	subscribe(t, first, "a", noop)
+	subscribe(t, second, "a", noop)
+	subscribe(t, second, "b", noop) // no interceptors of its own
+	trail.seen = nil
+
+	require.NoError(t, cqrs.Publish(context.Background(), first, orderPlaced{}))
+	assert.Equal(t, []string{"shared a", "first's a"}, trail.list(), "repeated options append, the first outermost")
+	trail.seen = nil
+	require.NoError(t, cqrs.Publish(context.Background(), second, orderPlaced{}))
+	assert.Equal(t, []string{"shared a"}, trail.list(), "another bus's option does not leak into a shared one")
+
+	// A nil interceptor fails the Subscribe of its name only.
+	broken := cqrs.NewEventBus(cqrs.WithSubscriberInterceptors("a", nil))
+	_, err := cqrs.Subscribe(broken, "a", noop)
+	require.ErrorIs(t, err, cqrs.ErrNilHandler)
+	assert.Empty(t, broken.Specs())
+	subscribe(t, broken, "b", noop)
+
+	// Other kinds of bus ignore it.
+	commands := cqrs.NewCommandBus(cqrs.WithSubscriberInterceptors("a", nil))
+	require.NoError(t, cqrs.Handle(commands, func(context.Context, openAccount) (accountID, error) { return 1, nil }))
+}
+
+// An event published as a pointer where its subscribers take the value,
+// or the other way round, reaches nobody: it is an error, which says what
+// to publish, even on a bus that does not require subscribers.
+func TestPointerOrValuePublishedToTheOtherSaysWhichToPublish(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	events := cqrs.NewEventBus()
+	var seen atomic.Int64
+	sub := subscribe(t, events, "email", func(context.Context, orderPlaced) error { seen.Add(1); return nil })
+
+	err := cqrs.Publish(ctx, events, &orderPlaced{ID: 1})
+	require.ErrorIs(t, err, cqrs.ErrNoSubscribers)
+	assert.EqualError(t, err, "cqrs: no subscribers: event *cqrs_test.orderPlaced; "+
+		"its subscribers take cqrs_test.orderPlaced: publish the value, not a pointer")
+	err = events.Publish(ctx, &orderPlaced{ID: 1}) // the untyped entry point, which transports use
+	assert.ErrorIs(t, err, cqrs.ErrNoSubscribers)
+	assert.ErrorContains(t, err, "publish the value, not a pointer")
+	err = cqrs.PublishWith(ctx, events, cqrs.Async(), &orderPlaced{ID: 1})
+	assert.ErrorContains(t, err, "publish the value, not a pointer")
+	require.NoError(t, cqrs.Publish(ctx, events, orderPlaced{ID: 1}))
+	assert.Equal(t, int64(1), seen.Load())
+
+	// So it is when the pointer type had subscribers that all left.
+	gone := subscribe(t, events, "gone", func(context.Context, *orderPlaced) error { return nil })
+	gone.Cancel()
+	for _, s := range []cqrs.Strategy{cqrs.Sequential(), cqrs.Async()} {
+		err = cqrs.PublishWith(ctx, events, s, &orderPlaced{ID: 1})
+		require.ErrorIs(t, err, cqrs.ErrNoSubscribers, s)
+		assert.ErrorContains(t, err, "publish the value, not a pointer", s)
+	}
+
+	// Once its subscribers left, an event nobody takes is no error again.
+	sub.Cancel()
+	require.NoError(t, cqrs.Publish(ctx, events, &orderPlaced{ID: 1}))
+	require.NoError(t, cqrs.Publish(ctx, events, orderPlaced{ID: 1}))
+
+	pointers := cqrs.NewEventBus()
+	subscribe(t, pointers, "email", func(context.Context, *orderPlaced) error { return nil })
+	err = cqrs.Publish(ctx, pointers, orderPlaced{ID: 2})
+	require.ErrorIs(t, err, cqrs.ErrNoSubscribers)
+	assert.EqualError(t, err, "cqrs: no subscribers: event cqrs_test.orderPlaced; "+
+		"its subscribers take *cqrs_test.orderPlaced: publish a pointer, not the value")
+	require.NoError(t, cqrs.Publish(ctx, pointers, &orderPlaced{ID: 2}))
+	require.NoError(t, events.Close(ctx))
 }

@@ -46,7 +46,7 @@ func Example_errors() {
 	_, err = cqrs.Dispatch[Order](cancelled, queries, &GetOrder{ID: "o-1"})
 	fmt.Println(errors.Is(err, context.Canceled))
 	// Output:
-	// true cqrs: handler not found for cqrs_test.GetOrder on the query bus
+	// true cqrs: handler not found for cqrs_test.GetOrder on the query bus; its handler takes *cqrs_test.GetOrder: send a pointer, not the value
 	// true cqrs: nil message: query *cqrs_test.GetOrder
 	// true
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/typedcqrs/dispatch/cqrs"
+	"github.com/typedcqrs/dispatch/middleware"
 )
 
 // CartCheckedOut is an event: it embeds the Event marker first.
@@ -181,5 +183,138 @@ func ExampleEventBus_Publish() {
 	fmt.Println(events.Publish(context.Background(), evt))
 	// Output:
 	// audit: cart 8
+	// <nil>
+}
+
+func ExampleWithSubscriberInterceptors() {
+	events := cqrs.NewEventBus(
+		// Each subscriber its own: email retries, stock has a deadline.
+		cqrs.WithSubscriberInterceptors("email",
+			middleware.Retry(middleware.RetryConfig{MaxAttempts: 3, BaseDelay: time.Millisecond})),
+		cqrs.WithSubscriberInterceptors("stock", middleware.Timeout(time.Second)),
+	)
+	attempts := 0
+	_, _ = cqrs.Subscribe(events, "email", func(ctx context.Context, e CartCheckedOut) error {
+		attempts++
+		if attempts < 3 {
+			return errors.New("mail server busy")
+		}
+		_, deadline := ctx.Deadline()
+		fmt.Println("email: sent at attempt", attempts, "; deadline:", deadline)
+		return nil
+	})
+	_, _ = cqrs.Subscribe(events, "stock", func(ctx context.Context, e CartCheckedOut) error {
+		_, deadline := ctx.Deadline()
+		fmt.Println("stock: reserved; deadline:", deadline)
+		return nil
+	})
+	fmt.Println(cqrs.Publish(context.Background(), events, CartCheckedOut{Cart: 9}))
+	// Output:
+	// email: sent at attempt 3 ; deadline: false
+	// stock: reserved; deadline: true
+	// <nil>
+}
+
+func ExampleWithStrategy() {
+	// Every publish on this bus stops at the first failure...
+	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.StopOnError()))
+	for _, name := range []string{"payment", "email"} {
+		_, _ = cqrs.Subscribe(events, name, func(context.Context, CartCheckedOut) error {
+			fmt.Println(name)
+			return errors.New(name + " failed")
+		})
+	}
+	fmt.Println(cqrs.Publish(context.Background(), events, CartCheckedOut{Cart: 10}))
+	// ...but this one, which runs every subscriber.
+	fmt.Println(cqrs.PublishWith(context.Background(), events, cqrs.Sequential(), CartCheckedOut{Cart: 11}) != nil)
+	// Output:
+	// payment
+	// cqrs: event cqrs_test.CartCheckedOut: subscriber payment: payment failed
+	// payment
+	// email
+	// true
+}
+
+func ExampleSequential() {
+	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Sequential()))
+	for _, name := range []string{"email", "stock"} {
+		_, _ = cqrs.Subscribe(events, name, func(context.Context, CartCheckedOut) error {
+			return errors.New("down")
+		})
+	}
+	// Both ran; both failures are returned, joined.
+	err := cqrs.Publish(context.Background(), events, CartCheckedOut{Cart: 12})
+	fmt.Println(err)
+	// Output:
+	// cqrs: event cqrs_test.CartCheckedOut: subscriber email: down
+	// cqrs: event cqrs_test.CartCheckedOut: subscriber stock: down
+}
+
+func ExampleStopOnError() {
+	events := cqrs.NewEventBus()
+	_, _ = cqrs.Subscribe(events, "validate", func(_ context.Context, e CartCheckedOut) error {
+		if e.Total <= 0 {
+			return errors.New("empty cart")
+		}
+		return nil
+	})
+	_, _ = cqrs.Subscribe(events, "ship", func(_ context.Context, e CartCheckedOut) error {
+		fmt.Println("shipping cart", e.Cart)
+		return nil
+	})
+	fmt.Println(cqrs.PublishWith(context.Background(), events, cqrs.StopOnError(), CartCheckedOut{Cart: 13}))
+	fmt.Println(cqrs.PublishWith(context.Background(), events, cqrs.StopOnError(), CartCheckedOut{Cart: 14, Total: 5}))
+	// Output:
+	// cqrs: event cqrs_test.CartCheckedOut: subscriber validate: empty cart
+	// shipping cart 14
+	// <nil>
+}
+
+func ExampleStrategy_CancelOnError() {
+	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Concurrent(0).CancelOnError()))
+	_, _ = cqrs.Subscribe(events, "warehouse", func(ctx context.Context, _ CartCheckedOut) error {
+		<-ctx.Done() // a long job, stopped when another subscriber fails
+		fmt.Println("warehouse: stopped")
+		return ctx.Err()
+	})
+	_, _ = cqrs.Subscribe(events, "payment", func(context.Context, CartCheckedOut) error {
+		return errors.New("card declined")
+	})
+	// The stopped subscriber's context.Canceled is not a failure of its own.
+	fmt.Println(cqrs.Publish(context.Background(), events, CartCheckedOut{Cart: 15}))
+	// Output:
+	// warehouse: stopped
+	// cqrs: event cqrs_test.CartCheckedOut: subscriber payment: card declined
+}
+
+func ExampleWithEventQueue() {
+	events := cqrs.NewEventBus(
+		cqrs.WithStrategy(cqrs.Async()),
+		// One event may wait; a publish that finds the queue full fails.
+		cqrs.WithEventQueue(cqrs.EventQueue{Size: 1, Workers: 1, FailFast: true}),
+	)
+	started, release := make(chan struct{}), make(chan struct{})
+	_, _ = cqrs.Subscribe(events, "slow", func(_ context.Context, e CartCheckedOut) error {
+		if e.Cart == 16 {
+			close(started)
+			<-release
+		}
+		fmt.Println("handled cart", e.Cart)
+		return nil
+	})
+	ctx := context.Background()
+	fmt.Println(cqrs.Publish(ctx, events, CartCheckedOut{Cart: 16})) // taken by the worker
+	<-started
+	fmt.Println(cqrs.Publish(ctx, events, CartCheckedOut{Cart: 17})) // waits in the queue
+	err := cqrs.Publish(ctx, events, CartCheckedOut{Cart: 18})       // finds it full
+	fmt.Println(errors.Is(err, cqrs.ErrQueueFull))
+	close(release)
+	fmt.Println(events.Close(ctx))
+	// Output:
+	// <nil>
+	// <nil>
+	// true
+	// handled cart 16
+	// handled cart 17
 	// <nil>
 }

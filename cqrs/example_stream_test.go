@@ -2,8 +2,10 @@ package cqrs_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/typedcqrs/dispatch/cqrs"
 )
@@ -67,4 +69,51 @@ func ExampleRegisterStream() {
 	// Output:
 	// one
 	// two
+}
+
+func ExampleStreamOf() {
+	queries := cqrs.NewQueryBus()
+	// Tail declares no items, so its handler is registered with
+	// RegisterStream, and its stream read with StreamOf.
+	err := cqrs.RegisterStream(queries, cqrs.StreamFunc[Tail, string](func(_ context.Context, q Tail, yield func(string) bool) error {
+		for _, word := range strings.Fields(q.Text) {
+			if !yield(word) {
+				return nil
+			}
+		}
+		return nil
+	}))
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	for word, err := range cqrs.StreamOf[string](ctx, queries, Tail{Text: "to be read"}) {
+		fmt.Println(word, err)
+	}
+	// Items of another type than the handler's: one error, and no item.
+	for n, err := range cqrs.StreamOf[int](ctx, queries, Tail{Text: "1 2"}) {
+		fmt.Println(n, errors.Is(err, cqrs.ErrResultType))
+	}
+	// Output:
+	// to <nil>
+	// be <nil>
+	// read <nil>
+	// 0 true
+}
+
+func ExampleWithFirstItemTimeout() {
+	queries := cqrs.NewQueryBus()
+	// This search yields nothing until its context ends.
+	stuck := func(ctx context.Context, _ ListCarts, _ func(Cart) bool) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if err := cqrs.HandleStream(queries, stuck, cqrs.WithFirstItemTimeout(10*time.Millisecond)); err != nil {
+		panic(err)
+	}
+	for _, err := range cqrs.Stream(context.Background(), queries, ListCarts{Customer: "c-1"}) {
+		fmt.Println(errors.Is(err, cqrs.ErrExecutionTimeout), errors.Is(err, context.DeadlineExceeded))
+	}
+	// Output:
+	// true true
 }

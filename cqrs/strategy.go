@@ -138,6 +138,9 @@ type eventConfig struct {
 	strategy           Strategy
 	queue              EventQueue
 	requireSubscribers bool
+	// subscriberInterceptors holds, by subscriber name, the interceptors
+	// of WithSubscriberInterceptors. Each bus has a map of its own.
+	subscriberInterceptors map[string][]Interceptor
 }
 
 // WithStrategy sets the strategy of an [EventBus]'s publishes; a call to
@@ -176,14 +179,14 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	}
 	if s.mode == modeAsync {
 		if len(r.list.Load().subs) == 0 {
-			return r.bus.noSubscribers(r.spec.Name)
+			return r.bus.noSubscribers(r.spec.MessageType, r.spec.Name)
 		}
 		return enqueue(ctx, r, evt)
 	}
 	l := r.acquire()
 	defer l.release()
 	if len(l.subs) == 0 {
-		return r.bus.noSubscribers(r.spec.Name)
+		return r.bus.noSubscribers(r.spec.MessageType, r.spec.Name)
 	}
 	switch s.mode {
 	case modeStopOnError:

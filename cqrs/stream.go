@@ -30,7 +30,19 @@ import (
 // StreamQuery has no state: its zero value is the only value.
 type StreamQuery[R any] struct{}
 
-func (StreamQuery[R]) streams(R) {}
+// The methods are those of every marker: see [Command]'s. servedBy takes a
+// streamOnQueryBus, not a *QueryBus, so that [Ask] refuses a streaming
+// query and [Stream] a query with one result, and the compiler's message
+// says which is which; and a type that embeds both a Query and a
+// StreamQuery has every method twice, so neither constraint holds.
+func (StreamQuery[R]) mustEmbedCommandQueryOrEvent() {}
+func (StreamQuery[R]) mustEmbedStreamQuery()         {}
+func (StreamQuery[R]) servedBy(streamOnQueryBus) R   { return *new(R) }
+
+// streamOnQueryBus stands, in a streaming query's servedBy, for the query
+// bus read through [Stream]: named for the compiler's messages, which
+// quote it ("have servedBy(cqrs.streamOnQueryBus) Order").
+type streamOnQueryBus struct{}
 
 func (StreamQuery[R]) declaration() declaration {
 	return declaration{kind: KindQuery, result: reflect.TypeFor[R](), stream: true}
@@ -38,9 +50,14 @@ func (StreamQuery[R]) declaration() declaration {
 
 // StreamMessage is satisfied by every query type that embeds
 // [StreamQuery][R], and by pointers to such types. It is the constraint of
-// [Stream] and [HandleStream]; only StreamQuery implements it.
+// [Stream] and [HandleStream]; only StreamQuery implements it. When a
+// type does not satisfy it, the compiler's message names one of its
+// methods, as for [Message]: a type missing mustEmbedStreamQuery embeds
+// no marker; a query whose servedBy takes a *cqrs.QueryBus returns one
+// result, and is read with [Ask].
 type StreamMessage[R any] interface {
-	streams(R)
+	mustEmbedStreamQuery()
+	servedBy(streamOnQueryBus) R
 }
 
 // StreamHandler produces the items of a streaming query of type Q, pushing
@@ -189,6 +206,8 @@ func checkDeclaredStream(t reflect.Type, item reflect.Type, stream bool) error {
 		return nil
 	case d.pointer:
 		return errPointerMarker(t)
+	case d.ambiguous != nil:
+		return errAmbiguousMarkers(t, d)
 	case !d.stream:
 		return fmt.Errorf("%w: %s is declared a %s with one result; register it with Handle or Register",
 			ErrInvalidMessageType, t, d.kind)
@@ -225,8 +244,12 @@ func checkDeclaredStream(t reflect.Type, item reflect.Type, stream bool) error {
 //
 // No goroutine is started (but the timer of [WithFirstItemTimeout]'s).
 // Beyond a fixed few per stream, reading an item allocates nothing.
-func Stream[Q StreamMessage[R], R any](ctx context.Context, b *QueryBus, q Q) iter.Seq2[R, error] {
-	return StreamOf[R](ctx, b, q)
+//
+// The type parameter ItemOfEmbeddedStreamQuery is named for the
+// compiler's message when q embeds no marker, such as a string literal:
+// "cannot infer ItemOfEmbeddedStreamQuery".
+func Stream[Q StreamMessage[ItemOfEmbeddedStreamQuery], ItemOfEmbeddedStreamQuery any](ctx context.Context, b *QueryBus, q Q) iter.Seq2[ItemOfEmbeddedStreamQuery, error] {
+	return StreamOf[ItemOfEmbeddedStreamQuery](ctx, b, q)
 }
 
 // StreamOf is [Stream] for a streaming query whose type does not declare
@@ -260,7 +283,7 @@ func streamRouteOf[R, Q any](b *QueryBus, q Q) (*streamRoute[Q, R], error) {
 		if isNilValue(any(q)) {
 			return nil, fmt.Errorf("%w: query %s", ErrNilMessage, t)
 		}
-		return nil, fmt.Errorf("%w: no handler for %s on the query bus", ErrHandlerNotFound, t)
+		return nil, fmt.Errorf("%w: no handler for %s on the query bus%s", ErrHandlerNotFound, t, pointerHint(b, t))
 	}
 	r, ok := e.typed.(*streamRoute[Q, R])
 	if !ok {
