@@ -83,8 +83,7 @@ type decorated struct {
 // decoratedBuses builds each decorator alone over a handler that does
 // nothing, the full production stack, and the bare buses to compare with.
 func decoratedBuses(tb testing.TB) []decorated {
-	rl, err := middleware.NewRateLimit(neverLimits)
-	require.NoError(tb, err)
+	rl := middleware.RateLimiter(neverLimits)
 	signupOn := func(bus cqrs.Bus) func(ctx context.Context) error {
 		return func(ctx context.Context) error {
 			_, err := cqrs.Dispatch[cqrs.NoResult](ctx, bus, signup)
@@ -115,12 +114,12 @@ func decoratedBuses(tb testing.TB) []decorated {
 		{"BarePlain", plainOn()},
 		{"ValidationNoTags", plainOn(middleware.Validation(middleware.ValidationConfig{}))},
 		{"Timeout", intercepted(middleware.Timeout(time.Second))},
-		{"Breaker", intercepted(middleware.NewBreaker(gobreaker.Settings{}))},
+		{"Breaker", intercepted(middleware.CircuitBreaker(middleware.BreakerConfig{}))},
 		{"RateLimit", intercepted(rl)},
 		{"Retry", intercepted(middleware.Retry(middleware.RetryConfig{}))},
 		{"Recovery", intercepted(middleware.Recovery(middleware.RecoveryConfig{}))},
 		{"Metrics", intercepted(middleware.NewMetrics())},
-		{"FullStack", intercepted(fullStack(tb).Interceptors...)},
+		{"FullStack", intercepted(fullStack(tb).Commands...)},
 	}
 }
 

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
-
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
@@ -30,9 +28,9 @@ type Config struct {
 	Validation bool `yaml:"validation" json:"validation"`
 	// Timeout bounds each dispatch, all retries included ([Timeout]).
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
-	// Breaker gives each message type a circuit breaker ([NewBreaker]).
+	// Breaker gives each message type a circuit breaker ([CircuitBreaker]).
 	Breaker *BreakerConfig `yaml:"breaker" json:"breaker"`
-	// RateLimit limits each message type's rate ([NewRateLimit]).
+	// RateLimit limits each message type's rate ([RateLimiter]).
 	RateLimit *RateLimitConfig `yaml:"rate_limit" json:"rate_limit"`
 	// Logging logs every dispatch ([Logging]) to the logger given to
 	// Build.
@@ -60,37 +58,6 @@ type QueryConfig struct {
 	// Cache is the setting of the query caches made with
 	// [NewQueryCache] and [NewKeyedQueryCache] from the built [Stack].
 	Cache *CacheConfig `yaml:"cache" json:"cache"`
-}
-
-// BreakerConfig is the part of [gobreaker.Settings] a file can hold. Its
-// zero value is the defaults of [NewBreaker]: a breaker opens after 5
-// consecutive failures.
-type BreakerConfig struct {
-	// ConsecutiveFailures opens the breaker when this many dispatches in
-	// a row have failed. Zero means 5.
-	ConsecutiveFailures uint32 `yaml:"consecutive_failures" json:"consecutive_failures"`
-	// OpenTimeout is how long the breaker stays open before it lets probes
-	// through. Zero means 60s.
-	OpenTimeout time.Duration `yaml:"open_timeout" json:"open_timeout"`
-	// HalfOpenRequests is how many probes may be in flight while half-open;
-	// that many successes close the breaker. Zero means 1.
-	HalfOpenRequests uint32 `yaml:"half_open_requests" json:"half_open_requests"`
-	// Interval, if positive, clears the counts this often while closed.
-	Interval time.Duration `yaml:"interval" json:"interval"`
-}
-
-// Settings returns the gobreaker settings c describes.
-func (c BreakerConfig) Settings() gobreaker.Settings {
-	failures := c.ConsecutiveFailures
-	if failures == 0 {
-		failures = DefaultBreakerFailures
-	}
-	return gobreaker.Settings{
-		MaxRequests: c.HalfOpenRequests,
-		Interval:    c.Interval,
-		Timeout:     c.OpenTimeout,
-		ReadyToTrip: func(counts gobreaker.Counts) bool { return counts.ConsecutiveFailures >= failures },
-	}
 }
 
 // ErrConfig is wrapped by every error that reports a setting of a
@@ -248,17 +215,13 @@ func (c Config) Build(logger *slog.Logger) (*Stack, error) {
 
 	var before, after []cqrs.Interceptor // around retry, inside any cache
 	if c.RateLimit != nil {
-		rl, err := NewRateLimit(*c.RateLimit)
-		if err != nil {
-			return nil, err
-		}
-		before = append(before, rl)
+		before = append(before, RateLimiter(*c.RateLimit))
 	}
 	if c.Timeout > 0 {
 		before = append(before, Timeout(c.Timeout))
 	}
 	if c.Breaker != nil {
-		s.Breaker = NewBreaker(c.Breaker.Settings())
+		s.Breaker = CircuitBreaker(*c.Breaker)
 		after = append(after, s.Breaker)
 	}
 

@@ -15,7 +15,7 @@
 //		middleware.Timeout(2*time.Second),
 //	))
 //	err := cqrs.Register(commands, charge,
-//		cqrs.Intercept[Charge, Receipt](commands, middleware.NewBreaker(gobreaker.Settings{})))
+//		cqrs.Intercept[Charge, Receipt](commands, middleware.CircuitBreaker(middleware.BreakerConfig{})))
 //
 // The [Cache] is typed by its query, keyed by the query's value or its
 // CacheKey, and is given to [cqrs.Register] as [cqrs.Middleware].

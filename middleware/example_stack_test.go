@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
-
 	"github.com/typedcqrs/dispatch/cqrs"
 	"github.com/typedcqrs/dispatch/middleware"
 )
@@ -126,7 +124,7 @@ func ExampleBreaker_All() {
 		_, _ = cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, Signup{})
 	}
 	for spec, state := range breaker.All() {
-		fmt.Println(spec.Kind, spec.Name, spec.MessageType.PkgPath(), state == gobreaker.StateOpen)
+		fmt.Println(spec.Kind, spec.Name, spec.MessageType.PkgPath(), state == middleware.BreakerOpen)
 	}
 	// Output:
 	// command middleware_test.Signup github.com/typedcqrs/dispatch/middleware_test true

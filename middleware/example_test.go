@@ -8,8 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
-
 	"github.com/typedcqrs/dispatch/cqrs"
 	"github.com/typedcqrs/dispatch/middleware"
 )
@@ -94,10 +92,8 @@ func ExampleTimeout() {
 	// true true
 }
 
-func ExampleNewBreaker() {
-	breaker := middleware.NewBreaker(gobreaker.Settings{
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 2 },
-	})
+func ExampleCircuitBreaker() {
+	breaker := middleware.CircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 2})
 	commands := cqrs.NewCommandBus()
 	failing := cqrs.HandlerFunc[Signup, cqrs.NoResult](func(context.Context, Signup) (cqrs.NoResult, error) {
 		return cqrs.NoResult{}, errors.New("downstream unavailable")
@@ -110,19 +106,16 @@ func ExampleNewBreaker() {
 		_, err := cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, Signup{})
 		fmt.Println(err)
 	}
-	fmt.Println(breaker.States())
+	fmt.Println(breaker.States(), breaker.States()["command middleware_test.Signup"] == middleware.BreakerOpen)
 	// Output:
 	// downstream unavailable
 	// downstream unavailable
 	// cqrs: circuit open: command middleware_test.Signup: circuit breaker is open
-	// map[command middleware_test.Signup:open]
+	// map[command middleware_test.Signup:open] true
 }
 
-func ExampleNewRateLimit() {
-	limit, err := middleware.NewRateLimit(middleware.RateLimitConfig{Rate: 1, Burst: 2})
-	if err != nil {
-		panic(err)
-	}
+func ExampleRateLimiter() {
+	limit := middleware.RateLimiter(middleware.RateLimitConfig{Rate: 1, Burst: 2})
 	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(limit))
 	if err := cqrs.Register(commands, cqrs.HandlerFunc[Signup, cqrs.NoResult](signup)); err != nil {
 		panic(err)
