@@ -13,8 +13,12 @@ import (
 	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
-// CacheConfig configures a [Cache]. Each field is normalised as its
-// comment says; [ParseConfig] refuses the same values in a file instead.
+// CacheConfig configures a [Cache], and the query caches of a [Config]. A
+// field left zero takes the default its comment gives; the zero
+// CacheConfig caches nothing, since TTL has no default: a [Config] with a
+// cache must give it. [NewCache] never refuses a setting: it treats a
+// value out of range as its comment says; a [Config] refuses one instead
+// (see [Config.Validate]). A CacheConfig is a plain value.
 type CacheConfig struct {
 	// TTL is how long a result stays cached after it was computed. If TTL
 	// <= 0, nothing is cached: every query reaches the handler.
@@ -39,7 +43,7 @@ func (c CacheConfig) normalised() CacheConfig {
 
 // Keyer is a query that names its own cache key: two queries with the same
 // key must ask for the same result. CacheKey is called on every dispatch,
-// from any goroutine.
+// from any goroutine, so it must be safe for concurrent use.
 type Keyer interface {
 	CacheKey() string
 }
@@ -80,6 +84,7 @@ type Cache[C, R any] struct {
 }
 
 // CacheOption configures a [Cache] of results R beyond its [CacheConfig].
+// Make one with [WithClone]; a nil CacheOption is ignored.
 type CacheOption[R any] func(*cacheOptions[R])
 
 type cacheOptions[R any] struct {
@@ -104,7 +109,8 @@ type store[C, R any] interface {
 	close()
 }
 
-// CacheStats counts what a [Cache] did.
+// CacheStats counts what a [Cache] did. It is a plain value; the zero
+// value is a cache that did nothing.
 type CacheStats struct {
 	// Hits counts the queries answered from the cache; it stays zero
 	// unless CacheConfig.CountHits is set.

@@ -261,7 +261,7 @@ queries:
 	fmt.Println(err)
 	// Output:
 	// 2s 100 3 <nil> 1m0s
-	// middleware: config: timeout: got -1s, want a duration of 0 (no timeout) or more, such as "2s"
+	// middleware: config: timeout (line 1): got -1s, want a positive duration, such as "2s"; omit it for no timeout
 	// middleware: config: queries.cache.ttl (line 3): got "60", want a duration such as "250ms", "2s" or "1m" (a number needs a unit)
 }
 
@@ -324,4 +324,20 @@ func ExampleLoadConfig() {
 	fmt.Println(cfg.Timeout, len(stack.Commands), err)
 	// Output:
 	// 2s 3 <nil>
+}
+
+func ExampleConfig_Validate() {
+	// In Go, a zero setting is left out, and takes its default: 3 attempts.
+	cfg := middleware.Config{Commands: middleware.CommandConfig{Retry: &middleware.RetryConfig{}}}
+	fmt.Println(cfg.Validate())
+	// A setting that is given must work as given.
+	cfg.Commands.Retry.MaxAttempts = -1
+	fmt.Println(cfg.Validate())
+	// In a file, a written 0 is given: it would mean 3, so it is refused.
+	_, err := middleware.ParseConfig([]byte("commands:\n  retry:\n    max_attempts: 0\n"))
+	fmt.Println(err)
+	// Output:
+	// <nil>
+	// middleware: config: commands.retry.max_attempts: got -1, want 1 or more (1: no retries); omit it for the default, 3
+	// middleware: config: commands.retry.max_attempts (line 3): got 0, want 1 or more (1: no retries); omit it for the default, 3
 }

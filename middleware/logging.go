@@ -9,8 +9,10 @@ import (
 	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
-// LoggingConfig configures [Logging] and [LoggingFor]. The zero value logs
-// nothing: it has no logger.
+// LoggingConfig configures [Logging] and [LoggingFor], and the logging of
+// a [Config]. A field left zero takes the default its comment gives, so
+// the zero value logs nothing: it has no logger. Every value of Level and
+// CallerErrorLevel is used as it is. A LoggingConfig is a plain value.
 //
 // A dispatch is logged at one of three levels: Level when it succeeds;
 // CallerErrorLevel when it failed by the caller's doing ([IsCallerError]:

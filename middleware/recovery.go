@@ -9,13 +9,16 @@ import (
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
-// RecoveryConfig configures [Recovery].
+// RecoveryConfig configures [Recovery]. A field left zero takes the
+// default its comment gives, so the zero value logs nothing and returns
+// the bus's own error. A RecoveryConfig is a plain value.
 type RecoveryConfig struct {
 	// Logger, if not nil, receives each panic at [slog.LevelError] with
-	// its value and stack.
+	// its value and stack. If it is nil, nothing is logged.
 	Logger *slog.Logger
-	// OnPanic turns a panic into the error the dispatch returns. Nil
-	// returns a [*cqrs.PanicError], as the bus itself would.
+	// OnPanic turns a panic into the error the dispatch returns. If it is
+	// nil, a [*cqrs.PanicError] is returned, as the bus itself would. It
+	// must be safe to call concurrently.
 	OnPanic func(spec cqrs.Spec, value any, stack []byte) error
 }
 
@@ -30,6 +33,9 @@ type RecoveryConfig struct {
 // calls the handler; a panic in an interceptor or middleware inside
 // Recovery reaches it as a panic. Recovery treats both alike: it logs the
 // panic value and stack and returns what OnPanic makes of them.
+//
+// The interceptor is safe for concurrent use if cfg's logger's handler and
+// OnPanic are, and keeps no state between dispatches.
 func Recovery(cfg RecoveryConfig) cqrs.Interceptor {
 	return cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		r := &recoverer{cfg: cfg, spec: spec}
