@@ -75,12 +75,12 @@ type Keyer interface {
 // A Cache is safe for concurrent use. It runs two goroutines, one that
 // expires entries and the clock's; Close stops them. The zero value caches
 // nothing: its middleware calls the handler every time, and its other
-// methods do nothing.
+// methods do nothing. A Cache must not be copied after first use.
 type Cache[C, R any] struct {
 	store store[C, R]
-	// placed, for a cache of a Stack, runs the stack's inner layers
-	// inside the cache.
-	placed cqrs.Middleware[C, R]
+	// placed, for a cache placed in a Stack, runs the stack's inner
+	// layers inside the cache.
+	placed atomic.Pointer[cqrs.Middleware[C, R]]
 }
 
 // CacheOption configures a [Cache] of results R beyond its [CacheConfig].
@@ -184,16 +184,19 @@ func newKeyed[K comparable, C, R any](cfg CacheConfig, key func(C) K, opts []Cac
 }
 
 // Middleware returns the typed middleware that serves C's queries from the
-// cache.
+// cache. For a cache placed in a [Stack] ([NewQueryCache], [PlaceCache]),
+// it runs the stack's inner query layers inside the cache, so that a hit
+// skips them.
 func (c *Cache[C, R]) Middleware() cqrs.Middleware[C, R] {
 	wrap := func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return next }
 	if c.store != nil {
 		wrap = c.store.wrap
 	}
-	if c.placed == nil {
+	placed := c.placed.Load()
+	if placed == nil {
 		return wrap
 	}
-	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return wrap(c.placed(next)) }
+	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return wrap((*placed)(next)) }
 }
 
 // Stats returns what the cache has done so far.

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"reflect"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/typedcqrs/dispatch/cqrs"
@@ -193,37 +191,6 @@ func (ch *checker) require(path, section string, zero bool, want, fix string) bo
 	return false
 }
 
-// Stack is the production stack a [Config] builds: the interceptors of
-// each bus in the recommended order, and the parts a service may want to
-// read from. The two buses share one Breaker and one Metrics, whose state
-// is kept per message type and kind.
-//
-// A Stack is safe for concurrent use. Make one with [Config.Build]; a zero
-// Stack has no interceptors and no cache settings.
-type Stack struct {
-	// Commands are for the command bus's [cqrs.WithInterceptors].
-	Commands []cqrs.Interceptor
-	// Queries are for the query bus's [cqrs.WithInterceptors]. A query
-	// registered with a cache from [NewQueryCache] or [NewKeyedQueryCache]
-	// gets the inner layers (rate limit, timeout, retry, breaker) inside
-	// the cache instead, so that a hit skips them.
-	Queries []cqrs.Interceptor
-	// Interceptors is Commands, kept for callers written when one stack
-	// served both buses. Use Commands and Queries: a query bus given
-	// Interceptors is not retried and gets no cache placement.
-	Interceptors []cqrs.Interceptor
-	// Metrics reads the stack's metrics; nil unless Config.Metrics.
-	Metrics *Metrics
-	// Breaker reads the breakers' states; nil unless Config.Breaker.
-	Breaker *Breaker
-
-	cache      *CacheConfig       // nil unless Config.Queries.Cache
-	queryInner []cqrs.Interceptor // the query layers a cache hit skips
-
-	mu     sync.Mutex
-	cached map[reflect.Type]bool // query types whose cache holds queryInner
-}
-
 // Build returns the stack c describes, logging to logger (nil discards).
 // From outermost to innermost, on each bus:
 //
@@ -245,16 +212,19 @@ type Stack struct {
 //
 // The cache is typed by its query, so Build cannot make it for a bus: it
 // keeps the settings, and [NewQueryCache] makes each query's cache, in
-// its place in the stack.
+// its place in the stack. The stack is that of [NewStack] with these
+// layers: a stack built by hand places caches the same way.
+//
+// Build fails, wrapping [ErrConfig], if [Config.Validate] does.
 func (c Config) Build(logger *slog.Logger) (*Stack, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Stack{cache: c.Queries.Cache, cached: make(map[reflect.Type]bool)}
 	var outer []cqrs.Interceptor // both kinds, outside any cache
+	var metrics *Metrics
 	if c.Metrics {
-		s.Metrics = NewMetrics()
-		outer = append(outer, s.Metrics)
+		metrics = NewMetrics()
+		outer = append(outer, metrics)
 	}
 	if c.Logging != nil {
 		lc := *c.Logging
@@ -272,122 +242,23 @@ func (c Config) Build(logger *slog.Logger) (*Stack, error) {
 	if c.Timeout > 0 {
 		before = append(before, Timeout(c.Timeout))
 	}
+	var breaker *Breaker
 	if c.Breaker != nil {
-		s.Breaker = CircuitBreaker(*c.Breaker)
-		after = append(after, s.Breaker)
+		breaker = CircuitBreaker(*c.Breaker)
+		after = append(after, breaker)
 	}
-
-	s.Commands = slices.Concat(outer, before)
-	if c.Commands.Retry != nil {
-		s.Commands = append(s.Commands, Retry(*c.Commands.Retry))
-	}
-	s.Commands = append(s.Commands, after...)
-	s.Interceptors = s.Commands
-
-	s.queryInner = slices.Clone(before)
-	if c.Queries.Retry != nil {
-		s.queryInner = append(s.queryInner, Retry(*c.Queries.Retry))
-	}
-	s.queryInner = append(s.queryInner, after...)
-	s.Queries = slices.Clone(outer)
-	for _, ic := range s.queryInner {
-		s.Queries = append(s.Queries, unlessCached{stack: s, next: ic})
-	}
-	return s, nil
-}
-
-// unlessCached is an inner query layer on the bus: it steps aside for a
-// query type whose stack cache runs it inside the cache.
-type unlessCached struct {
-	stack *Stack
-	next  cqrs.Interceptor
-}
-
-func (u unlessCached) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
-	if u.stack.isCached(spec.MessageType) {
-		return next
-	}
-	return u.next.Intercept(spec, next)
-}
-
-func (s *Stack) isCached(t reflect.Type) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cached[t]
-}
-
-// markCached records that query type t's cache runs the inner layers.
-func (s *Stack) markCached(t reflect.Type) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cached[t] = true // made by Build, the only maker of a Stack that caches
-}
-
-// errNoCache is NewQueryCache's error for a stack built without a cache.
-var errNoCache = fmt.Errorf("%w: queries.cache is not set: the stack has no cache settings", ErrConfig)
-
-// NewQueryCache returns the cache of query type C on bus b that the
-// stack's queries.cache describes, keyed as [NewCache] keys it. Its
-// [Cache.Middleware] places the cache where [Config.Build] says, inside
-// the stack's metrics, logging and validation and outside its rate limit,
-// timeout, retry and breaker, which then run inside the cache for C
-// rather than on the bus: a hit skips them, a miss goes through them.
-//
-//	cache, err := middleware.NewQueryCache[GetUser, User](stack, queries)
-//	err = cqrs.Register(queries, getUser, cache.Middleware())
-//
-// Once the middleware is applied, the stack leaves the inner layers to the
-// cache for C, by its Go type, on every query bus it serves: a C later
-// registered without this cache on another of them gets no rate limit,
-// timeout, retry or breaker.
-// It fails if the stack has no cache settings, if b is not a query bus,
-// or as NewCache does.
-func NewQueryCache[C comparable, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
-	return stackCache(s, b, func(cfg CacheConfig) (*Cache[C, R], error) { return NewCache[C, R](cfg, opts...) })
-}
-
-// NewKeyedQueryCache is [NewQueryCache] for a query keyed by its
-// CacheKey, as [NewKeyedCache] keys it.
-func NewKeyedQueryCache[C Keyer, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
-	return stackCache(s, b, func(cfg CacheConfig) (*Cache[C, R], error) { return NewKeyedCache[C, R](cfg, opts...) })
-}
-
-// stackCache makes a cache of s's settings with newCache, for bus b, and
-// places it in the stack.
-func stackCache[C, R any](s *Stack, b cqrs.Bus, newCache func(CacheConfig) (*Cache[C, R], error)) (*Cache[C, R], error) {
-	if err := s.canCache(b); err != nil {
-		return nil, err
-	}
-	c, err := newCache(*s.cache)
-	if err != nil {
-		return nil, err
-	}
-	place(s, c, b)
-	return c, nil
-}
-
-func (s *Stack) canCache(b cqrs.Bus) error {
-	switch {
-	case s == nil || s.cache == nil:
-		return errNoCache
-	case b == nil:
-		return fmt.Errorf("middleware: query cache: %w", cqrs.ErrNilBus)
-	case b.Kind() != cqrs.KindQuery:
-		return fmt.Errorf("%w: a cache is for a query bus, not a %s bus", ErrConfig, b.Kind())
-	}
-	return nil
-}
-
-// place makes c's middleware run the stack's inner query layers inside
-// the cache, and take them off the bus for C.
-func place[C, R any](s *Stack, c *Cache[C, R], b cqrs.Bus) {
-	inner := s.queryInner
-	t := reflect.TypeFor[C]()
-	c.placed = func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
-		s.markCached(t) // before Register sets up the bus's layers for C
-		if len(inner) == 0 {
-			return next
+	retry := func(r *RetryConfig) []cqrs.Interceptor {
+		if r == nil {
+			return nil
 		}
-		return cqrs.Intercept[C, R](b, inner...)(next)
+		return []cqrs.Interceptor{Retry(*r)}
 	}
+
+	s := NewStack(Layers{
+		Outer:    outer,
+		Commands: slices.Concat(before, retry(c.Commands.Retry), after),
+		Queries:  slices.Concat(before, retry(c.Queries.Retry), after),
+	})
+	s.Metrics, s.Breaker, s.cache = metrics, breaker, c.Queries.Cache
+	return s, nil
 }

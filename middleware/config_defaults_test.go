@@ -111,7 +111,7 @@ var zeroDefaults = map[string]func(t *testing.T){
 		require.NoError(t, err)
 		_, err = middleware.NewQueryCache[FindUser, Profile](stack, cqrs.NewQueryBus())
 		require.ErrorIs(t, err, middleware.ErrConfig)
-		assert.Contains(t, err.Error(), "queries.cache is not set")
+		assert.Contains(t, err.Error(), "set queries.cache in the config, or make the cache with NewCache and place it with PlaceCache")
 	},
 
 	"BreakerConfig.ConsecutiveFailures": func(t *testing.T) {

@@ -36,7 +36,9 @@
 // everything after the cache; the timeout bounds all retries together;
 // and an open breaker, which is not retryable, ends the retries. Commands
 // are retried only when the config's commands section asks. [Config.Build]
-// explains each choice.
+// explains each choice. [NewStack] builds the same stack from interceptors
+// made by hand, and [PlaceCache] places any cache in it, so that a
+// streaming query on the same bus still runs the inner layers.
 //
 // # Settings
 //
