@@ -443,3 +443,34 @@ func newOtter[K comparable](b *testing.B, opts *otter.Options[K, User], key K) *
 	c.Set(key, User{ID: 1 << 20, Name: "acme"})
 	return c
 }
+
+// BenchmarkLoggingIdentity measures the logging interceptor, on and off,
+// for a dispatch with no identity and for one with an identity
+// (cqrs.ContextWithIdentity, which makes the bus give each message a new
+// ID), each against a bare bus in the same state. Logging with no
+// identity costs it one context lookup, and nothing when it is off. It
+// runs last among the middleware benchmarks: once a process has made an
+// identity, the bus looks for one in every later dispatch.
+func BenchmarkLoggingIdentity(b *testing.B) {
+	logged := slog.New(slog.NewTextHandler(discard{}, nil))
+	bare := signupBus(b, nil)
+	on := signupBus(b, []cqrs.Interceptor{middleware.Logging(middleware.LoggingConfig{Logger: logged})})
+	off := signupBus(b, []cqrs.Interceptor{middleware.Logging(middleware.LoggingConfig{Logger: quietLogger})})
+	rows := func(prefix string, ctx context.Context) {
+		for _, bench := range []struct {
+			name string
+			bus  cqrs.Bus
+		}{{"Bare", bare}, {"Logging", on}, {"LoggingDisabled", off}} {
+			b.Run(prefix+bench.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := cqrs.Dispatch[cqrs.NoResult](ctx, bench.bus, signup); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+	rows("NoIdentity", context.Background())
+	rows("Identity", cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{CorrelationID: "request-42"}))
+}

@@ -45,6 +45,21 @@ func ExampleLogging() {
 	// level=INFO msg="cqrs dispatch" kind=command message=middleware_test.Signup outcome=ok
 }
 
+// A message that has an identity is logged with it: a caller's own
+// correlation id here, and the ID the bus gave the message.
+func ExampleLogging_identity() {
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(
+		middleware.Logging(middleware.LoggingConfig{Logger: plainLogger()}),
+	))
+	if err := cqrs.Register(commands, cqrs.HandlerFunc[Signup, cqrs.NoResult](signup)); err != nil {
+		panic(err)
+	}
+	ctx := cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{ID: "m-1", CorrelationID: "request-42"})
+	_, _ = cqrs.Dispatch[cqrs.NoResult](ctx, commands, Signup{Name: "Ada"})
+	// Output:
+	// level=INFO msg="cqrs dispatch" kind=command message=middleware_test.Signup identity.id=m-1 identity.correlation_id=request-42 outcome=ok
+}
+
 func ExampleLoggingFor() {
 	// Typed logging for one handler: no allocation when its level is off.
 	commands := cqrs.NewCommandBus()

@@ -14,7 +14,8 @@ import (
 // the bus's own error. A RecoveryConfig is a plain value.
 type RecoveryConfig struct {
 	// Logger, if not nil, receives each panic at [slog.LevelError] with
-	// its value and stack. If it is nil, nothing is logged.
+	// its value and stack, and the message's identity as [Logging] logs
+	// it. If it is nil, nothing is logged.
 	Logger *slog.Logger
 	// OnPanic turns a panic into the error the dispatch returns. If it is
 	// nil, a [*cqrs.PanicError] is returned, as the bus itself would. It
@@ -80,10 +81,8 @@ func (r *recoverer) returned(ctx context.Context, err error) error {
 // recovered logs pe and returns the error the dispatch returns for it.
 func (r *recoverer) recovered(ctx context.Context, pe *cqrs.PanicError) error {
 	if r.cfg.Logger != nil {
-		r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "cqrs: panic recovered",
-			slog.String(keyKind, r.spec.Kind.String()),
-			slog.String(keyMessage, r.spec.Name),
-			slog.Any("panic", pe))
+		attrs := appendIdentity(ctx, []slog.Attr{slog.String(keyKind, r.spec.Kind.String()), slog.String(keyMessage, r.spec.Name)})
+		r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "cqrs: panic recovered", append(attrs, slog.Any("panic", pe))...)
 	}
 	if r.cfg.OnPanic != nil {
 		return r.cfg.OnPanic(r.spec, pe.Value, pe.Stack)
