@@ -3,13 +3,23 @@ package otel_test
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/typedcqrs/dispatch/cqrs"
 	cqrsotel "github.com/typedcqrs/dispatch/middleware/otel"
@@ -142,4 +152,58 @@ func TestIdentityIsAnExemplarNotAMetricAttribute(t *testing.T) {
 	assert.Subset(t, []string{"m-1", "m-2"}, got["cqrs.dispatch.duration ok"])
 	assert.Equal(t, []string{"m-3"}, got["cqrs.dispatch.duration error"])
 	assert.Equal(t, []string{"m-3"}, got["cqrs.dispatch.failures error"])
+}
+
+// TestPrometheusExemplars: scraped as OpenMetrics, the duration histogram
+// carries an exemplar with the trace and span ID of the dispatch span,
+// which holds the message's ID; its series carry no ID.
+func TestPrometheusExemplars(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(), otelprom.WithoutTargetInfo())
+	require.NoError(t, err)
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter))
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer func() {
+		require.NoError(t, mp.Shutdown(context.Background()))
+		require.NoError(t, tp.Shutdown(context.Background()))
+	}()
+	ic, err := cqrsotel.New(cqrsotel.WithMeterProvider(mp), cqrsotel.WithTracerProvider(tp))
+	require.NoError(t, err)
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(ic))
+	require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[GetOrder, string](func(_ context.Context, q GetOrder) (string, error) {
+		return q.ID, nil
+	})))
+	ctx := cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{ID: "m-7", CorrelationID: "c-7"})
+	_, err = cqrs.Dispatch[string](ctx, queries, GetOrder{ID: "o"})
+	require.NoError(t, err)
+	require.Len(t, spans.Ended(), 1)
+	span := spans.Ended()[0]
+	require.Equal(t, "m-7", attrs(span.Attributes())["messaging.message.id"])
+
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	defer srv.Close()
+	req, err := http.NewRequest(http.MethodGet, srv.URL, nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	resp, err := srv.Client().Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	page := string(body)
+
+	traceID := fmt.Sprintf(`trace_id="%s"`, span.SpanContext().TraceID())
+	spanID := fmt.Sprintf(`span_id="%s"`, span.SpanContext().SpanID())
+	var found bool
+	for line := range strings.Lines(page) {
+		_, exemplar, ok := strings.Cut(line, " # {")
+		if ok && strings.HasPrefix(line, "cqrs_dispatch_duration_seconds_bucket{") &&
+			strings.Contains(exemplar, traceID) && strings.Contains(exemplar, spanID) {
+			found = true
+		}
+	}
+	assert.True(t, found, "an exemplar of the dispatch span, %s %s:\n%s", traceID, spanID, page)
+	assert.NotContains(t, page, "m-7", "no series has the message's ID")
+	assert.NotContains(t, page, "messaging_message")
 }
