@@ -209,7 +209,7 @@ func TestPrometheusScrape(t *testing.T) {
 
 	ic, err := cqrsotel.New(cqrsotel.WithMeterProvider(mp))
 	require.NoError(t, err)
-	breaker := middleware.NewBreaker(gobreaker.Settings{ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 1 }})
+	breaker := middleware.CircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 1})
 	cache, err := middleware.NewCache[GetOrder, string](middleware.CacheConfig{TTL: time.Minute, CountHits: true})
 	require.NoError(t, err)
 	defer cache.Close()
