@@ -318,3 +318,20 @@ func TestNewStackLayers(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"outer1", "outer2", "query1", "query2"}, order)
 }
+
+// TestPlaceCacheInAZeroStack: a zero Stack has no layers, and a cache
+// placed in it caches as on its own.
+func TestPlaceCacheInAZeroStack(t *testing.T) {
+	t.Parallel()
+	cache, err := middleware.NewCache[FindUser, Profile](middleware.CacheConfig{TTL: time.Minute})
+	require.NoError(t, err)
+	defer cache.Close()
+	queries := cqrs.NewQueryBus()
+	require.NoError(t, middleware.PlaceCache(&middleware.Stack{}, queries, cache))
+	d := &directory{}
+	require.NoError(t, cqrs.Register(queries, cqrs.HandlerFunc[FindUser, Profile](d.find), cache.Middleware()))
+	for range 3 {
+		find(t, queries, FindUser{ID: 1})
+	}
+	assert.Equal(t, int64(1), d.calls.Load())
+}
