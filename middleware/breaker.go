@@ -68,9 +68,11 @@ type BreakerConfig struct {
 	IsExcluded func(err error) bool `yaml:"-" json:"-"`
 	// OnStateChange, if not nil, is called when the breaker of the message
 	// type spec describes changes state, on the goroutine of the dispatch
-	// that changed it and while that breaker holds its lock: it must be
-	// quick, and must not dispatch spec's type. If it is nil, nothing is
-	// called.
+	// (or of the State, All or States call) that saw it change, while that
+	// breaker holds its lock: it must be quick, and must neither dispatch
+	// spec's type nor read the Breaker's states, which wait for that lock.
+	// Hand the change to another goroutine for anything slow. If it is
+	// nil, nothing is called.
 	OnStateChange func(spec cqrs.Spec, from, to BreakerState) `yaml:"-" json:"-"`
 }
 

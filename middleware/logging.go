@@ -178,7 +178,8 @@ func (l *logging) interceptDetailed(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invo
 // ids to the context finds them in the record.
 //
 // A message that has an identity ([cqrs.IdentityOf]: one received by a
-// transport, sent from a handler, or dispatched on a bus made with
+// transport, sent from a handler, given one by its caller with
+// [cqrs.ContextWithIdentity], or dispatched on a bus made with
 // [cqrs.WithIdentity]) is logged with it, after its name, as the group
 // "identity" of its non-empty fields: "id", "correlation_id" and
 // "causation_id" (in JSON, "identity":{"id":…}; in text,

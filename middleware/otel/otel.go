@@ -71,8 +71,8 @@ const (
 	KeyMessageID = semconv.MessagingMessageIDKey
 	// KeyConversationID is the span attribute of a message's correlation
 	// ID ([cqrs.Identity].CorrelationID): the semantic conventions'
-	// messaging.message.conversation_id, which they call "sometimes called
-	// Correlation ID". It is never a metric attribute.
+	// messaging.message.conversation_id, which, they say, is sometimes
+	// called the correlation ID. It is never a metric attribute.
 	KeyConversationID = semconv.MessagingMessageConversationIDKey
 	// KeyCausationID is the span attribute of the ID of the message whose
 	// handler sent this one ([cqrs.Identity].CausationID). The semantic
