@@ -167,8 +167,9 @@ func BenchmarkMiddleware(b *testing.B) {
 // are made of: the chain of one interceptor that does nothing but call on,
 // the bus's own metrics (WithMetrics, which the Metrics interceptor
 // should cost no more than, plus the chain), a clock reading, the lazy deadline context of Timeout, a deferred
-// recover, and the library calls of the
-// breaker and the rate limit. An interceptor's row is about PartChain plus
+// recover, the library calls of the
+// breaker and the rate limit, and the lookup of an identity a dispatch
+// does not have. An interceptor's row is about PartChain plus
 // its parts, less the Bare dispatch that PartChain already includes.
 func benchmarkInterceptorParts(b *testing.B) {
 	ctx := context.Background()
@@ -249,6 +250,18 @@ func benchmarkInterceptorParts(b *testing.B) {
 			}
 		}
 	})
+	// What Logging (when it logs) and the OpenTelemetry interceptor (when
+	// its span records) add to a dispatch with no identity: one lookup, in
+	// a context that holds a value of another key, as a traced one does.
+	valued := context.WithValue(ctx, traceKey{}, "trace")
+	b.Run("PartIdentityOfNone", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := cqrs.IdentityOf(valued); ok {
+				b.Fatal("an identity")
+			}
+		}
+	})
 	rec := cqrs.NewRecorder(cqrs.SpecFor[Signup, cqrs.NoResult](chained))
 	b.Run("PartRecord", func(b *testing.B) {
 		b.ReportAllocs()
@@ -257,6 +270,9 @@ func benchmarkInterceptorParts(b *testing.B) {
 		}
 	})
 }
+
+// traceKey is the key of a context value that is not an identity.
+type traceKey struct{}
 
 var (
 	sinkContext  context.Context
