@@ -83,8 +83,7 @@ type decorated struct {
 // decoratedBuses builds each decorator alone over a handler that does
 // nothing, the full production stack, and the bare buses to compare with.
 func decoratedBuses(tb testing.TB) []decorated {
-	rl, err := middleware.NewRateLimit(neverLimits)
-	require.NoError(tb, err)
+	rl := middleware.RateLimiter(neverLimits)
 	signupOn := func(bus cqrs.Bus) func(ctx context.Context) error {
 		return func(ctx context.Context) error {
 			_, err := cqrs.Dispatch[cqrs.NoResult](ctx, bus, signup)
@@ -115,12 +114,12 @@ func decoratedBuses(tb testing.TB) []decorated {
 		{"BarePlain", plainOn()},
 		{"ValidationNoTags", plainOn(middleware.Validation(middleware.ValidationConfig{}))},
 		{"Timeout", intercepted(middleware.Timeout(time.Second))},
-		{"Breaker", intercepted(middleware.NewBreaker(gobreaker.Settings{}))},
+		{"Breaker", intercepted(middleware.CircuitBreaker(middleware.BreakerConfig{}))},
 		{"RateLimit", intercepted(rl)},
 		{"Retry", intercepted(middleware.Retry(middleware.RetryConfig{}))},
 		{"Recovery", intercepted(middleware.Recovery(middleware.RecoveryConfig{}))},
 		{"Metrics", intercepted(middleware.NewMetrics())},
-		{"FullStack", intercepted(fullStack(tb).Interceptors...)},
+		{"FullStack", intercepted(fullStack(tb).Commands...)},
 	}
 }
 
@@ -168,8 +167,9 @@ func BenchmarkMiddleware(b *testing.B) {
 // are made of: the chain of one interceptor that does nothing but call on,
 // the bus's own metrics (WithMetrics, which the Metrics interceptor
 // should cost no more than, plus the chain), a clock reading, the lazy deadline context of Timeout, a deferred
-// recover, and the library calls of the
-// breaker and the rate limit. An interceptor's row is about PartChain plus
+// recover, the library calls of the
+// breaker and the rate limit, and the lookup of an identity a dispatch
+// does not have. An interceptor's row is about PartChain plus
 // its parts, less the Bare dispatch that PartChain already includes.
 func benchmarkInterceptorParts(b *testing.B) {
 	ctx := context.Background()
@@ -250,6 +250,18 @@ func benchmarkInterceptorParts(b *testing.B) {
 			}
 		}
 	})
+	// What Logging (when it logs) and the OpenTelemetry interceptor (when
+	// its span records) add to a dispatch with no identity: one lookup, in
+	// a context that holds a value of another key, as a traced one does.
+	valued := context.WithValue(ctx, traceKey{}, "trace")
+	b.Run("PartIdentityOfNone", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := cqrs.IdentityOf(valued); ok {
+				b.Fatal("an identity")
+			}
+		}
+	})
 	rec := cqrs.NewRecorder(cqrs.SpecFor[Signup, cqrs.NoResult](chained))
 	b.Run("PartRecord", func(b *testing.B) {
 		b.ReportAllocs()
@@ -258,6 +270,9 @@ func benchmarkInterceptorParts(b *testing.B) {
 		}
 	})
 }
+
+// traceKey is the key of a context value that is not an identity.
+type traceKey struct{}
 
 var (
 	sinkContext  context.Context
@@ -443,4 +458,35 @@ func newOtter[K comparable](b *testing.B, opts *otter.Options[K, User], key K) *
 	b.Cleanup(func() { c.StopAllGoroutines() })
 	c.Set(key, User{ID: 1 << 20, Name: "acme"})
 	return c
+}
+
+// BenchmarkLoggingIdentity measures the logging interceptor, on and off,
+// for a dispatch with no identity and for one with an identity
+// (cqrs.ContextWithIdentity, which makes the bus give each message a new
+// ID), each against a bare bus in the same state. Logging with no
+// identity costs it one context lookup, and nothing when it is off. It
+// runs last among the middleware benchmarks: once a process has made an
+// identity, the bus looks for one in every later dispatch.
+func BenchmarkLoggingIdentity(b *testing.B) {
+	logged := slog.New(slog.NewTextHandler(discard{}, nil))
+	bare := signupBus(b, nil)
+	on := signupBus(b, []cqrs.Interceptor{middleware.Logging(middleware.LoggingConfig{Logger: logged})})
+	off := signupBus(b, []cqrs.Interceptor{middleware.Logging(middleware.LoggingConfig{Logger: quietLogger})})
+	rows := func(prefix string, ctx context.Context) {
+		for _, bench := range []struct {
+			name string
+			bus  cqrs.Bus
+		}{{"Bare", bare}, {"Logging", on}, {"LoggingDisabled", off}} {
+			b.Run(prefix+bench.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := cqrs.Dispatch[cqrs.NoResult](ctx, bench.bus, signup); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+	rows("NoIdentity", context.Background())
+	rows("Identity", cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{CorrelationID: "request-42"}))
 }

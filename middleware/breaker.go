@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sony/gobreaker/v2"
 
@@ -18,6 +19,89 @@ import (
 // DefaultBreakerFailures is the default of every breaker of this package:
 // a breaker opens after this many consecutive failures.
 const DefaultBreakerFailures = 5
+
+// BreakerState is the state of one circuit breaker: [BreakerClosed],
+// [BreakerHalfOpen] or [BreakerOpen], whose String method says "closed",
+// "half-open" and "open". It is gobreaker's state under a name of this
+// package, so that a service reads and compares states without importing
+// gobreaker, and code written against gobreaker.State still compiles.
+type BreakerState = gobreaker.State
+
+// The states of a circuit breaker.
+const (
+	// BreakerClosed lets every dispatch through and counts failures.
+	BreakerClosed BreakerState = gobreaker.StateClosed
+	// BreakerHalfOpen lets a few probes through: their successes close
+	// the breaker, a failure opens it again.
+	BreakerHalfOpen BreakerState = gobreaker.StateHalfOpen
+	// BreakerOpen refuses every dispatch until its open time is over.
+	BreakerOpen BreakerState = gobreaker.StateOpen
+)
+
+// BreakerConfig configures [CircuitBreaker], and the breaker of a
+// [Config]. A field left zero takes the default its comment gives, so the
+// zero BreakerConfig opens a breaker after 5 consecutive failures, keeps
+// it open for 60s, then lets 1 probe through. [CircuitBreaker] never
+// refuses a setting: it gives a value out of range the same default; a
+// [Config] refuses one instead (see [Config.Validate]).
+//
+// A BreakerConfig is a plain value; its functions must be safe to call
+// concurrently.
+type BreakerConfig struct {
+	// ConsecutiveFailures opens the breaker when this many dispatches in
+	// a row have failed. If it is 0, [DefaultBreakerFailures] (5) is used.
+	ConsecutiveFailures uint32 `yaml:"consecutive_failures" json:"consecutive_failures"`
+	// OpenTimeout is how long the breaker stays open before it lets probes
+	// through. If it is 0 or less, 60s is used.
+	OpenTimeout time.Duration `yaml:"open_timeout" json:"open_timeout"`
+	// HalfOpenRequests is how many probes may be in flight while half-open;
+	// that many successes close the breaker. If it is 0, 1 is used.
+	HalfOpenRequests uint32 `yaml:"half_open_requests" json:"half_open_requests"`
+	// Interval, if positive, clears the counts this often while the
+	// breaker is closed. If it is 0 or less, the counts are cleared only
+	// when the breaker changes state.
+	Interval time.Duration `yaml:"interval" json:"interval"`
+	// IsExcluded reports the errors that count neither as failures nor as
+	// successes. If it is nil, [IsCallerError] is used, so a message that
+	// failed validation, a missing handler, the caller's cancellation and
+	// a handler's [Permanent] error say nothing about the handler's health.
+	IsExcluded func(err error) bool `yaml:"-" json:"-"`
+	// OnStateChange, if not nil, is called when the breaker of the message
+	// type spec describes changes state, on the goroutine of the dispatch
+	// (or of the State, All or States call) that saw it change, while that
+	// breaker holds its lock: it must be quick, and must neither dispatch
+	// spec's type nor read the Breaker's states, which wait for that lock.
+	// Hand the change to another goroutine for anything slow. If it is
+	// nil, nothing is called.
+	OnStateChange func(spec cqrs.Spec, from, to BreakerState) `yaml:"-" json:"-"`
+}
+
+// settings returns the gobreaker settings c describes, but for
+// OnStateChange, which the Breaker sets per message type.
+func (c BreakerConfig) settings() gobreaker.Settings {
+	st := gobreaker.Settings{
+		MaxRequests: c.HalfOpenRequests,
+		Interval:    c.Interval,
+		Timeout:     c.OpenTimeout,
+		IsExcluded:  c.IsExcluded,
+	}
+	if failures := c.ConsecutiveFailures; failures != 0 {
+		st.ReadyToTrip = func(counts gobreaker.Counts) bool { return counts.ConsecutiveFailures >= failures }
+	}
+	return st
+}
+
+// Settings returns the gobreaker settings c describes, but for
+// OnStateChange, which names a message type rather than a breaker.
+//
+// Deprecated: give c to [CircuitBreaker], which needs no gobreaker type.
+func (c BreakerConfig) Settings() gobreaker.Settings {
+	st := c.settings()
+	if st.ReadyToTrip == nil {
+		st.ReadyToTrip = func(counts gobreaker.Counts) bool { return counts.ConsecutiveFailures >= DefaultBreakerFailures }
+	}
+	return st
+}
 
 // Breaker is an interceptor that gives each message type its own circuit
 // breaker, from github.com/sony/gobreaker/v2: a type whose handler keeps
@@ -35,10 +119,11 @@ const DefaultBreakerFailures = 5
 // so concurrent calls are not serialised.
 //
 // Breaker is safe for concurrent use. The zero value is a Breaker with the
-// settings of NewBreaker(gobreaker.Settings{}), ready to use; a Breaker
+// settings of CircuitBreaker(BreakerConfig{}), ready to use; a Breaker
 // must not be copied after first use.
 type Breaker struct {
 	settings gobreaker.Settings
+	onChange func(spec cqrs.Spec, from, to BreakerState)
 
 	mu       sync.Mutex
 	breakers map[breakerKey]*typeBreaker
@@ -57,6 +142,13 @@ type typeBreaker struct {
 	cb   *gobreaker.CircuitBreaker[struct{}]
 }
 
+// CircuitBreaker returns a Breaker whose per-type breakers have the
+// settings of cfg, each field left zero or out of range taking the
+// default [BreakerConfig] gives it. It cannot fail.
+func CircuitBreaker(cfg BreakerConfig) *Breaker {
+	return &Breaker{settings: cfg.settings(), onChange: cfg.OnStateChange}
+}
+
 // NewBreaker returns a Breaker whose per-type breakers use st, normalised
 // so:
 //
@@ -70,6 +162,10 @@ type typeBreaker struct {
 //     1 probe goes through when half-open; if Timeout <= 0, a breaker
 //     stays open for 60 seconds; if Interval <= 0, the counts are cleared
 //     only when the state changes.
+//
+// Deprecated: use [CircuitBreaker], whose [BreakerConfig] needs no
+// gobreaker type. NewBreaker stays for a trip rule other than consecutive
+// failures (a ReadyToTrip of your own).
 func NewBreaker(st gobreaker.Settings) *Breaker {
 	return &Breaker{settings: st}
 }
@@ -83,6 +179,9 @@ func (b *Breaker) settingsFor(spec cqrs.Spec) gobreaker.Settings {
 	}
 	if st.IsExcluded == nil {
 		st.IsExcluded = IsCallerError
+	}
+	if onChange := b.onChange; onChange != nil {
+		st.OnStateChange = func(_ string, from, to gobreaker.State) { onChange(spec, from, to) }
 	}
 	return st
 }
@@ -120,7 +219,7 @@ func (b *Breaker) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 // State returns the state of the breaker of the message type that spec
 // describes (by its Kind and MessageType), and false if no such type was
 // set up.
-func (b *Breaker) State(spec cqrs.Spec) (gobreaker.State, bool) {
+func (b *Breaker) State(spec cqrs.Spec) (BreakerState, bool) {
 	b.mu.Lock()
 	tb, ok := b.breakers[breakerKey{kind: spec.Kind, typ: spec.MessageType, subscriber: spec.Subscriber}]
 	b.mu.Unlock()
@@ -134,7 +233,7 @@ func (b *Breaker) State(spec cqrs.Spec) (gobreaker.State, bool) {
 // and then by the type's package path. It is what a dashboard or a metrics
 // exporter reads: each Spec's Kind, Name and MessageType identify its type
 // without parsing a string.
-func (b *Breaker) All() iter.Seq2[cqrs.Spec, gobreaker.State] {
+func (b *Breaker) All() iter.Seq2[cqrs.Spec, BreakerState] {
 	b.mu.Lock()
 	all := slices.Collect(maps.Values(b.breakers))
 	b.mu.Unlock()
@@ -144,7 +243,7 @@ func (b *Breaker) All() iter.Seq2[cqrs.Spec, gobreaker.State] {
 		}
 		return strings.Compare(x.spec.MessageType.PkgPath(), y.spec.MessageType.PkgPath())
 	})
-	return func(yield func(cqrs.Spec, gobreaker.State) bool) {
+	return func(yield func(cqrs.Spec, BreakerState) bool) {
 		for _, tb := range all {
 			if !yield(tb.spec, tb.cb.State()) {
 				return
@@ -157,8 +256,8 @@ func (b *Breaker) All() iter.Seq2[cqrs.Spec, gobreaker.State] {
 // (Spec.String(), such as "command orders.PlaceOrder"). Two types that
 // print alike share a key, and only one of their states is kept: use
 // [Breaker.All] to tell them apart.
-func (b *Breaker) States() map[string]gobreaker.State {
-	out := make(map[string]gobreaker.State)
+func (b *Breaker) States() map[string]BreakerState {
+	out := make(map[string]BreakerState)
 	for spec, state := range b.All() {
 		out[spec.String()] = state
 	}

@@ -172,9 +172,10 @@ func TestBreakerDefaultOpensAtFive(t *testing.T) {
 	cfgStack, err := middleware.Config{Breaker: &middleware.BreakerConfig{}}.Build(nil)
 	require.NoError(t, err)
 	for name, br := range map[string]*middleware.Breaker{
-		"NewBreaker": middleware.NewBreaker(gobreaker.Settings{}),
-		"zero":       new(middleware.Breaker),
-		"Config":     cfgStack.Breaker,
+		"CircuitBreaker": middleware.CircuitBreaker(middleware.BreakerConfig{}),
+		"NewBreaker":     middleware.NewBreaker(gobreaker.Settings{}),
+		"zero":           new(middleware.Breaker),
+		"Config":         cfgStack.Breaker,
 	} {
 		t.Run(name, func(t *testing.T) {
 			bus, j := jobBus(t, br)
@@ -194,4 +195,90 @@ func TestBreakerDefaultOpensAtFive(t *testing.T) {
 func TestBreakerDoesNotAllocate(t *testing.T) {
 	bus, _, _ := breakerBus(t, gobreaker.Settings{})
 	assert.Zero(t, allocsPerJob(t, bus, Job{ID: 1}))
+}
+
+// TestCircuitBreakerSettings: every setting of a BreakerConfig reaches
+// each type's breaker, with no gobreaker type in sight, and OnStateChange
+// names the message type by its Spec.
+func TestCircuitBreakerSettings(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		type change struct {
+			spec     cqrs.Spec
+			from, to middleware.BreakerState
+		}
+		var changes []change
+		br := middleware.CircuitBreaker(middleware.BreakerConfig{
+			ConsecutiveFailures: 3,
+			OpenTimeout:         10 * time.Second,
+			HalfOpenRequests:    2,
+			OnStateChange: func(spec cqrs.Spec, from, to middleware.BreakerState) {
+				changes = append(changes, change{spec, from, to})
+			},
+		})
+		bus, j := jobBus(t, br)
+		jobSpec := cqrs.SpecFor[Job, Done](bus)
+
+		fail(t, bus, 2, "fail", errJob)
+		state, _ := br.State(jobSpec)
+		assert.Equal(t, middleware.BreakerClosed, state, "2 failures of 3")
+		fail(t, bus, 1, "fail", errJob)
+		fail(t, bus, 1, "", cqrs.ErrCircuitOpen)
+
+		time.Sleep(10*time.Second + time.Nanosecond)
+		// Two probes may be in flight; a third is refused.
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				_, err := run(bus, Job{Do: "block"})
+				assert.NoError(t, err)
+			})
+		}
+		synctest.Wait()
+		fail(t, bus, 1, "", gobreaker.ErrTooManyRequests)
+		close(j.release)
+		wg.Wait()
+
+		state, _ = br.State(jobSpec)
+		assert.Equal(t, middleware.BreakerClosed, state, "two successful probes close it")
+		assert.Equal(t, []change{
+			{jobSpec, middleware.BreakerClosed, middleware.BreakerOpen},
+			{jobSpec, middleware.BreakerOpen, middleware.BreakerHalfOpen},
+			{jobSpec, middleware.BreakerHalfOpen, middleware.BreakerClosed},
+		}, changes)
+	})
+}
+
+// TestCircuitBreakerIsExcluded: errors IsExcluded reports count neither
+// way, and with it set, a caller error counts as a failure.
+func TestCircuitBreakerIsExcluded(t *testing.T) {
+	t.Parallel()
+	br := middleware.CircuitBreaker(middleware.BreakerConfig{
+		ConsecutiveFailures: 2,
+		IsExcluded:          func(err error) bool { return errors.Is(err, errJob) },
+	})
+	bus, j := jobBus(t, br)
+	fail(t, bus, 5, "fail", errJob)
+	assert.Equal(t, int64(5), j.calls.Load(), "excluded errors never open it")
+	fail(t, bus, 2, "validate", cqrs.ErrValidation)
+	fail(t, bus, 1, "", cqrs.ErrCircuitOpen)
+}
+
+// TestBreakerDeprecatedSettings: code written against gobreaker still
+// compiles and works: BreakerConfig.Settings feeds NewBreaker, and a
+// BreakerState is a gobreaker.State.
+func TestBreakerDeprecatedSettings(t *testing.T) {
+	t.Parallel()
+	br := middleware.NewBreaker(middleware.BreakerConfig{ConsecutiveFailures: 2}.Settings()) // deprecated, on purpose
+	bus, _ := jobBus(t, br)
+	fail(t, bus, 2, "fail", errJob)
+	fail(t, bus, 1, "", gobreaker.ErrOpenState)
+	var state gobreaker.State = br.States()["command middleware_test.Job"]
+	assert.Equal(t, gobreaker.StateOpen, state)
+	assert.Equal(t, middleware.BreakerOpen, state)
+
+	dflt := middleware.NewBreaker(middleware.BreakerConfig{}.Settings()) // deprecated, on purpose
+	bus, j := jobBus(t, dflt)
+	fail(t, bus, middleware.DefaultBreakerFailures, "fail", errJob)
+	fail(t, bus, 1, "", cqrs.ErrCircuitOpen)
+	assert.Equal(t, int64(middleware.DefaultBreakerFailures), j.calls.Load())
 }

@@ -13,8 +13,12 @@ import (
 	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
-// CacheConfig configures a [Cache]. Each field is normalised as its
-// comment says; [ParseConfig] refuses the same values in a file instead.
+// CacheConfig configures a [Cache], and the query caches of a [Config]. A
+// field left zero takes the default its comment gives; the zero
+// CacheConfig caches nothing, since TTL has no default: a [Config] with a
+// cache must give it. [NewCache] never refuses a setting: it treats a
+// value out of range as its comment says; a [Config] refuses one instead
+// (see [Config.Validate]). A CacheConfig is a plain value.
 type CacheConfig struct {
 	// TTL is how long a result stays cached after it was computed. If TTL
 	// <= 0, nothing is cached: every query reaches the handler.
@@ -39,7 +43,7 @@ func (c CacheConfig) normalised() CacheConfig {
 
 // Keyer is a query that names its own cache key: two queries with the same
 // key must ask for the same result. CacheKey is called on every dispatch,
-// from any goroutine.
+// from any goroutine, so it must be safe for concurrent use.
 type Keyer interface {
 	CacheKey() string
 }
@@ -71,15 +75,16 @@ type Keyer interface {
 // A Cache is safe for concurrent use. It runs two goroutines, one that
 // expires entries and the clock's; Close stops them. The zero value caches
 // nothing: its middleware calls the handler every time, and its other
-// methods do nothing.
+// methods do nothing. A Cache must not be copied after first use.
 type Cache[C, R any] struct {
 	store store[C, R]
-	// placed, for a cache of a Stack, runs the stack's inner layers
-	// inside the cache.
-	placed cqrs.Middleware[C, R]
+	// placed, for a cache placed in a Stack, runs the stack's inner
+	// layers inside the cache.
+	placed atomic.Pointer[cqrs.Middleware[C, R]]
 }
 
 // CacheOption configures a [Cache] of results R beyond its [CacheConfig].
+// Make one with [WithClone]; a nil CacheOption is ignored.
 type CacheOption[R any] func(*cacheOptions[R])
 
 type cacheOptions[R any] struct {
@@ -104,7 +109,8 @@ type store[C, R any] interface {
 	close()
 }
 
-// CacheStats counts what a [Cache] did.
+// CacheStats counts what a [Cache] did. It is a plain value; the zero
+// value is a cache that did nothing.
 type CacheStats struct {
 	// Hits counts the queries answered from the cache; it stays zero
 	// unless CacheConfig.CountHits is set.
@@ -178,16 +184,19 @@ func newKeyed[K comparable, C, R any](cfg CacheConfig, key func(C) K, opts []Cac
 }
 
 // Middleware returns the typed middleware that serves C's queries from the
-// cache.
+// cache. For a cache placed in a [Stack] ([NewQueryCache], [PlaceCache]),
+// it runs the stack's inner query layers inside the cache, so that a hit
+// skips them.
 func (c *Cache[C, R]) Middleware() cqrs.Middleware[C, R] {
 	wrap := func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return next }
 	if c.store != nil {
 		wrap = c.store.wrap
 	}
-	if c.placed == nil {
+	placed := c.placed.Load()
+	if placed == nil {
 		return wrap
 	}
-	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return wrap(c.placed(next)) }
+	return func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] { return wrap((*placed)(next)) }
 }
 
 // Stats returns what the cache has done so far.

@@ -5,12 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"reflect"
 	"slices"
-	"sync"
 	"time"
-
-	"github.com/sony/gobreaker/v2"
 
 	"github.com/typedcqrs/dispatch/cqrs"
 )
@@ -18,21 +14,26 @@ import (
 // Config describes the standard production stack of both buses, so that a
 // service can load its settings from a file (see [LoadConfig]) and build
 // the stack in the recommended order with [Config.Build]. Each part is off
-// when its field is zero or nil. A Config is a plain value: its zero value
-// builds an empty stack.
+// when its field is zero or nil, and each setting of a part that is on
+// takes its default when it is left zero: the rule of [Config.Validate].
 //
 // The top-level parts apply to both buses. Retries and the query cache are
 // set per kind, in Commands and Queries, and are off unless set there:
 // commands change state and are seldom idempotent, so a command is retried
 // only when Commands.Retry asks for it.
+//
+// A Config is a plain value, safe to share once made; its zero value
+// builds an empty stack.
 type Config struct {
 	// Validation checks struct tags and Validate methods ([Validation]).
 	Validation bool `yaml:"validation" json:"validation"`
-	// Timeout bounds each dispatch, all retries included ([Timeout]).
+	// Timeout bounds each dispatch, all retries included ([Timeout]). If it
+	// is 0, there is no timeout.
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
-	// Breaker gives each message type a circuit breaker ([NewBreaker]).
+	// Breaker gives each message type a circuit breaker ([CircuitBreaker]).
 	Breaker *BreakerConfig `yaml:"breaker" json:"breaker"`
-	// RateLimit limits each message type's rate ([NewRateLimit]).
+	// RateLimit limits each message type's rate ([RateLimiter]). Its Rate
+	// must be set.
 	RateLimit *RateLimitConfig `yaml:"rate_limit" json:"rate_limit"`
 	// Logging logs every dispatch ([Logging]) to the logger given to
 	// Build.
@@ -45,164 +46,149 @@ type Config struct {
 	Queries QueryConfig `yaml:"queries" json:"queries"`
 }
 
-// CommandConfig is the part of a [Config] for commands only.
+// CommandConfig is the part of a [Config] for commands only. It is a
+// plain value; its zero value retries no command.
 type CommandConfig struct {
 	// Retry, if set, retries commands that fail with a retryable error
 	// ([Retry]). Set it only for handlers that are idempotent.
 	Retry *RetryConfig `yaml:"retry" json:"retry"`
 }
 
-// QueryConfig is the part of a [Config] for queries only.
+// QueryConfig is the part of a [Config] for queries only. It is a plain
+// value; its zero value retries no query and caches none.
 type QueryConfig struct {
 	// Retry, if set, retries queries that fail with a retryable error
 	// ([Retry]).
 	Retry *RetryConfig `yaml:"retry" json:"retry"`
 	// Cache is the setting of the query caches made with
-	// [NewQueryCache] and [NewKeyedQueryCache] from the built [Stack].
+	// [NewQueryCache] and [NewKeyedQueryCache] from the built [Stack]. Its
+	// TTL must be set.
 	Cache *CacheConfig `yaml:"cache" json:"cache"`
-}
-
-// BreakerConfig is the part of [gobreaker.Settings] a file can hold. Its
-// zero value is the defaults of [NewBreaker]: a breaker opens after 5
-// consecutive failures.
-type BreakerConfig struct {
-	// ConsecutiveFailures opens the breaker when this many dispatches in
-	// a row have failed. Zero means 5.
-	ConsecutiveFailures uint32 `yaml:"consecutive_failures" json:"consecutive_failures"`
-	// OpenTimeout is how long the breaker stays open before it lets probes
-	// through. Zero means 60s.
-	OpenTimeout time.Duration `yaml:"open_timeout" json:"open_timeout"`
-	// HalfOpenRequests is how many probes may be in flight while half-open;
-	// that many successes close the breaker. Zero means 1.
-	HalfOpenRequests uint32 `yaml:"half_open_requests" json:"half_open_requests"`
-	// Interval, if positive, clears the counts this often while closed.
-	Interval time.Duration `yaml:"interval" json:"interval"`
-}
-
-// Settings returns the gobreaker settings c describes.
-func (c BreakerConfig) Settings() gobreaker.Settings {
-	failures := c.ConsecutiveFailures
-	if failures == 0 {
-		failures = DefaultBreakerFailures
-	}
-	return gobreaker.Settings{
-		MaxRequests: c.HalfOpenRequests,
-		Interval:    c.Interval,
-		Timeout:     c.OpenTimeout,
-		ReadyToTrip: func(counts gobreaker.Counts) bool { return counts.ConsecutiveFailures >= failures },
-	}
 }
 
 // ErrConfig is wrapped by every error that reports a setting of a
 // [Config] out of range, or a file that is not a valid Config.
 var ErrConfig = errors.New("middleware: config")
 
-// fieldError reports a setting out of range: which, what it was and what
-// is accepted.
-func fieldError(path string, got any, want string) error {
-	return fmt.Errorf("%w: %s: got %v, want %s", ErrConfig, path, got, want)
+// Validate reports every setting of c that the stack could not use as it
+// is, each by its name in a file (such as "queries.cache.ttl"), with what
+// it was, what is accepted, and how to fix it. It applies the one rule of
+// every setting of a Config, in Go and in a file:
+//
+//   - A setting left out takes its default: the documented default of its
+//     field (3 attempts, 5 failures, 60s open, no timeout…). In Go, a zero
+//     field is left out, since Go cannot tell the two apart.
+//   - A setting that is given must work as given: one that would be
+//     replaced by a default or ignored, such as a negative duration, is an
+//     error that names the setting and says what to write instead. In a
+//     file a written 0 is given (ParseConfig refuses "max_attempts: 0",
+//     which would mean 3; leave the key out instead).
+//   - Two settings have no default, and a part that is on must give them:
+//     rate_limit.rate (a rate limit needs a rate) and queries.cache.ttl (a
+//     cache needs a lifetime). Leave the part out to turn it off.
+//
+// The constructors ([Retry], [CircuitBreaker], [RateLimiter], [NewCache]…)
+// follow the first rule and never fail on a setting: each field's comment
+// says what they make of a value out of range. Build and [ParseConfig]
+// call Validate, so that a Config never silently builds something other
+// than what it says.
+func (c Config) Validate() error {
+	return c.validate(nil)
 }
 
-// Validate reports every setting of c that is out of range, each by its
-// name in a file (such as "queries.cache.ttl"), with what it was and what
-// is accepted. The constructors accept any value and normalise it, as
-// each field's comment says; a Config is strict instead, so that a typo
-// in a file never silently becomes a default. Zero values are accepted
-// where the field's comment gives them a meaning.
-func (c Config) Validate() error {
-	var errs []error
-	add := func(err error) {
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if c.Timeout < 0 {
-		add(fieldError("timeout", c.Timeout, "a duration of 0 (no timeout) or more, such as \"2s\""))
-	}
+// validate reports the settings of c out of range. lines, for a Config
+// read from a file, holds the line of every setting the file gives, by
+// its path; it is nil for a Config made in Go.
+func (c Config) validate(lines map[string]int) error {
+	ch := &checker{lines: lines}
+	ch.check("timeout", c.Timeout == 0, c.Timeout > 0, c.Timeout,
+		`a positive duration, such as "2s"`, "omit it for no timeout")
 	if b := c.Breaker; b != nil {
-		if b.OpenTimeout < 0 {
-			add(fieldError("breaker.open_timeout", b.OpenTimeout, "a duration of 0 (60s) or more"))
-		}
-		if b.Interval < 0 {
-			add(fieldError("breaker.interval", b.Interval, "a duration of 0 (never) or more"))
-		}
+		ch.check("breaker.consecutive_failures", b.ConsecutiveFailures == 0, b.ConsecutiveFailures > 0, b.ConsecutiveFailures,
+			"1 or more", fmt.Sprintf("omit it for the default, %d", DefaultBreakerFailures))
+		ch.check("breaker.open_timeout", b.OpenTimeout == 0, b.OpenTimeout > 0, b.OpenTimeout,
+			`a positive duration, such as "30s"`, "omit it for the default, 60s")
+		ch.check("breaker.half_open_requests", b.HalfOpenRequests == 0, b.HalfOpenRequests > 0, b.HalfOpenRequests,
+			"1 or more", "omit it for the default, 1")
+		ch.check("breaker.interval", b.Interval == 0, b.Interval > 0, b.Interval,
+			`a positive duration, such as "1m"`, "omit it to clear the counts only when the breaker changes state")
 	}
 	if r := c.RateLimit; r != nil {
-		if !(r.Rate > 0) || math.IsInf(r.Rate, 0) {
-			add(fieldError("rate_limit.rate", r.Rate, "a positive, finite number of dispatches a second"))
+		const want, fix = "a positive, finite number of dispatches a second, such as 100", "remove rate_limit for no rate limit"
+		if ch.require("rate_limit.rate", "rate_limit", r.Rate == 0, want, fix) {
+			ch.check("rate_limit.rate", false, r.Rate > 0 && !math.IsInf(r.Rate, 0), r.Rate, want, fix)
 		}
-		if r.Burst < 0 {
-			add(fieldError("rate_limit.burst", r.Burst, "0 (the rate rounded up) or more"))
-		}
-		if r.MaxKeys < 0 {
-			add(fieldError("rate_limit.max_keys", r.MaxKeys, "0 (10,000) or more"))
-		}
+		ch.check("rate_limit.burst", r.Burst == 0, r.Burst > 0, r.Burst,
+			"1 or more", "omit it for the default, the rate rounded up")
+		ch.check("rate_limit.max_keys", r.MaxKeys == 0, r.MaxKeys > 0, r.MaxKeys,
+			"1 or more", fmt.Sprintf("omit it for the default, %d", defaultMaxKeys))
 	}
-	add(validateRetry("commands.retry", c.Commands.Retry))
-	add(validateRetry("queries.retry", c.Queries.Retry))
+	c.Commands.Retry.validate(ch, "commands.retry")
+	c.Queries.Retry.validate(ch, "queries.retry")
 	if q := c.Queries.Cache; q != nil {
-		if q.TTL <= 0 {
-			add(fieldError("queries.cache.ttl", q.TTL, "a positive duration, such as \"1m\""))
+		const want, fix = `a positive duration, such as "1m"`, "remove queries.cache for no cache"
+		if ch.require("queries.cache.ttl", "queries.cache", q.TTL == 0, want, fix) {
+			ch.check("queries.cache.ttl", false, q.TTL > 0, q.TTL, want, fix)
 		}
-		if q.MaxEntries < 0 {
-			add(fieldError("queries.cache.max_entries", q.MaxEntries, "0 (10,000) or more"))
-		}
+		ch.check("queries.cache.max_entries", q.MaxEntries == 0, q.MaxEntries > 0, q.MaxEntries,
+			"1 or more", fmt.Sprintf("omit it for the default, %d", defaultMaxEntries))
 	}
-	return errors.Join(errs...)
+	return errors.Join(ch.errs...)
 }
 
-func validateRetry(path string, r *RetryConfig) error {
+// validate reports the settings of r, a retry at path, out of range.
+func (r *RetryConfig) validate(ch *checker, path string) {
 	if r == nil {
-		return nil
+		return
 	}
-	var errs []error
-	if r.MaxAttempts < 0 {
-		errs = append(errs, fieldError(path+".max_attempts", r.MaxAttempts, "0 (3) or more"))
+	ch.check(path+".max_attempts", r.MaxAttempts == 0, r.MaxAttempts > 0, r.MaxAttempts,
+		"1 or more (1: no retries)", fmt.Sprintf("omit it for the default, %d", defaultAttempts))
+	ch.check(path+".base_delay", r.BaseDelay == 0, r.BaseDelay > 0, r.BaseDelay,
+		`a positive duration, such as "100ms"`, fmt.Sprintf("omit it for the default, %v", defaultBaseDelay))
+	ch.check(path+".max_delay", r.MaxDelay == 0, r.MaxDelay > 0, r.MaxDelay,
+		`a positive duration, such as "10s"`, fmt.Sprintf("omit it for the default, %v (or base_delay, if longer)", defaultMaxDelay))
+	if ch.given(path+".base_delay", r.BaseDelay == 0) && ch.given(path+".max_delay", r.MaxDelay == 0) &&
+		r.BaseDelay > 0 && r.MaxDelay > 0 {
+		ch.check(path+".base_delay", false, r.BaseDelay <= r.MaxDelay, r.BaseDelay,
+			fmt.Sprintf("at most max_delay (%v)", r.MaxDelay), "lower base_delay or raise max_delay")
 	}
-	if r.BaseDelay < 0 {
-		errs = append(errs, fieldError(path+".base_delay", r.BaseDelay, "a duration of 0 (100ms) or more"))
-	}
-	if r.MaxDelay < 0 {
-		errs = append(errs, fieldError(path+".max_delay", r.MaxDelay, "a duration of 0 (10s) or more"))
-	}
-	if r.MaxDelay > 0 && r.BaseDelay > r.MaxDelay {
-		errs = append(errs, fieldError(path+".base_delay", r.BaseDelay, fmt.Sprintf("at most max_delay (%v)", r.MaxDelay)))
-	}
-	if math.IsNaN(r.Jitter) || r.Jitter < -1 || r.Jitter > 1 {
-		errs = append(errs, fieldError(path+".jitter", r.Jitter, "a number from -1 to 1 (0: 0.5, negative: none)"))
-	}
-	return errors.Join(errs...)
+	ch.check(path+".jitter", r.Jitter == 0, r.Jitter > 0 && r.Jitter <= 1 || r.Jitter >= -1 && r.Jitter < 0, r.Jitter,
+		"a fraction above 0 and at most 1, such as 0.2, or -1 for none", fmt.Sprintf("omit it for the default, %v", defaultJitter))
 }
 
-// Stack is the production stack a [Config] builds: the interceptors of
-// each bus in the recommended order, and the parts a service may want to
-// read from. The two buses share one Breaker and one Metrics, whose state
-// is kept per message type and kind.
-//
-// A Stack is safe for concurrent use. Make one with [Config.Build]; a zero
-// Stack has no interceptors and no cache settings.
-type Stack struct {
-	// Commands are for the command bus's [cqrs.WithInterceptors].
-	Commands []cqrs.Interceptor
-	// Queries are for the query bus's [cqrs.WithInterceptors]. A query
-	// registered with a cache from [NewQueryCache] or [NewKeyedQueryCache]
-	// gets the inner layers (rate limit, timeout, retry, breaker) inside
-	// the cache instead, so that a hit skips them.
-	Queries []cqrs.Interceptor
-	// Interceptors is Commands, kept for callers written when one stack
-	// served both buses. Use Commands and Queries: a query bus given
-	// Interceptors is not retried and gets no cache placement.
-	Interceptors []cqrs.Interceptor
-	// Metrics reads the stack's metrics; nil unless Config.Metrics.
-	Metrics *Metrics
-	// Breaker reads the breakers' states; nil unless Config.Breaker.
-	Breaker *Breaker
+// checker collects the settings of a Config out of range.
+type checker struct {
+	lines map[string]int // of a Config from a file: the line of each setting given, by path
+	errs  []error
+}
 
-	cache      *CacheConfig       // nil unless Config.Queries.Cache
-	queryInner []cqrs.Interceptor // the query layers a cache hit skips
+// given reports whether the setting at path, whose value is zero or not,
+// was given: written in the file, or, for a Config made in Go, not zero.
+func (ch *checker) given(path string, zero bool) bool {
+	if ch.lines == nil {
+		return !zero
+	}
+	_, ok := ch.lines[path]
+	return ok
+}
 
-	mu     sync.Mutex
-	cached map[reflect.Type]bool // query types whose cache holds queryInner
+// check reports the setting at path if it was given and is not ok: got is
+// its value, want what is accepted, and fix what to do instead.
+func (ch *checker) check(path string, zero, ok bool, got any, want, fix string) {
+	if ok || !ch.given(path, zero) {
+		return
+	}
+	ch.errs = append(ch.errs, fmt.Errorf("%w: %s%s: got %v, want %s; %s", ErrConfig, path, at(ch.lines[path]), got, want, fix))
+}
+
+// require reports the setting at path, of the part at section, if it was
+// not given, and returns whether it was.
+func (ch *checker) require(path, section string, zero bool, want, fix string) bool {
+	if ch.given(path, zero) {
+		return true
+	}
+	ch.errs = append(ch.errs, fmt.Errorf("%w: %s%s: not set, want %s; %s", ErrConfig, path, at(ch.lines[section]), want, fix))
+	return false
 }
 
 // Build returns the stack c describes, logging to logger (nil discards).
@@ -226,16 +212,19 @@ type Stack struct {
 //
 // The cache is typed by its query, so Build cannot make it for a bus: it
 // keeps the settings, and [NewQueryCache] makes each query's cache, in
-// its place in the stack.
+// its place in the stack. The stack is that of [NewStack] with these
+// layers: a stack built by hand places caches the same way.
+//
+// Build fails, wrapping [ErrConfig], if [Config.Validate] does.
 func (c Config) Build(logger *slog.Logger) (*Stack, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Stack{cache: c.Queries.Cache, cached: make(map[reflect.Type]bool)}
 	var outer []cqrs.Interceptor // both kinds, outside any cache
+	var metrics *Metrics
 	if c.Metrics {
-		s.Metrics = NewMetrics()
-		outer = append(outer, s.Metrics)
+		metrics = NewMetrics()
+		outer = append(outer, metrics)
 	}
 	if c.Logging != nil {
 		lc := *c.Logging
@@ -248,131 +237,28 @@ func (c Config) Build(logger *slog.Logger) (*Stack, error) {
 
 	var before, after []cqrs.Interceptor // around retry, inside any cache
 	if c.RateLimit != nil {
-		rl, err := NewRateLimit(*c.RateLimit)
-		if err != nil {
-			return nil, err
-		}
-		before = append(before, rl)
+		before = append(before, RateLimiter(*c.RateLimit))
 	}
 	if c.Timeout > 0 {
 		before = append(before, Timeout(c.Timeout))
 	}
+	var breaker *Breaker
 	if c.Breaker != nil {
-		s.Breaker = NewBreaker(c.Breaker.Settings())
-		after = append(after, s.Breaker)
+		breaker = CircuitBreaker(*c.Breaker)
+		after = append(after, breaker)
 	}
-
-	s.Commands = slices.Concat(outer, before)
-	if c.Commands.Retry != nil {
-		s.Commands = append(s.Commands, Retry(*c.Commands.Retry))
-	}
-	s.Commands = append(s.Commands, after...)
-	s.Interceptors = s.Commands
-
-	s.queryInner = slices.Clone(before)
-	if c.Queries.Retry != nil {
-		s.queryInner = append(s.queryInner, Retry(*c.Queries.Retry))
-	}
-	s.queryInner = append(s.queryInner, after...)
-	s.Queries = slices.Clone(outer)
-	for _, ic := range s.queryInner {
-		s.Queries = append(s.Queries, unlessCached{stack: s, next: ic})
-	}
-	return s, nil
-}
-
-// unlessCached is an inner query layer on the bus: it steps aside for a
-// query type whose stack cache runs it inside the cache.
-type unlessCached struct {
-	stack *Stack
-	next  cqrs.Interceptor
-}
-
-func (u unlessCached) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
-	if u.stack.isCached(spec.MessageType) {
-		return next
-	}
-	return u.next.Intercept(spec, next)
-}
-
-func (s *Stack) isCached(t reflect.Type) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cached[t]
-}
-
-// markCached records that query type t's cache runs the inner layers.
-func (s *Stack) markCached(t reflect.Type) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cached[t] = true // made by Build, the only maker of a Stack that caches
-}
-
-// errNoCache is NewQueryCache's error for a stack built without a cache.
-var errNoCache = fmt.Errorf("%w: queries.cache is not set: the stack has no cache settings", ErrConfig)
-
-// NewQueryCache returns the cache of query type C on bus b that the
-// stack's queries.cache describes, keyed as [NewCache] keys it. Its
-// [Cache.Middleware] places the cache where [Config.Build] says, inside
-// the stack's metrics, logging and validation and outside its rate limit,
-// timeout, retry and breaker, which then run inside the cache for C
-// rather than on the bus: a hit skips them, a miss goes through them.
-//
-//	cache, err := middleware.NewQueryCache[GetUser, User](stack, queries)
-//	err = cqrs.Register(queries, getUser, cache.Middleware())
-//
-// Once the middleware is applied, the stack leaves the inner layers to the
-// cache for C, by its Go type, on every query bus it serves: a C later
-// registered without this cache on another of them gets no rate limit,
-// timeout, retry or breaker.
-// It fails if the stack has no cache settings, if b is not a query bus,
-// or as NewCache does.
-func NewQueryCache[C comparable, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
-	return stackCache(s, b, func(cfg CacheConfig) (*Cache[C, R], error) { return NewCache[C, R](cfg, opts...) })
-}
-
-// NewKeyedQueryCache is [NewQueryCache] for a query keyed by its
-// CacheKey, as [NewKeyedCache] keys it.
-func NewKeyedQueryCache[C Keyer, R any](s *Stack, b cqrs.Bus, opts ...CacheOption[R]) (*Cache[C, R], error) {
-	return stackCache(s, b, func(cfg CacheConfig) (*Cache[C, R], error) { return NewKeyedCache[C, R](cfg, opts...) })
-}
-
-// stackCache makes a cache of s's settings with newCache, for bus b, and
-// places it in the stack.
-func stackCache[C, R any](s *Stack, b cqrs.Bus, newCache func(CacheConfig) (*Cache[C, R], error)) (*Cache[C, R], error) {
-	if err := s.canCache(b); err != nil {
-		return nil, err
-	}
-	c, err := newCache(*s.cache)
-	if err != nil {
-		return nil, err
-	}
-	place(s, c, b)
-	return c, nil
-}
-
-func (s *Stack) canCache(b cqrs.Bus) error {
-	switch {
-	case s == nil || s.cache == nil:
-		return errNoCache
-	case b == nil:
-		return fmt.Errorf("middleware: query cache: %w", cqrs.ErrNilBus)
-	case b.Kind() != cqrs.KindQuery:
-		return fmt.Errorf("%w: a cache is for a query bus, not a %s bus", ErrConfig, b.Kind())
-	}
-	return nil
-}
-
-// place makes c's middleware run the stack's inner query layers inside
-// the cache, and take them off the bus for C.
-func place[C, R any](s *Stack, c *Cache[C, R], b cqrs.Bus) {
-	inner := s.queryInner
-	t := reflect.TypeFor[C]()
-	c.placed = func(next cqrs.Handler[C, R]) cqrs.Handler[C, R] {
-		s.markCached(t) // before Register sets up the bus's layers for C
-		if len(inner) == 0 {
-			return next
+	retry := func(r *RetryConfig) []cqrs.Interceptor {
+		if r == nil {
+			return nil
 		}
-		return cqrs.Intercept[C, R](b, inner...)(next)
+		return []cqrs.Interceptor{Retry(*r)}
 	}
+
+	s := NewStack(Layers{
+		Outer:    outer,
+		Commands: slices.Concat(before, retry(c.Commands.Retry), after),
+		Queries:  slices.Concat(before, retry(c.Queries.Retry), after),
+	})
+	s.Metrics, s.Breaker, s.cache = metrics, breaker, c.Queries.Cache
+	return s, nil
 }

@@ -23,13 +23,19 @@ import (
 const MaxConfigSize = 64 << 10
 
 // ParseConfig reads a Config from YAML or JSON (a JSON document is also a
-// YAML one). Durations are strings such as "250ms" or "2s" (or 0); log
-// levels are names such as "info" or "debug". It refuses, with an error
-// wrapping [ErrConfig] that names the setting, what it was and what is
-// accepted: data larger than [MaxConfigSize]; more than one document; an
-// unknown or repeated key; an alias or a merge key; a value of the wrong
-// type; a NaN or infinite number; and any setting out of range (see
-// [Config.Validate]). Its time is linear in the size of data.
+// YAML one). Durations are strings such as "250ms" or "2s"; log levels
+// are names such as "info" or "debug". A key left out, or given no value
+// ("timeout:"), takes its default; a key that is given must work as
+// given: the rule of [Config.Validate], under which a written 0 that
+// would stand for a default ("max_attempts: 0", which would mean 3) is
+// refused, as is a negative duration.
+//
+// It refuses, with an error wrapping [ErrConfig] that names the setting
+// and its line, what it was, what is accepted and what to write instead:
+// data larger than [MaxConfigSize]; more than one document; an unknown or
+// repeated key; an alias or a merge key; a value of the wrong type; a NaN
+// or infinite number; and any setting out of range. Its time is linear in
+// the size of data.
 func ParseConfig(data []byte) (Config, error) {
 	if len(data) > MaxConfigSize {
 		return Config{}, fmt.Errorf("%w: %d bytes, larger than the %d a config may have", ErrConfig, len(data), MaxConfigSize)
@@ -57,14 +63,15 @@ func ParseConfig(data []byte) (Config, error) {
 	if isNull(root) {
 		return Config{}, nil
 	}
-	if err := check(root, reflect.TypeFor[Config](), ""); err != nil {
+	lines := make(map[string]int)
+	if err := check(root, reflect.TypeFor[Config](), "", lines); err != nil {
 		return Config{}, err
 	}
 	var c Config
 	if err := root.Decode(&c); err != nil { // check has ruled out what Decode refuses
 		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	if err := c.Validate(); err != nil {
+	if err := c.validate(lines); err != nil {
 		return Config{}, err
 	}
 	return c, nil
@@ -102,8 +109,9 @@ var movedKeys = map[string]string{
 
 // check walks the YAML tree n against the type t of what it will be
 // decoded into, once, and reports the first key or value that decoding
-// would refuse or that is no valid setting, by its path.
-func check(n *yaml.Node, t reflect.Type, path string) error {
+// would refuse or that is no valid setting, by its path. It records in
+// lines the line of every setting given a value, by its path.
+func check(n *yaml.Node, t reflect.Type, path string, lines map[string]int) error {
 	if n.Kind == yaml.AliasNode || n.Anchor != "" {
 		return fmt.Errorf("%w: %s%s: anchors and aliases are not supported in a config", ErrConfig, name(path), at(n.Line))
 	}
@@ -119,7 +127,7 @@ func check(n *yaml.Node, t reflect.Type, path string) error {
 	case t == levelType:
 		return checkText(n, t, path, `a level: "debug", "info", "warn" or "error"`)
 	case t.Kind() == reflect.Struct:
-		return checkStruct(n, t, path)
+		return checkStruct(n, t, path, lines)
 	}
 	if n.Kind != yaml.ScalarNode {
 		return wrongValue(n, path, kindName(t))
@@ -152,7 +160,7 @@ func check(n *yaml.Node, t reflect.Type, path string) error {
 	return nil
 }
 
-func checkStruct(n *yaml.Node, t reflect.Type, path string) error {
+func checkStruct(n *yaml.Node, t reflect.Type, path string, lines map[string]int) error {
 	if n.Kind != yaml.MappingNode {
 		return wrongValue(n, path, "a mapping of settings")
 	}
@@ -189,8 +197,11 @@ func checkStruct(n *yaml.Node, t reflect.Type, path string) error {
 			slices.Sort(known)
 			return fmt.Errorf("%w: %s%s: unknown setting; %s has %s", ErrConfig, sub, at(k.Line), name(path), strings.Join(known, ", "))
 		}
-		if err := check(v, ft, sub); err != nil {
+		if err := check(v, ft, sub, lines); err != nil {
 			return err
+		}
+		if !isNull(v) {
+			lines[sub] = k.Line
 		}
 	}
 	return nil
@@ -202,7 +213,9 @@ func checkDuration(n *yaml.Node, path string) error {
 		return wrongValue(n, path, want)
 	}
 	if n.Tag == "!!int" && n.Value == "0" {
-		n.Tag, n.Value = "!!str", "0s" // what the decoder takes for a duration
+		// What the decoder takes for a duration: Config.validate then
+		// says what to write instead of a 0.
+		n.Tag, n.Value = "!!str", "0s"
 		return nil
 	}
 	if n.Tag != "!!str" {

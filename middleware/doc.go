@@ -15,7 +15,7 @@
 //		middleware.Timeout(2*time.Second),
 //	))
 //	err := cqrs.Register(commands, charge,
-//		cqrs.Intercept[Charge, Receipt](commands, middleware.NewBreaker(gobreaker.Settings{})))
+//		cqrs.Intercept[Charge, Receipt](commands, middleware.CircuitBreaker(middleware.BreakerConfig{})))
 //
 // The [Cache] is typed by its query, keyed by the query's value or its
 // CacheKey, and is given to [cqrs.Register] as [cqrs.Middleware].
@@ -36,18 +36,33 @@
 // everything after the cache; the timeout bounds all retries together;
 // and an open breaker, which is not retryable, ends the retries. Commands
 // are retried only when the config's commands section asks. [Config.Build]
-// explains each choice.
+// explains each choice. [NewStack] builds the same stack from interceptors
+// made by hand, and [PlaceCache] places any cache in it, so that a
+// streaming query on the same bus still runs the inner layers.
 //
 // # Settings
 //
-// Constructors accept any setting and normalise each field as its doc
-// comment says ("If MaxAttempts <= 0, 3 is used"); a setting that sizes a
-// layer (a timeout, a rate, a TTL) turns the layer off at zero or below. A
-// config file is strict instead: [ParseConfig] refuses what a constructor
-// would replace, naming the setting, what it was and what is accepted.
+// One rule holds for every setting, in Go and in a config file:
+//
+//   - A setting left out takes the default its field's comment gives
+//     ("If MaxAttempts is 0, 3 is used"). In Go a zero field is left out,
+//     so the zero value of every ...Config is its defaults.
+//   - A setting that is given must work as given. [Config.Validate],
+//     [Config.Build] and [ParseConfig] refuse one that would be replaced or
+//     ignored, with an error wrapping [ErrConfig] that names the setting
+//     (and, in a file, its line), what it was, what is accepted and what to
+//     write instead. In a file a written 0 is given: "max_attempts: 0"
+//     would mean 3, so it is refused; leave the key out.
+//   - Two settings have no default, and a [Config] part that is on must
+//     give them: rate_limit.rate and queries.cache.ttl.
+//
+// The constructors ([Retry], [CircuitBreaker], [RateLimiter], [NewCache],
+// [Timeout]…) cannot fail on a setting: a value out of range gets what its
+// field's comment says, and a rate, TTL or timeout of zero turns the layer
+// off. Validate a [Config] to be told instead.
 //
 // Every decorator type is safe for concurrent use, and the zero value of
-// each but [Metrics] is usable: see each type's doc.
+// each is usable: see each type's doc.
 //
 // # Errors
 //

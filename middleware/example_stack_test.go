@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
-
 	"github.com/typedcqrs/dispatch/cqrs"
 	"github.com/typedcqrs/dispatch/middleware"
 )
@@ -126,7 +124,7 @@ func ExampleBreaker_All() {
 		_, _ = cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, Signup{})
 	}
 	for spec, state := range breaker.All() {
-		fmt.Println(spec.Kind, spec.Name, spec.MessageType.PkgPath(), state == gobreaker.StateOpen)
+		fmt.Println(spec.Kind, spec.Name, spec.MessageType.PkgPath(), state == middleware.BreakerOpen)
 	}
 	// Output:
 	// command middleware_test.Signup github.com/typedcqrs/dispatch/middleware_test true
@@ -153,4 +151,95 @@ func ExampleLoggingConfig_callerErrors() {
 	// Output:
 	// level=INFO msg="cqrs dispatch" kind=command message=middleware_test.Signup outcome=error error="name taken"
 	// level=ERROR msg="cqrs dispatch" kind=command message=middleware_test.Signup outcome=error error="database down"
+}
+
+// Orders is a streaming query: its handler yields a customer's orders.
+type Orders struct {
+	cqrs.StreamQuery[string]
+	Customer string
+}
+
+// A stack built by hand, on a query bus that also streams: the cached
+// query's hits skip the rate limit, while the stream, which takes no
+// middleware of its own, is limited on the bus.
+func ExampleNewStack() {
+	metrics := middleware.NewMetrics()
+	stack := middleware.NewStack(middleware.Layers{
+		Outer:   []cqrs.Interceptor{metrics},
+		Queries: []cqrs.Interceptor{middleware.RateLimiter(middleware.RateLimitConfig{Rate: 1, Burst: 1})},
+	})
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...))
+
+	cache, err := middleware.NewCache[Recent, []string](middleware.CacheConfig{TTL: time.Minute})
+	if err != nil {
+		panic(err)
+	}
+	defer cache.Close()
+	if err := middleware.PlaceCache(stack, queries, cache); err != nil {
+		panic(err)
+	}
+	recent := cqrs.HandlerFunc[Recent, []string](func(context.Context, Recent) ([]string, error) {
+		return []string{"o-1", "o-2"}, nil
+	})
+	if err := cqrs.Register(queries, recent, cache.Middleware()); err != nil {
+		panic(err)
+	}
+	if err := cqrs.HandleStream(queries, func(_ context.Context, q Orders, yield func(string) bool) error {
+		yield(q.Customer + ": o-1")
+		return nil
+	}); err != nil {
+		panic(err)
+	}
+
+	ctx := context.Background()
+	for range 3 {
+		_, err := cqrs.Dispatch[[]string](ctx, queries, Recent{Customer: "ada"})
+		fmt.Println("recent:", err)
+	}
+	for range 2 {
+		for order, err := range cqrs.Stream(ctx, queries, Orders{Customer: "ada"}) {
+			fmt.Println("stream:", order, errors.Is(err, cqrs.ErrRateLimited))
+		}
+	}
+	for _, m := range metrics.Snapshot() {
+		fmt.Println(m.Name, m.Calls, m.Errors)
+	}
+	// Output:
+	// recent: <nil>
+	// recent: <nil>
+	// recent: <nil>
+	// stream: ada: o-1 false
+	// stream:  true
+	// middleware_test.Orders 2 1
+	// middleware_test.Recent 3 0
+}
+
+// A cache with settings of its own, placed in a stack built from a
+// config: its hits skip the stack's rate limit.
+func ExamplePlaceCache() {
+	stack, err := middleware.Config{RateLimit: &middleware.RateLimitConfig{Rate: 1, Burst: 1}}.Build(nil)
+	if err != nil {
+		panic(err)
+	}
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...))
+	cache, err := middleware.NewKeyedCache[Query, int](middleware.CacheConfig{TTL: 10 * time.Second, MaxEntries: 100})
+	if err != nil {
+		panic(err)
+	}
+	defer cache.Close()
+	if err := middleware.PlaceCache(stack, queries, cache); err != nil {
+		panic(err)
+	}
+	search := cqrs.HandlerFunc[Query, int](func(_ context.Context, q Query) (int, error) { return len(q.Terms), nil })
+	if err := cqrs.Register(queries, search, cache.Middleware()); err != nil {
+		panic(err)
+	}
+	for range 3 {
+		n, err := cqrs.Dispatch[int](context.Background(), queries, Query{Terms: []string{"desk", "lamp"}})
+		fmt.Println(n, err)
+	}
+	// Output:
+	// 2 <nil>
+	// 2 <nil>
+	// 2 <nil>
 }

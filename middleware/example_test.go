@@ -8,8 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
-
 	"github.com/typedcqrs/dispatch/cqrs"
 	"github.com/typedcqrs/dispatch/middleware"
 )
@@ -45,6 +43,21 @@ func ExampleLogging() {
 	_, _ = cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, Signup{Name: "Ada"})
 	// Output:
 	// level=INFO msg="cqrs dispatch" kind=command message=middleware_test.Signup outcome=ok
+}
+
+// A message that has an identity is logged with it: a caller's own
+// correlation id here, and the ID the bus gave the message.
+func ExampleLogging_identity() {
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(
+		middleware.Logging(middleware.LoggingConfig{Logger: plainLogger()}),
+	))
+	if err := cqrs.Register(commands, cqrs.HandlerFunc[Signup, cqrs.NoResult](signup)); err != nil {
+		panic(err)
+	}
+	ctx := cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{ID: "m-1", CorrelationID: "request-42"})
+	_, _ = cqrs.Dispatch[cqrs.NoResult](ctx, commands, Signup{Name: "Ada"})
+	// Output:
+	// level=INFO msg="cqrs dispatch" kind=command message=middleware_test.Signup identity.id=m-1 identity.correlation_id=request-42 outcome=ok
 }
 
 func ExampleLoggingFor() {
@@ -94,10 +107,8 @@ func ExampleTimeout() {
 	// true true
 }
 
-func ExampleNewBreaker() {
-	breaker := middleware.NewBreaker(gobreaker.Settings{
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 2 },
-	})
+func ExampleCircuitBreaker() {
+	breaker := middleware.CircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 2})
 	commands := cqrs.NewCommandBus()
 	failing := cqrs.HandlerFunc[Signup, cqrs.NoResult](func(context.Context, Signup) (cqrs.NoResult, error) {
 		return cqrs.NoResult{}, errors.New("downstream unavailable")
@@ -110,19 +121,16 @@ func ExampleNewBreaker() {
 		_, err := cqrs.Dispatch[cqrs.NoResult](context.Background(), commands, Signup{})
 		fmt.Println(err)
 	}
-	fmt.Println(breaker.States())
+	fmt.Println(breaker.States(), breaker.States()["command middleware_test.Signup"] == middleware.BreakerOpen)
 	// Output:
 	// downstream unavailable
 	// downstream unavailable
 	// cqrs: circuit open: command middleware_test.Signup: circuit breaker is open
-	// map[command middleware_test.Signup:open]
+	// map[command middleware_test.Signup:open] true
 }
 
-func ExampleNewRateLimit() {
-	limit, err := middleware.NewRateLimit(middleware.RateLimitConfig{Rate: 1, Burst: 2})
-	if err != nil {
-		panic(err)
-	}
+func ExampleRateLimiter() {
+	limit := middleware.RateLimiter(middleware.RateLimitConfig{Rate: 1, Burst: 2})
 	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(limit))
 	if err := cqrs.Register(commands, cqrs.HandlerFunc[Signup, cqrs.NoResult](signup)); err != nil {
 		panic(err)
@@ -268,7 +276,7 @@ queries:
 	fmt.Println(err)
 	// Output:
 	// 2s 100 3 <nil> 1m0s
-	// middleware: config: timeout: got -1s, want a duration of 0 (no timeout) or more, such as "2s"
+	// middleware: config: timeout (line 1): got -1s, want a positive duration, such as "2s"; omit it for no timeout
 	// middleware: config: queries.cache.ttl (line 3): got "60", want a duration such as "250ms", "2s" or "1m" (a number needs a unit)
 }
 
@@ -331,4 +339,20 @@ func ExampleLoadConfig() {
 	fmt.Println(cfg.Timeout, len(stack.Commands), err)
 	// Output:
 	// 2s 3 <nil>
+}
+
+func ExampleConfig_Validate() {
+	// In Go, a zero setting is left out, and takes its default: 3 attempts.
+	cfg := middleware.Config{Commands: middleware.CommandConfig{Retry: &middleware.RetryConfig{}}}
+	fmt.Println(cfg.Validate())
+	// A setting that is given must work as given.
+	cfg.Commands.Retry.MaxAttempts = -1
+	fmt.Println(cfg.Validate())
+	// In a file, a written 0 is given: it would mean 3, so it is refused.
+	_, err := middleware.ParseConfig([]byte("commands:\n  retry:\n    max_attempts: 0\n"))
+	fmt.Println(err)
+	// Output:
+	// <nil>
+	// middleware: config: commands.retry.max_attempts: got -1, want 1 or more (1: no retries); omit it for the default, 3
+	// middleware: config: commands.retry.max_attempts (line 3): got 0, want 1 or more (1: no retries); omit it for the default, 3
 }

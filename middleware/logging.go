@@ -9,8 +9,10 @@ import (
 	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
-// LoggingConfig configures [Logging] and [LoggingFor]. The zero value logs
-// nothing: it has no logger.
+// LoggingConfig configures [Logging] and [LoggingFor], and the logging of
+// a [Config]. A field left zero takes the default its comment gives, so
+// the zero value logs nothing: it has no logger. Every value of Level and
+// CallerErrorLevel is used as it is. A LoggingConfig is a plain value.
 //
 // A dispatch is logged at one of three levels: Level when it succeeds;
 // CallerErrorLevel when it failed by the caller's doing ([IsCallerError]:
@@ -39,6 +41,7 @@ const (
 	keyError      = "error"
 	keySubscriber = "subscriber" // an event's subscriber, given to cqrs.Subscribe
 	keyItems      = "items"      // the items a streaming query yielded
+	keyIdentity   = "identity"   // the message's cqrs.Identity, a group: id, correlation_id, causation_id
 	outcomeOK     = "ok"
 	outcomeFailed = "error"
 )
@@ -82,24 +85,38 @@ func (l *logging) start(ctx context.Context) (time.Duration, bool) {
 
 // finish logs a dispatch that began at start.
 func (l *logging) finish(ctx context.Context, spec *cqrs.Spec, start time.Duration, err error) {
+	took := stats.Now() - start
+	var buf [6]slog.Attr // on the stack: LogAttrs copies the attributes
+	attrs := append(buf[:0], slog.String(keyKind, spec.Kind.String()), slog.String(keyMessage, spec.Name))
+	attrs = appendIdentity(ctx, attrs)
+	attrs = append(attrs, slog.Duration(keyDuration, took))
+	level := l.level
 	if err == nil {
-		l.logger.LogAttrs(ctx, l.level, logMessage,
-			slog.String(keyKind, spec.Kind.String()),
-			slog.String(keyMessage, spec.Name),
-			slog.Duration(keyDuration, stats.Now()-start),
-			slog.String(keyOutcome, outcomeOK))
-		return
+		attrs = append(attrs, slog.String(keyOutcome, outcomeOK))
+	} else {
+		level = l.errorLevel(err)
+		attrs = append(attrs, slog.String(keyOutcome, outcomeFailed), slog.Any(keyError, err))
 	}
-	level := slog.LevelError
+	l.logger.LogAttrs(ctx, level, logMessage, attrs...)
+}
+
+// errorLevel returns the level of a dispatch that failed with err.
+func (l *logging) errorLevel(err error) slog.Level {
 	if IsCallerError(err) {
-		level = l.caller
+		return l.caller
 	}
-	l.logger.LogAttrs(ctx, level, logMessage,
-		slog.String(keyKind, spec.Kind.String()),
-		slog.String(keyMessage, spec.Name),
-		slog.Duration(keyDuration, stats.Now()-start),
-		slog.String(keyOutcome, outcomeFailed),
-		slog.Any(keyError, err))
+	return slog.LevelError
+}
+
+// appendIdentity appends the identity of the message ctx's dispatch
+// carries, if it has one, as the group "identity": its id,
+// correlation_id and causation_id. A dispatch with none costs a lookup in
+// ctx and adds nothing.
+func appendIdentity(ctx context.Context, attrs []slog.Attr) []slog.Attr {
+	if id, ok := cqrs.IdentityOf(ctx); ok {
+		attrs = append(attrs, slog.Attr{Key: keyIdentity, Value: id.LogValue()})
+	}
+	return attrs
 }
 
 // Intercept makes logging a [cqrs.Interceptor].
@@ -127,25 +144,24 @@ func (l *logging) interceptDetailed(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invo
 		if !on {
 			return err
 		}
-		attrs := make([]slog.Attr, 0, 7)
+		took := stats.Now() - start
+		attrs := make([]slog.Attr, 0, 8)
 		attrs = append(attrs,
 			slog.String(keyKind, spec.Kind.String()),
 			slog.String(keyMessage, spec.Name))
+		attrs = appendIdentity(ctx, attrs)
 		if spec.Subscriber != "" {
 			attrs = append(attrs, slog.String(keySubscriber, spec.Subscriber))
 		}
 		if sum, ok := c.Result().(cqrs.StreamSummary); ok && spec.Stream {
 			attrs = append(attrs, slog.Int(keyItems, sum.Items))
 		}
-		attrs = append(attrs, slog.Duration(keyDuration, stats.Now()-start))
+		attrs = append(attrs, slog.Duration(keyDuration, took))
 		level := l.level
 		if err == nil {
 			attrs = append(attrs, slog.String(keyOutcome, outcomeOK))
 		} else {
-			level = slog.LevelError
-			if IsCallerError(err) {
-				level = l.caller
-			}
+			level = l.errorLevel(err)
 			attrs = append(attrs, slog.String(keyOutcome, outcomeFailed), slog.Any(keyError, err))
 		}
 		l.logger.LogAttrs(ctx, level, logMessage, attrs...)
@@ -160,6 +176,15 @@ func (l *logging) interceptDetailed(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invo
 // the stream ends, with the number of items it yielded ("items"). It
 // logs with the ...Context methods of [slog], so a handler that adds trace
 // ids to the context finds them in the record.
+//
+// A message that has an identity ([cqrs.IdentityOf]: one received by a
+// transport, sent from a handler, given one by its caller with
+// [cqrs.ContextWithIdentity], or dispatched on a bus made with
+// [cqrs.WithIdentity]) is logged with it, after its name, as the group
+// "identity" of its non-empty fields: "id", "correlation_id" and
+// "causation_id" (in JSON, "identity":{"id":…}; in text,
+// identity.id=…). A dispatch with no identity pays one context lookup,
+// and only when it is logged.
 //
 // When the logger's level is above cfg.Level, cfg.CallerErrorLevel and
 // [slog.LevelError] for a dispatch, logging costs one level check and builds nothing; if it

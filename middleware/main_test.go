@@ -70,3 +70,13 @@ func run(bus cqrs.Bus, job Job) (Done, error) {
 func runCtx(ctx context.Context, bus cqrs.Bus, job Job) (Done, error) {
 	return cqrs.Dispatch[Done](ctx, bus, job)
 }
+
+// fail makes n dispatches of a job that does what do says, and requires
+// each to return an error wrapping want.
+func fail(t *testing.T, bus cqrs.Bus, n int, do string, want error) {
+	t.Helper()
+	for range n {
+		_, err := run(bus, Job{Do: do})
+		require.ErrorIs(t, err, want)
+	}
+}

@@ -26,7 +26,13 @@ import (
 // so two types that share a name keep separate metrics, and the one set up
 // second is reported under its full import path.
 //
-// Metrics is safe for concurrent use. Make one with [NewMetrics].
+// Metrics is safe for concurrent use. Make one with [NewMetrics]; the zero
+// value, with nothing recorded, is ready to use too. A Metrics must not be
+// copied after first use.
+//
+// Metrics keeps aggregates per message type, so it has no use for a
+// message's identity ([cqrs.IdentityOf]): an ID belongs in a log record
+// ([Logging]) or a span, never in a per-type series.
 type Metrics struct {
 	mu    sync.Mutex
 	types map[meterKey]*cqrs.Recorder // written at registration only
@@ -50,6 +56,9 @@ func NewMetrics() *Metrics {
 func (m *Metrics) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 	key := meterKey{spec.Kind, spec.MessageType, spec.Subscriber}
 	m.mu.Lock()
+	if m.types == nil {
+		m.types = make(map[meterKey]*cqrs.Recorder)
+	}
 	r, ok := m.types[key]
 	if !ok {
 		// Two types that print alike (from two packages of the same

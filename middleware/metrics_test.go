@@ -74,3 +74,19 @@ func TestMetricsDoesNotAllocate(t *testing.T) {
 	assert.Zero(t, allocsPerJob(t, bus, Job{ID: 1}))
 	assert.Zero(t, allocsPerJob(t, bus, Job{Do: "fail"}), "nor when the handler fails")
 }
+
+// TestMetricsZeroValue: a Metrics need not be made with NewMetrics.
+func TestMetricsZeroValue(t *testing.T) {
+	t.Parallel()
+	var m middleware.Metrics
+	assert.Empty(t, m.Snapshot())
+	bus, _ := jobBus(t, &m)
+	_, err := run(bus, Job{})
+	require.NoError(t, err)
+	_, err = run(bus, Job{Do: "fail"})
+	require.ErrorIs(t, err, errJob)
+	snap := m.Snapshot()
+	require.Len(t, snap, 1)
+	assert.Equal(t, uint64(2), snap[0].Calls)
+	assert.Equal(t, uint64(1), snap[0].Errors)
+}

@@ -12,9 +12,15 @@ import (
 	"github.com/typedcqrs/dispatch/internal/stats"
 )
 
-// RateLimitConfig configures [NewRateLimit]. Each field is normalised as
-// its comment says; [ParseConfig] refuses the same values in a file
-// instead.
+// RateLimitConfig configures [RateLimiter], and the rate limit of a
+// [Config]. A field left zero takes the default its comment gives; the
+// zero RateLimitConfig limits nothing, since Rate has no default: a
+// [Config] with a rate limit must give it. [RateLimiter] never refuses a
+// setting: it treats a value out of range as its comment says; a [Config]
+// refuses one instead (see [Config.Validate]).
+//
+// A RateLimitConfig is a plain value; its Key function must be safe to
+// call concurrently.
 type RateLimitConfig struct {
 	// Rate is how many dispatches a second each message type (or each
 	// key) may make, on average. If Rate is zero, negative, NaN or +Inf,
@@ -64,7 +70,7 @@ func (c RateLimitConfig) normalised() (RateLimitConfig, bool) {
 // outlast the context's deadline. A context that ends while waiting
 // returns its own error.
 //
-// RateLimit is safe for concurrent use. Make one with [NewRateLimit]; the
+// RateLimit is safe for concurrent use. Make one with [RateLimiter]; the
 // zero value limits nothing. Each registration of a message type gets
 // buckets of its own, so two types never share one, even when they print
 // alike.
@@ -73,12 +79,18 @@ type RateLimit struct {
 	on  bool
 }
 
-// NewRateLimit returns a RateLimit with cfg, normalised as
-// [RateLimitConfig] says. The error is always nil: it is kept so that
-// callers written when a config could be refused still compile.
-func NewRateLimit(cfg RateLimitConfig) (*RateLimit, error) {
+// RateLimiter returns a RateLimit with cfg, each field left zero or out of
+// range taken as [RateLimitConfig] says. It cannot fail.
+func RateLimiter(cfg RateLimitConfig) *RateLimit {
 	cfg, on := cfg.normalised()
-	return &RateLimit{cfg: cfg, on: on}, nil
+	return &RateLimit{cfg: cfg, on: on}
+}
+
+// NewRateLimit is [RateLimiter] with an error that is always nil.
+//
+// Deprecated: use [RateLimiter], which cannot fail and says so.
+func NewRateLimit(cfg RateLimitConfig) (*RateLimit, error) {
+	return RateLimiter(cfg), nil
 }
 
 // Intercept makes the bucket, or the bounded set of keyed buckets, of

@@ -17,9 +17,20 @@ import (
 
 func rateLimit(t *testing.T, cfg middleware.RateLimitConfig) *middleware.RateLimit {
 	t.Helper()
-	rl, err := middleware.NewRateLimit(cfg)
-	require.NoError(t, err)
-	return rl
+	return middleware.RateLimiter(cfg)
+}
+
+// TestNewRateLimitStillCompiles: the deprecated constructor is
+// RateLimiter with a nil error.
+func TestNewRateLimitStillCompiles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rl, err := middleware.NewRateLimit(middleware.RateLimitConfig{Rate: 1, Burst: 1}) // deprecated, on purpose
+		require.NoError(t, err)
+		bus, _ := jobBus(t, rl)
+		_, err = run(bus, Job{})
+		require.NoError(t, err)
+		fail(t, bus, 1, "", cqrs.ErrRateLimited)
+	})
 }
 
 func TestRateLimitFailFast(t *testing.T) {

@@ -9,13 +9,17 @@ import (
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
-// RecoveryConfig configures [Recovery].
+// RecoveryConfig configures [Recovery]. A field left zero takes the
+// default its comment gives, so the zero value logs nothing and returns
+// the bus's own error. A RecoveryConfig is a plain value.
 type RecoveryConfig struct {
 	// Logger, if not nil, receives each panic at [slog.LevelError] with
-	// its value and stack.
+	// its value and stack, and the message's identity as [Logging] logs
+	// it. If it is nil, nothing is logged.
 	Logger *slog.Logger
-	// OnPanic turns a panic into the error the dispatch returns. Nil
-	// returns a [*cqrs.PanicError], as the bus itself would.
+	// OnPanic turns a panic into the error the dispatch returns. If it is
+	// nil, a [*cqrs.PanicError] is returned, as the bus itself would. It
+	// must be safe to call concurrently.
 	OnPanic func(spec cqrs.Spec, value any, stack []byte) error
 }
 
@@ -30,6 +34,9 @@ type RecoveryConfig struct {
 // calls the handler; a panic in an interceptor or middleware inside
 // Recovery reaches it as a panic. Recovery treats both alike: it logs the
 // panic value and stack and returns what OnPanic makes of them.
+//
+// The interceptor is safe for concurrent use if cfg's logger's handler and
+// OnPanic are, and keeps no state between dispatches.
 func Recovery(cfg RecoveryConfig) cqrs.Interceptor {
 	return cqrs.InterceptorFunc(func(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
 		r := &recoverer{cfg: cfg, spec: spec}
@@ -74,10 +81,8 @@ func (r *recoverer) returned(ctx context.Context, err error) error {
 // recovered logs pe and returns the error the dispatch returns for it.
 func (r *recoverer) recovered(ctx context.Context, pe *cqrs.PanicError) error {
 	if r.cfg.Logger != nil {
-		r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "cqrs: panic recovered",
-			slog.String(keyKind, r.spec.Kind.String()),
-			slog.String(keyMessage, r.spec.Name),
-			slog.Any("panic", pe))
+		attrs := appendIdentity(ctx, []slog.Attr{slog.String(keyKind, r.spec.Kind.String()), slog.String(keyMessage, r.spec.Name)})
+		r.cfg.Logger.LogAttrs(ctx, slog.LevelError, "cqrs: panic recovered", append(attrs, slog.Any("panic", pe))...)
 	}
 	if r.cfg.OnPanic != nil {
 		return r.cfg.OnPanic(r.spec, pe.Value, pe.Stack)

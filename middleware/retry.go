@@ -12,10 +12,14 @@ import (
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
-// RetryConfig configures [Retry]. Each field is normalised as its comment
-// says; [ParseConfig] refuses the same values in a file instead. Its zero
-// value retries up to 3 attempts in all, waiting about 100ms and then
-// 200ms.
+// RetryConfig configures [Retry], and the retries of a [Config]. A field
+// left zero takes the default its comment gives, so the zero RetryConfig
+// makes up to 3 attempts in all, waiting about 100ms and then 200ms.
+// [Retry] never refuses a setting: it treats a value out of range as its
+// comment says; a [Config] refuses one instead (see [Config.Validate]).
+//
+// A RetryConfig is a plain value; its Retryable function must be safe to
+// call concurrently.
 type RetryConfig struct {
 	// MaxAttempts bounds the attempts, the first included; 1 turns
 	// retrying off. If MaxAttempts <= 0, 3 is used.

@@ -13,7 +13,9 @@ import (
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
-// ValidationConfig configures [Validation].
+// ValidationConfig configures [Validation]. A field left zero takes the
+// default its comment gives. A ValidationConfig is a plain value; its zero
+// value checks with the package's shared validator.
 type ValidationConfig struct {
 	// Validator checks the struct tags. Nil means one instance shared by
 	// the package, made with [validator.WithRequiredStructEnabled]. A

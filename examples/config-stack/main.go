@@ -1,7 +1,8 @@
 // Config-stack runs the standard production stack, built from a
 // middleware.Config with a stack for each bus and a query cache in its
-// place, with the JSON logs of a real service on standard error and a
-// metrics report at the end on standard output.
+// place, with the JSON logs of a real service on standard error (each
+// record with its message's identity) and a metrics report at the end on
+// standard output.
 //
 //	go run ./examples/config-stack
 package main
@@ -91,8 +92,9 @@ func run(w, logs io.Writer) error {
 		return err
 	}
 	// Each bus gets its own stack: commands are not retried, queries are.
-	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Commands...), cqrs.WithLogger(logger))
-	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...), cqrs.WithLogger(logger))
+	// Every message gets an identity, which the logs carry.
+	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Commands...), cqrs.WithLogger(logger), cqrs.WithIdentity())
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...), cqrs.WithLogger(logger), cqrs.WithIdentity())
 	// The cache of queries.cache, after validation and before the rate
 	// limit: a hit spends no token.
 	cache, err := middleware.NewQueryCache[GetOrder, Order](stack, queries)
@@ -112,7 +114,9 @@ func run(w, logs io.Writer) error {
 		return err
 	}
 
-	ctx := context.Background()
+	// One conversation, as if started by a request with this id: each
+	// message gets an ID of its own, and this correlation ID.
+	ctx := cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{CorrelationID: "request-42"})
 	traffic := []PlaceOrder{
 		{ID: "o-1", Customer: "ada@example.com", Items: 2},
 		{ID: "o-2", Customer: "grace@example.com", Items: 1},

@@ -22,14 +22,22 @@ func TestRun(t *testing.T) {
 	// One JSON record per dispatch, each with the service's attributes.
 	// Refusals (a duplicate, an invalid order, a missing one) are the
 	// caller's doing: WARN, not ERROR.
+	// Each record has its message's identity: an ID of its own, in the
+	// conversation the run started.
 	var outcomes []string
+	ids := map[string]bool{}
 	for line := range strings.Lines(logs.String()) {
 		var rec map[string]any
 		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
 		assert.Equal(t, "orders", rec["service"])
 		assert.Equal(t, "cqrs dispatch", rec["msg"])
 		outcomes = append(outcomes, rec["level"].(string)+" "+rec["message"].(string)+" "+rec["outcome"].(string))
+		id, ok := rec["identity"].(map[string]any)
+		require.True(t, ok, line)
+		assert.Equal(t, "request-42", id["correlation_id"], line)
+		ids[id["id"].(string)] = true
 	}
+	assert.Len(t, ids, len(outcomes), "one ID per message")
 	assert.Equal(t, []string{
 		"INFO main.PlaceOrder ok", "INFO main.PlaceOrder ok", "WARN main.PlaceOrder error", "WARN main.PlaceOrder error",
 		"INFO main.GetOrder ok", "INFO main.GetOrder ok", "WARN main.GetOrder error", "INFO main.GetOrder ok", "INFO main.GetOrder ok",

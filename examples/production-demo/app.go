@@ -45,9 +45,10 @@ func NewApp(cfg middleware.Config, repo Repository, fraud *FraudCheck, logger *s
 	if err != nil {
 		return nil, err
 	}
+	// Every message gets an identity, which the logs carry: see inRequest.
 	app := &App{
-		commands: cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Commands...), cqrs.WithLogger(logger)),
-		queries:  cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...), cqrs.WithLogger(logger)),
+		commands: cqrs.NewCommandBus(cqrs.WithInterceptors(stack.Commands...), cqrs.WithLogger(logger), cqrs.WithIdentity()),
+		queries:  cqrs.NewQueryBus(cqrs.WithInterceptors(stack.Queries...), cqrs.WithLogger(logger), cqrs.WithIdentity()),
 		stack:    stack,
 		fraud:    fraud,
 	}
@@ -90,7 +91,7 @@ func (a *App) Handler() http.Handler {
 		if !decode(w, r, &c) {
 			return
 		}
-		account, err := cqrs.Dispatch[Account](r.Context(), a.commands, c)
+		account, err := cqrs.Dispatch[Account](inRequest(r), a.commands, c)
 		reply(w, http.StatusCreated, account, err)
 	})
 	mux.HandleFunc("POST /accounts/{id}/deposits", func(w http.ResponseWriter, r *http.Request) {
@@ -99,12 +100,12 @@ func (a *App) Handler() http.Handler {
 			return
 		}
 		c.Account, _ = strconv.Atoi(r.PathValue("id"))
-		account, err := cqrs.Dispatch[Account](r.Context(), a.commands, c)
+		account, err := cqrs.Dispatch[Account](inRequest(r), a.commands, c)
 		reply(w, http.StatusOK, account, err)
 	})
 	mux.HandleFunc("GET /accounts/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id, _ := strconv.Atoi(r.PathValue("id"))
-		account, err := cqrs.Dispatch[Account](r.Context(), a.queries, GetAccount{ID: id})
+		account, err := cqrs.Dispatch[Account](inRequest(r), a.queries, GetAccount{ID: id})
 		reply(w, http.StatusOK, account, err)
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
@@ -140,6 +141,19 @@ func (a *App) Handler() http.Handler {
 		reply(w, http.StatusOK, body, nil)
 	})
 	return mux
+}
+
+// inRequest returns the context of a message sent for request r: one whose
+// message joins the conversation the caller named with an X-Request-Id
+// header, which the message's log record then carries as its
+// identity.correlation_id. With no such header the message starts a
+// conversation of its own.
+func inRequest(r *http.Request) context.Context {
+	id := r.Header.Get("X-Request-Id")
+	if id == "" || len(id) > 128 {
+		return r.Context()
+	}
+	return cqrs.ContextWithIdentity(r.Context(), cqrs.Identity{CorrelationID: id})
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -6,7 +6,7 @@
 //	go run ./examples/production-demo -addr localhost:8080
 //
 //	curl -X POST localhost:8080/accounts -d '{"owner":"Ada","email":"ada@example.com"}'
-//	curl -X POST localhost:8080/accounts/1/deposits -d '{"amount":100}'
+//	curl -H 'X-Request-Id: req-1' -X POST localhost:8080/accounts/1/deposits -d '{"amount":100}'
 //	curl localhost:8080/accounts/1
 //	curl -X PUT localhost:8080/admin/flaky -d '{"flaky":true}'   # then deposit a few times
 //	curl localhost:8080/metrics

@@ -182,3 +182,36 @@ func TestConfig(t *testing.T) {
 	require.Error(t, err)
 	require.Error(t, run("127.0.0.1:0", "missing.yaml", quiet))
 }
+
+// TestLogsCarryTheRequestID: a request's X-Request-Id becomes the
+// correlation ID of the message it sends, in that message's log record;
+// without one, each message still has an ID of its own.
+func TestLogsCarryTheRequestID(t *testing.T) {
+	cfg, err := middleware.ParseConfig([]byte("logging: {level: info}\n"))
+	require.NoError(t, err)
+	var logs bytes.Buffer
+	app, err := NewApp(cfg, &MemoryRepository{}, &FraudCheck{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	require.NoError(t, err)
+	h := app.Handler()
+
+	req := httptest.NewRequest("POST", "/accounts", strings.NewReader(`{"owner":"A","email":"a@example.com"}`))
+	req.Header.Set("X-Request-Id", "req-1")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusCreated, rec.Code)
+	code, _ := call(t, h, "GET", "/accounts/1", "")
+	require.Equal(t, http.StatusOK, code)
+
+	var ids []map[string]any
+	for line := range strings.Lines(logs.String()) {
+		var r map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &r), line)
+		id, ok := r["identity"].(map[string]any)
+		require.True(t, ok, line)
+		ids = append(ids, id)
+	}
+	require.Len(t, ids, 2)
+	assert.Equal(t, "req-1", ids[0]["correlation_id"])
+	assert.Len(t, ids[0]["id"], 36)
+	assert.Equal(t, ids[1]["id"], ids[1]["correlation_id"], "no header: a conversation of its own")
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -45,12 +44,42 @@ func ExampleNew() {
 	//   cqrs.message.type=otel_test.GetOrder
 }
 
+// A message with an identity puts it on its span, by the names of the
+// OpenTelemetry messaging semantic conventions.
+func ExampleNew_identity() {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+
+	ic, err := cqrsotel.New(cqrsotel.WithTracerProvider(tp))
+	if err != nil {
+		panic(err)
+	}
+	queries := cqrs.NewQueryBus(cqrs.WithInterceptors(ic))
+	if err := cqrs.Register(queries, cqrs.HandlerFunc[GetOrder, string](func(_ context.Context, q GetOrder) (string, error) {
+		return "order " + q.ID, nil
+	})); err != nil {
+		panic(err)
+	}
+	ctx := cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{ID: "m-1", CorrelationID: "request-42"})
+	_, _ = cqrs.Dispatch[string](ctx, queries, GetOrder{ID: "o-1"})
+
+	for _, kv := range spans.Ended()[0].Attributes() {
+		fmt.Printf("%s=%s\n", kv.Key, kv.Value.String())
+	}
+	// Output:
+	// cqrs.kind=query
+	// cqrs.message.type=otel_test.GetOrder
+	// messaging.message.id=m-1
+	// messaging.message.conversation_id=request-42
+}
+
 func ExampleObserveBreaker() {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer func() { _ = mp.Shutdown(context.Background()) }()
 
-	breaker := middleware.NewBreaker(gobreaker.Settings{})
+	breaker := middleware.CircuitBreaker(middleware.BreakerConfig{})
 	commands := cqrs.NewCommandBus(cqrs.WithInterceptors(breaker))
 	if err := cqrs.Register(commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](func(context.Context, PlaceOrder) (cqrs.NoResult, error) {
 		return cqrs.NoResult{}, nil
@@ -111,7 +140,7 @@ func ExampleObserveCache() {
 }
 
 func ExampleBreakerStateValue() {
-	for _, s := range []gobreaker.State{gobreaker.StateClosed, gobreaker.StateHalfOpen, gobreaker.StateOpen} {
+	for _, s := range []middleware.BreakerState{middleware.BreakerClosed, middleware.BreakerHalfOpen, middleware.BreakerOpen} {
 		fmt.Println(s, cqrsotel.BreakerStateValue(s))
 	}
 	// Output:

@@ -12,11 +12,22 @@
 // "query <Name>", with the attributes cqrs.kind and cqrs.message.type, and,
 // on failure, error.type and status Error with the error recorded. The span
 // is in the context the handler receives, so it is the parent of whatever
-// the handler starts. Two instruments count dispatches, with low-cardinality
-// attributes only (kind, message type, outcome or error type):
+// the handler starts. A message that has an identity ([cqrs.IdentityOf])
+// adds it to its span: messaging.message.id and
+// messaging.message.conversation_id (the correlation ID), as the
+// OpenTelemetry semantic conventions name them, and
+// cqrs.message.causation_id when it has a cause. Two instruments count
+// dispatches, with low-cardinality attributes only (kind, message type,
+// outcome or error type):
 //
 //   - cqrs.dispatch.duration, a histogram in seconds;
 //   - cqrs.dispatch.failures, a counter of failed dispatches.
+//
+// A message's IDs are never metric attributes: one series per message
+// would grow without bound. A measurement is recorded with the dispatch
+// span in its context, so an SDK that keeps exemplars (the Go SDK does by
+// default, for sampled spans) links each one to the span's trace and span
+// ID, and through the span to the message's ID.
 //
 // [ObserveBreaker] and [ObserveCache] add the state of circuit breakers and
 // the hits and misses of query caches. With the OpenTelemetry Prometheus
@@ -35,6 +46,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/typedcqrs/dispatch/cqrs"
@@ -52,6 +64,20 @@ const (
 	// KeySubscriber names an event's subscriber ([cqrs.Spec.Subscriber]):
 	// each subscriber has spans and series of its own.
 	KeySubscriber = attribute.Key("cqrs.subscriber")
+
+	// KeyMessageID is the span attribute of a message's ID
+	// ([cqrs.Identity].ID): messaging.message.id of the OpenTelemetry
+	// semantic conventions. It is never a metric attribute.
+	KeyMessageID = semconv.MessagingMessageIDKey
+	// KeyConversationID is the span attribute of a message's correlation
+	// ID ([cqrs.Identity].CorrelationID): the semantic conventions'
+	// messaging.message.conversation_id, which, they say, is sometimes
+	// called the correlation ID. It is never a metric attribute.
+	KeyConversationID = semconv.MessagingMessageConversationIDKey
+	// KeyCausationID is the span attribute of the ID of the message whose
+	// handler sent this one ([cqrs.Identity].CausationID). The semantic
+	// conventions have no name for it. It is never a metric attribute.
+	KeyCausationID = attribute.Key("cqrs.message.causation_id")
 )
 
 // Option configures [New].
@@ -190,6 +216,9 @@ func (i *interceptor) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker 
 
 	return func(ctx context.Context, c cqrs.Call) error {
 		ctx, span := i.tracer.Start(ctx, name, startOpts...)
+		if span.IsRecording() {
+			setIdentity(ctx, span)
+		}
 		// Read the clock only for a meter that will record.
 		measure := i.duration.Enabled(ctx)
 		var start time.Duration
@@ -219,6 +248,20 @@ func (i *interceptor) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker 
 		i.failures.Add(ctx, 1, failAdd[class]...)
 		return err
 	}
+}
+
+// setIdentity sets the attributes of the identity of the message ctx's
+// dispatch carries, if it has one, on its span.
+func setIdentity(ctx context.Context, span trace.Span) {
+	id, ok := cqrs.IdentityOf(ctx)
+	if !ok {
+		return
+	}
+	if id.CausationID == "" {
+		span.SetAttributes(KeyMessageID.String(id.ID), KeyConversationID.String(id.CorrelationID))
+		return
+	}
+	span.SetAttributes(KeyMessageID.String(id.ID), KeyConversationID.String(id.CorrelationID), KeyCausationID.String(id.CausationID))
 }
 
 // epoch anchors now.

@@ -44,6 +44,7 @@ var errOutOfStock = errors.New("out of stock")
 type harness struct {
 	spans    *tracetest.SpanRecorder
 	reader   *sdkmetric.ManualReader
+	ic       cqrs.Interceptor
 	commands *cqrs.CommandBus
 	queries  *cqrs.QueryBus
 }
@@ -59,6 +60,7 @@ func newHarness(t *testing.T) *harness {
 	})
 	ic, err := cqrsotel.New(cqrsotel.WithTracerProvider(tp), cqrsotel.WithMeterProvider(mp))
 	require.NoError(t, err)
+	h.ic = ic
 	h.commands = cqrs.NewCommandBus(cqrs.WithInterceptors(ic))
 	h.queries = cqrs.NewQueryBus(cqrs.WithInterceptors(ic))
 	require.NoError(t, cqrs.Register(h.commands, cqrs.HandlerFunc[PlaceOrder, cqrs.NoResult](func(ctx context.Context, c PlaceOrder) (cqrs.NoResult, error) {
@@ -207,7 +209,7 @@ func TestPrometheusScrape(t *testing.T) {
 
 	ic, err := cqrsotel.New(cqrsotel.WithMeterProvider(mp))
 	require.NoError(t, err)
-	breaker := middleware.NewBreaker(gobreaker.Settings{ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 1 }})
+	breaker := middleware.CircuitBreaker(middleware.BreakerConfig{ConsecutiveFailures: 1})
 	cache, err := middleware.NewCache[GetOrder, string](middleware.CacheConfig{TTL: time.Minute, CountHits: true})
 	require.NoError(t, err)
 	defer cache.Close()
