@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -116,7 +117,7 @@ func IdentityOf(ctx context.Context) (Identity, bool) {
 	if c == nil {
 		return Identity{}, false
 	}
-	return c.id, true
+	return c.identity(), true
 }
 
 // NextIdentity returns the identity a message sent from ctx gets: the one
@@ -161,10 +162,10 @@ func ContextWithIdentity(ctx context.Context, id Identity) context.Context {
 		// Resolve against the message being handled now: the messages
 		// sent from the returned context belong to its conversation.
 		if id.CorrelationID == "" {
-			id.CorrelationID = h.id.CorrelationID
+			id.CorrelationID = h.identity().CorrelationID
 		}
 		if id.CausationID == "" {
-			id.CausationID = h.id.ID
+			id.CausationID = h.identity().ID
 		}
 	}
 	identitiesUsed()
@@ -179,12 +180,36 @@ type identityKey struct{}
 // sent gets. It is a context of its own rather than context.WithValue's,
 // so that one allocation holds the context, the identity and the bytes of
 // a new ID.
+//
+// The identity a dispatch gives its handler is made lazily, the first time
+// it is read: most dispatches from a context that carries an identity are
+// never asked for theirs, and making an ID costs a clock reading, random
+// bits and formatting, several times a dispatch. Until then from, the
+// identity it derives from, is all it holds.
 type identityCtx struct {
 	context.Context
-	id       Identity
 	outgoing bool         // set by ContextWithIdentity: the identity is for the next message
+	lazy     bool         // id is made by mint, once, when first read
 	handled  *identityCtx // of an outgoing identity, that of the message being handled, or nil
+	from     *identityCtx // of a lazy one, the identity it derives from, or nil for none
+	once     sync.Once
+	id       Identity
 	buf      [idLen]byte
+}
+
+// identity returns c's identity, making it first if c is lazy.
+func (c *identityCtx) identity() Identity {
+	if c.lazy {
+		c.once.Do(c.mint)
+	}
+	return c.id
+}
+
+// mint makes a lazy identity: a new ID, whose bytes live in c, which the
+// string keeps alive, and the rest from c.from.
+func (c *identityCtx) mint() {
+	formatID(&c.buf, time.Now())
+	c.id = next(c.from, unsafe.String(&c.buf[0], idLen))
 }
 
 func (c *identityCtx) Value(key any) any {
@@ -196,7 +221,7 @@ func (c *identityCtx) Value(key any) any {
 
 // identityIn returns the innermost identity ctx carries, or nil.
 func identityIn(ctx context.Context) *identityCtx {
-	if ctx == nil {
+	if ctx == nil || !used.Load() {
 		return nil
 	}
 	c, _ := ctx.Value(identityKey{}).(*identityCtx)
@@ -224,7 +249,8 @@ func next(from *identityCtx, id string) Identity {
 	case from.outgoing:
 		out = from.id
 	default:
-		out.CorrelationID, out.CausationID = from.id.CorrelationID, from.id.ID
+		handled := from.identity()
+		out.CorrelationID, out.CausationID = handled.CorrelationID, handled.ID
 	}
 	if out.ID == "" {
 		out.ID = id
@@ -239,22 +265,17 @@ func next(from *identityCtx, id string) Identity {
 }
 
 // identify returns the context a handler of a message dispatched from ctx
-// is given: one that carries the message's identity, made by next, when
-// ctx carries an identity or always is set; else ctx as it is.
+// is given: one that carries the message's identity, made by next when
+// first read, when ctx carries an identity or always is set; else ctx as
+// it is.
 func identify(ctx context.Context, always bool) context.Context {
 	from := identityIn(ctx)
 	if from == nil && !always {
 		return ctx
 	}
 	identitiesUsed()
-	c := &identityCtx{Context: ctx}
-	if from == nil || !from.outgoing || from.id.ID == "" {
-		// The ID's bytes live in the context, which the string keeps
-		// alive: one allocation for both. c is not shared yet.
-		formatID(&c.buf, time.Now())
-		c.id = next(from, unsafe.String(&c.buf[0], idLen))
-	} else {
-		c.id = next(from, "")
+	if from != nil && from.outgoing && from.id.ID != "" {
+		return &identityCtx{Context: ctx, id: next(from, "")} // nothing to make
 	}
-	return c
+	return &identityCtx{Context: ctx, from: from, lazy: true}
 }

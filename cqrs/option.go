@@ -57,7 +57,9 @@ func WithLogger(l *slog.Logger) Option {
 // context it is dispatched from carries one (inside a handler, from a
 // transport, or set by [ContextWithIdentity]), and a dispatch from any
 // other context costs nothing more. With it, such a dispatch costs one
-// allocation, a clock reading and a new ID.
+// allocation: the context that carries the identity. The ID itself, a
+// clock reading and random bits, is made only when something reads it
+// (the handler, a middleware, a message the handler sends).
 func WithIdentity() Option {
 	return optionFunc(func(c *config) { c.identity = true })
 }
