@@ -296,3 +296,22 @@ func TestIdentityCostsNoAllocationWhereNoneIsMade(t *testing.T) {
 	})
 	assert.Equal(t, 1.0, allocs)
 }
+
+func TestIdentityMadeOnFirstReadIsTheSameForEveryReader(t *testing.T) {
+	commands := cqrs.NewCommandBus(cqrs.WithIdentity())
+	var ids [16]cqrs.Identity
+	require.NoError(t, cqrs.Handle(commands, func(ctx context.Context, _ idFollowUp) (cqrs.Identity, error) {
+		var wg sync.WaitGroup
+		for i := range ids {
+			wg.Go(func() { ids[i], _ = cqrs.IdentityOf(ctx) })
+		}
+		wg.Wait()
+		return ids[0], nil
+	}))
+	first, err := cqrs.Send(context.Background(), commands, idFollowUp{})
+	require.NoError(t, err)
+	require.Regexp(t, uuidV7, first.ID)
+	for i, id := range ids {
+		assert.Equal(t, first, id, "reader %d", i)
+	}
+}
