@@ -955,3 +955,95 @@ func TestPointerOrValuePublishedToTheOtherSaysWhichToPublish(t *testing.T) {
 	require.NoError(t, cqrs.Publish(ctx, pointers, &orderPlaced{ID: 2}))
 	require.NoError(t, events.Close(ctx))
 }
+
+func TestFlushWaitsForEveryQueuedEventAndLeavesTheBusOpen(t *testing.T) {
+	type placed struct {
+		cqrs.Event
+		N int
+	}
+	type shipped struct {
+		cqrs.Event
+		N int
+	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()), cqrs.WithEventQueue(cqrs.EventQueue{Workers: 2}))
+		defer func() { require.NoError(t, events.Close(ctx)) }()
+		var handled, cascaded atomic.Int64
+		_, err := cqrs.Subscribe(events, "slow", func(ctx context.Context, e placed) error {
+			time.Sleep(time.Duration(e.N) * time.Second)
+			handled.Add(1)
+			// A subscriber that publishes in turn: Flush waits for that too.
+			return cqrs.Publish(ctx, events, shipped(e))
+		})
+		require.NoError(t, err)
+		_, err = cqrs.Subscribe(events, "ship", func(context.Context, shipped) error {
+			time.Sleep(time.Second)
+			cascaded.Add(1)
+			return nil
+		})
+		require.NoError(t, err)
+
+		for round := 1; round <= 2; round++ {
+			start := time.Now()
+			for n := range 4 {
+				require.NoError(t, cqrs.Publish(ctx, events, placed{N: n}))
+			}
+			require.NoError(t, events.Flush(ctx))
+			assert.Equal(t, int64(4*round), handled.Load(), "round %d", round)
+			assert.Equal(t, int64(4*round), cascaded.Load(), "round %d", round)
+			assert.Positive(t, time.Since(start), "Flush waited on the bubble's clock")
+		}
+		assert.NoError(t, events.Flush(ctx), "an idle queue flushes at once")
+	})
+}
+
+func TestFlushEndsWithItsContext(t *testing.T) {
+	type stuck struct{ cqrs.Event }
+	synctest.Test(t, func(t *testing.T) {
+		events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()))
+		release := make(chan struct{})
+		_, err := cqrs.Subscribe(events, "stuck", func(context.Context, stuck) error {
+			<-release
+			return nil
+		})
+		require.NoError(t, err)
+		require.NoError(t, cqrs.Publish(context.Background(), events, stuck{}))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		err = events.Flush(ctx)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		close(release)
+		require.NoError(t, events.Flush(context.Background()))
+		require.NoError(t, events.Close(context.Background()))
+
+		var none *cqrs.EventBus
+		assert.NoError(t, none.Flush(context.Background()))
+		var nilCtx context.Context
+		assert.ErrorIs(t, events.Flush(nilCtx), cqrs.ErrNilContext)
+	})
+}
+
+func TestFlushCountsPublishesThatFailed(t *testing.T) {
+	type full struct{ cqrs.Event }
+	ctx := context.Background()
+	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()), cqrs.WithEventQueue(cqrs.EventQueue{Size: 1, FailFast: true}))
+	release := make(chan struct{})
+	_, err := cqrs.Subscribe(events, "held", func(context.Context, full) error {
+		<-release
+		return nil
+	})
+	require.NoError(t, err)
+	refused := 0
+	for range 10 {
+		if errors.Is(cqrs.Publish(ctx, events, full{}), cqrs.ErrQueueFull) {
+			refused++
+		}
+	}
+	require.Positive(t, refused, "the queue of one filled")
+	close(release)
+	done, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, events.Flush(done), "a refused publish is not waited for")
+	require.NoError(t, events.Close(ctx))
+}

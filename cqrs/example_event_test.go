@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/typedcqrs/dispatch/cqrs"
@@ -317,4 +318,27 @@ func ExampleWithEventQueue() {
 	// handled cart 16
 	// handled cart 17
 	// <nil>
+}
+
+// Flush waits for the queued events without closing the bus: what a test
+// of an asynchronous subscriber needs between a publish and a check.
+func ExampleEventBus_Flush() {
+	ctx := context.Background()
+	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()))
+	defer events.Close(ctx)
+	var total atomic.Int64
+	_, _ = cqrs.Subscribe(events, "revenue", func(_ context.Context, e CartCheckedOut) error {
+		total.Add(int64(e.Total))
+		return nil
+	})
+	for round := 1; round <= 2; round++ {
+		_ = cqrs.Publish(ctx, events, CartCheckedOut{Cart: CartID(round), Total: 10})
+		if err := events.Flush(ctx); err != nil {
+			panic(err)
+		}
+		fmt.Println(total.Load())
+	}
+	// Output:
+	// 10
+	// 20
 }

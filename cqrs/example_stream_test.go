@@ -117,3 +117,21 @@ func ExampleWithFirstItemTimeout() {
 	// Output:
 	// true true
 }
+
+// ExecuteStream serves a router or a transport that holds the query in an
+// interface: the items come boxed.
+func ExampleQueryBus_ExecuteStream() {
+	queries := cqrs.NewQueryBus()
+	_ = cqrs.HandleStream(queries, func(ctx context.Context, q ListCarts, yield func(Cart) bool) error {
+		yield(Cart{ID: 1, Customer: q.Customer})
+		yield(Cart{ID: 2, Customer: q.Customer})
+		return nil
+	})
+	var q any = ListCarts{Customer: "c-9"} // as a router decoded it
+	for item, err := range queries.ExecuteStream(context.Background(), q) {
+		fmt.Printf("%T %+v %v\n", item, item, err)
+	}
+	// Output:
+	// cqrs_test.Cart {ID:1 Customer:c-9 Items:[]} <nil>
+	// cqrs_test.Cart {ID:2 Customer:c-9 Items:[]} <nil>
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -353,6 +354,26 @@ type eventQueue struct {
 	closingInit sync.Once
 	closingOnce sync.Once
 	closing     chan struct{} // closed first by Close, so that blocked senders leave
+
+	// pending counts the events queued and not yet handled; Flush waits
+	// for it to be 0. A worker that brings it to 0 while a Flush waits
+	// closes idle.
+	pending  atomic.Int64
+	flushing atomic.Int32
+	idleMu   sync.Mutex
+	idle     chan struct{}
+}
+
+// finished counts a queued event as handled, or as never queued.
+func (q *eventQueue) finished() {
+	if q.pending.Add(-1) == 0 && q.flushing.Load() > 0 {
+		q.idleMu.Lock()
+		if q.idle != nil {
+			close(q.idle)
+			q.idle = nil
+		}
+		q.idleMu.Unlock()
+	}
 }
 
 // closingCh returns q.closing, made on first use: the zero EventBus is
@@ -382,9 +403,17 @@ func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 	if q.closed {
 		return fmt.Errorf("%w: publishing %s", ErrClosed, r.spec)
 	}
+	q.pending.Add(1)
+	queued := false
+	defer func() {
+		if !queued {
+			q.finished()
+		}
+	}()
 	if b.cfg.events.queue.FailFast || fromWorker {
 		select {
 		case q.jobs <- job:
+			queued = true
 			return nil
 		default:
 			if fromWorker {
@@ -396,6 +425,7 @@ func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 	}
 	select {
 	case q.jobs <- job:
+		queued = true
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -424,6 +454,7 @@ func (q *eventQueue) run(cfg EventQueue) {
 		q.workers.Go(func() {
 			for job := range q.jobs {
 				job()
+				q.finished()
 			}
 		})
 	}
@@ -478,6 +509,45 @@ func (b *EventBus) Close(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("cqrs: closing the event bus: %w", ctx.Err())
+	}
+}
+
+// Flush waits until the bus's queue of asynchronous publishes is empty
+// and no queued event is being handled: every event published with
+// [Async] before the call, and every one its subscribers published
+// asynchronously in turn, has been handled by every subscriber. Unlike
+// [EventBus.Close], it leaves the bus taking publishes, so a test can
+// publish, flush and check, again and again. Events published by other
+// goroutines while Flush waits are waited for too, so under a steady flow
+// of publishes Flush returns only when ctx ends, with ctx's error. A bus
+// that never published asynchronously returns nil at once. Flush is safe
+// for concurrent use; inside a testing/synctest bubble, it blocks durably
+// while it waits.
+func (b *EventBus) Flush(ctx context.Context) error {
+	if b == nil {
+		return nil
+	}
+	if ctx == nil {
+		return fmt.Errorf("%w: flushing the event bus", ErrNilContext)
+	}
+	q := &b.queue
+	q.flushing.Add(1)
+	defer q.flushing.Add(-1)
+	for {
+		q.idleMu.Lock()
+		if q.idle == nil {
+			q.idle = make(chan struct{})
+		}
+		idle := q.idle
+		q.idleMu.Unlock()
+		if q.pending.Load() == 0 {
+			return nil
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return fmt.Errorf("cqrs: flushing the event bus: %w", ctx.Err())
+		}
 	}
 }
 

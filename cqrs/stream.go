@@ -189,6 +189,19 @@ func RegisterStream[Q, R any](b *QueryBus, h StreamHandler[Q, R], opts ...Stream
 		return nil, fmt.Errorf("%w: %s streams its results: range over cqrs.Stream", ErrInvalidMessageType, in)
 	}
 	e := &entry{spec: in, stats: r.stats, items: &r.items, typed: r, untyped: refuse}
+	// ExecuteStream's path: q's dynamic type is Q, since the entry was
+	// found by it.
+	e.stream = func(ctx context.Context, q any) iter.Seq2[any, error] {
+		return func(yield func(any, error) bool) {
+			typed, _ := q.(Q)
+			r.run(ctx, typed, func(item R, err error) bool {
+				if err != nil {
+					return yield(nil, err)
+				}
+				return yield(item, nil)
+			})
+		}
+	}
 	if err := c.routes.Add(t, in.Name, e); err != nil {
 		return c.registrationError(err, in, t)
 	}
@@ -268,6 +281,29 @@ func StreamOf[R, Q any](ctx context.Context, b *QueryBus, q Q) iter.Seq2[R, erro
 			return
 		}
 		r.run(ctx, q, yield)
+	}
+}
+
+// ExecuteStream runs the streaming query q, whose dynamic type selects
+// the handler, and returns its items boxed in interfaces. It is for
+// callers that only have an any, such as routers and transports, as
+// [QueryBus.Execute] is for queries with one result; callers that know
+// the item type should prefer [Stream] or [StreamOf]. It ends as Stream
+// does, with the same errors as its one error item; a query whose handler
+// returns one result, rather than a stream, is [ErrInvalidMessageType].
+// Each item is boxed: an item that is not a pointer costs an allocation.
+func (b *QueryBus) ExecuteStream(ctx context.Context, q any) iter.Seq2[any, error] {
+	return func(yield func(any, error) bool) {
+		t := reflect.TypeOf(q)
+		e := find(b, t)
+		switch {
+		case e == nil:
+			yield(nil, missing(b, t, q))
+		case e.stream == nil:
+			yield(nil, fmt.Errorf("%w: %s returns one result, not a stream: use Execute", ErrInvalidMessageType, e.spec))
+		default:
+			e.stream(ctx, q)(yield)
+		}
 	}
 }
 

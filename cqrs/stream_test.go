@@ -448,3 +448,72 @@ func TestItemsAfterTheFirstItemTimeoutAreRefused(t *testing.T) {
 		assert.Equal(t, 5, refused)
 	})
 }
+
+func TestExecuteStream(t *testing.T) {
+	type count struct {
+		cqrs.StreamQuery[int]
+		N int
+	}
+	type one struct{ cqrs.Query[int] }
+	queries := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.HandleStream(queries, func(ctx context.Context, q count, yield func(int) bool) error {
+		for i := range q.N {
+			if !yield(i) {
+				return nil
+			}
+		}
+		if q.N > 2 {
+			return errors.New("too many")
+		}
+		return nil
+	}))
+	require.NoError(t, cqrs.Handle(queries, func(context.Context, one) (int, error) { return 1, nil }))
+	ctx := context.Background()
+
+	collect := func(q any) (items []any, errs []error) {
+		for item, err := range queries.ExecuteStream(ctx, q) {
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			items = append(items, item)
+		}
+		return items, errs
+	}
+
+	items, errs := collect(count{N: 2})
+	assert.Equal(t, []any{0, 1}, items)
+	assert.Empty(t, errs)
+
+	items, errs = collect(count{N: 3})
+	assert.Equal(t, []any{0, 1, 2}, items)
+	require.Len(t, errs, 1)
+	assert.EqualError(t, errs[0], "too many", "the handler's error is the last item")
+
+	var got []any
+	for item := range queries.ExecuteStream(ctx, count{N: 100}) {
+		got = append(got, item)
+		if len(got) == 3 {
+			break
+		}
+	}
+	assert.Equal(t, []any{0, 1, 2}, got, "breaking out stops the stream")
+
+	_, errs = collect(one{})
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], cqrs.ErrInvalidMessageType)
+	assert.Contains(t, errs[0].Error(), "use Execute")
+
+	_, errs = collect("no such query")
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], cqrs.ErrHandlerNotFound)
+
+	_, errs = collect(nil)
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], cqrs.ErrNilMessage)
+
+	var none *cqrs.QueryBus
+	for _, err := range none.ExecuteStream(ctx, count{N: 1}) {
+		assert.ErrorIs(t, err, cqrs.ErrNilBus)
+	}
+}
