@@ -122,8 +122,11 @@ func (r *rawStream) stream(b *testing.B, n int) {
 }
 
 // cqrsStream is the same through ServeStreams, ForwardStream and
-// cqrs.Stream.
-type cqrsStream struct{ queries *cqrs.QueryBus }
+// cqrs.Stream, from ctx (context.Background() when nil).
+type cqrsStream struct {
+	queries *cqrs.QueryBus
+	ctx     context.Context
+}
 
 func newCQRSStream(b *testing.B, url string, payload []byte) *cqrsStream {
 	config := cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{Window: benchWindow})
@@ -147,8 +150,12 @@ func newCQRSStream(b *testing.B, url string, payload []byte) *cqrsStream {
 
 // stream reads one stream of n items.
 func (c *cqrsStream) stream(b *testing.B, n int) {
+	ctx := c.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	read := 0
-	for blob, err := range cqrs.Stream(context.Background(), c.queries, Blobs{N: n}) {
+	for blob, err := range cqrs.Stream(ctx, c.queries, Blobs{N: n}) {
 		if err != nil || len(blob) != 1024 {
 			b.Fatalf("item %d: %d bytes, %v", read, len(blob), err)
 		}
@@ -240,4 +247,34 @@ func BenchmarkStream(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(perSecond(b, b.N, b.Elapsed()), "items/s")
 	})
+}
+
+// BenchmarkStreamOpen runs b.N streams of one 1 KiB item each, one after
+// another, through cqrs.Stream over ServeStreams and ForwardStream: what a
+// stream costs besides its items (the request, the inbox's subscription,
+// the acceptance, the end). identity runs them from a context that
+// carries an identity ([cqrs.ContextWithIdentity]), which travels with
+// each request.
+func BenchmarkStreamOpen(b *testing.B) {
+	payload := []byte(strings.Repeat("x", 1024))
+	ns := startServer(b, -1)
+	for _, tc := range []struct {
+		name string
+		ctx  func() context.Context
+	}{
+		{"plain", context.Background},
+		{"identity", func() context.Context {
+			return cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{CorrelationID: "bench"})
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := newCQRSStream(b, ns.ClientURL(), payload)
+			c.ctx = tc.ctx()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c.stream(b, 1)
+			}
+		})
+	}
 }
