@@ -41,6 +41,10 @@ import (
 // bits: nobody else can address the stream (see docs/distributed.md,
 // "Permissions", for the NATS permissions under which these hold).
 //
+// The identity of ctx ([cqrs.IdentityOf]), when it has one, travels with
+// the request in the [HeaderID] headers, so that the serving side's
+// stream handler reads the same identity.
+//
 // The stream ends:
 //
 //   - when the serving side's stream returns nil, after its last item;
@@ -152,12 +156,21 @@ func (f *streamForwarder[Q, R]) Stream(ctx context.Context, q Q, yield func(R) b
 	req := &natsgo.Msg{Subject: f.subject, Reply: call.inbox}
 	req.Data = sealStream(make([]byte, 0, 2*binary.MaxVarintLen64+keySize+sealedSize(f.id, data)),
 		f.scfg.Window, f.scfg.Heartbeat, &call.key, timeout, deadline, f.id, data)
+	// Headers only when there is something to carry: NATS parses them at
+	// both ends.
+	var h natsgo.Header
 	if f.c.traced {
-		req.Header = natsgo.Header{}
-		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
-		if len(req.Header) == 0 {
-			req.Header = nil
+		h = natsgo.Header{}
+		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(h))
+	}
+	if _, ok := cqrs.IdentityOf(ctx); ok {
+		if h == nil {
+			h = natsgo.Header{}
 		}
+		setIdentity(h, sentIdentity(ctx))
+	}
+	if len(h) > 0 {
+		req.Header = h
 	}
 	if err := nc.PublishMsg(req); err != nil {
 		return fmt.Errorf("%w: %s: sending the request: %w", ErrTransport, f.spec, err)

@@ -130,10 +130,11 @@ type StreamServer struct {
 //
 // Each stream runs the local stream ([cqrs.StreamOf]) on a goroutine of
 // its own, with a context that carries the caller's deadline (streams are
-// not capped by [WithMaxHandlerTime]) and its trace context, and sends
-// each item as one NATS message to the caller's inbox: see
-// [ForwardStream] for the flow control, the cancellation both ways and
-// the errors. A producer is never more than the window of items
+// not capped by [WithMaxHandlerTime]), its trace context and the
+// identity the caller's context had ([cqrs.IdentityOf]; a new one when
+// it had none), and sends each item as one NATS message to the caller's
+// inbox: see [ForwardStream] for the flow control, the cancellation both
+// ways and the errors. A producer is never more than the window of items
 // ahead of its caller ([StreamConfig]): its yield blocks until the caller
 // has read them, so a slow caller costs this process nothing but the
 // producer's own state. Its context is cancelled when the caller cancels,
@@ -420,6 +421,7 @@ func (e *streamEndpoint) receive(m *natsgo.Msg) {
 	if len(m.Header) > 0 {
 		ctx = s.cfg.propagator.Extract(ctx, propagation.HeaderCarrier(m.Header))
 	}
+	ctx = withIdentity(ctx, m.Header)
 	cancelDeadline := context.CancelFunc(func() {})
 	if req.env.timeout > 0 {
 		deadline := req.env.deadlineOf(now, math.MaxInt64)
