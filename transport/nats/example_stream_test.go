@@ -159,16 +159,59 @@ func ExampleForwardStream() {
 	// deadline: true
 }
 
+// The identity of the caller's context travels with the stream: the
+// stream handler in the serving process reads it, and the messages it
+// sends join the caller's conversation.
+func ExampleForwardStream_identity() {
+	ns, stop := exampleNATS(false)
+	defer stop()
+	serving, _ := natsgo.Connect(ns.ClientURL())
+	defer serving.Close()
+	handlers := cqrs.NewQueryBus()
+	_ = cqrs.HandleStream(handlers, func(ctx context.Context, q ListOrders, yield func(OrderLine) bool) error {
+		id, _ := cqrs.IdentityOf(ctx)
+		fmt.Println("serving a stream for conversation", id.CorrelationID)
+		return listOrders(ctx, q, yield)
+	})
+	srv, err := cqrsnats.ServeStreams(serving, handlers, []cqrsnats.StreamType{cqrsnats.StreamTypeFor[ListOrders, OrderLine]()})
+	if err != nil {
+		panic(err)
+	}
+	defer func() { _ = srv.Stop(context.Background()) }()
+
+	queries, closeCalling := callOrders(ns.ClientURL())
+	defer closeCalling()
+	// A conversation of the caller's own, such as one per HTTP request.
+	ctx := cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{CorrelationID: "http-request-42"})
+	n := 0
+	for _, err := range cqrs.Stream(ctx, queries, ListOrders{Customer: "c-1", Count: 3}) {
+		if err != nil {
+			panic(err)
+		}
+		n++
+	}
+	fmt.Println(n, "lines")
+	// Output:
+	// serving a stream for conversation http-request-42
+	// 3 lines
+}
+
 func ExampleWithStreamConfig() {
 	ns, stop := exampleNATS(false)
 	defer stop()
 
-	// The serving side grants at most 64 items ahead of each caller and
-	// runs at most 100 streams at once.
-	_, stopServing := serveOrders(ns.ClientURL(), cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{Window: 64, MaxStreams: 100}))
+	// The serving side grants at most 64 items ahead of each caller and a
+	// heartbeat of at most 500ms (so a caller that vanishes holds one of
+	// its streams for at most 2s), and runs at most 100 streams at once.
+	_, stopServing := serveOrders(ns.ClientURL(), cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{
+		Window:     64,
+		Heartbeat:  500 * time.Millisecond,
+		MaxStreams: 100,
+	}))
 	defer stopServing()
 
-	// This caller asks for 16 ahead, and says it is alive every 200ms.
+	// This caller asks for 16 ahead, and to say it is alive every 200ms:
+	// both within what the serving side grants.
 	queries, closeCalling := callOrders(ns.ClientURL(), cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{
 		Window:    16,
 		Heartbeat: 200 * time.Millisecond,

@@ -122,8 +122,11 @@ func (r *rawStream) stream(b *testing.B, n int) {
 }
 
 // cqrsStream is the same through ServeStreams, ForwardStream and
-// cqrs.Stream.
-type cqrsStream struct{ queries *cqrs.QueryBus }
+// cqrs.Stream, from ctx (context.Background() when nil).
+type cqrsStream struct {
+	queries *cqrs.QueryBus
+	ctx     context.Context
+}
 
 func newCQRSStream(b *testing.B, url string, payload []byte) *cqrsStream {
 	config := cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{Window: benchWindow})
@@ -147,8 +150,12 @@ func newCQRSStream(b *testing.B, url string, payload []byte) *cqrsStream {
 
 // stream reads one stream of n items.
 func (c *cqrsStream) stream(b *testing.B, n int) {
+	ctx := c.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	read := 0
-	for blob, err := range cqrs.Stream(context.Background(), c.queries, Blobs{N: n}) {
+	for blob, err := range cqrs.Stream(ctx, c.queries, Blobs{N: n}) {
 		if err != nil || len(blob) != 1024 {
 			b.Fatalf("item %d: %d bytes, %v", read, len(blob), err)
 		}
@@ -167,11 +174,19 @@ func (c *cqrsStream) stream(b *testing.B, n int) {
 // their ratio, cqrs/raw, taken over the same stretch of a shared
 // machine's time. items/s is the figure to compare. cqrs-json is the
 // cqrs row through the default JSON codec, for an item holding 1 KiB of
-// text: what a codec adds.
+// text: what a codec adds. Each row also reports the CPU time the whole
+// process (both sides and the embedded NATS server) spent per item,
+// cpu-ns/item: on a shared machine, a figure that others' load moves
+// less than the rate.
 func BenchmarkStream(b *testing.B) {
 	payload := []byte(strings.Repeat("x", 1024))
 	ns := startServer(b, -1)
 	perSecond := func(b *testing.B, n int, d time.Duration) float64 { return float64(n) / d.Seconds() }
+	perItem := func(b *testing.B, n int, cpu time.Duration, unit string) {
+		if cpu > 0 {
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), unit)
+		}
+	}
 
 	// one reads b.N items in one stream of what start returns.
 	one := func(start func(b *testing.B) func(*testing.B, int)) func(*testing.B) {
@@ -180,9 +195,12 @@ func BenchmarkStream(b *testing.B) {
 			b.SetBytes(int64(len(payload)))
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu := cpuTime()
 			stream(b, b.N)
+			cpu = cpuTime() - cpu
 			b.StopTimer()
 			b.ReportMetric(perSecond(b, b.N, b.Elapsed()), "items/s")
+			perItem(b, b.N, cpu, "cpu-ns/item")
 		}
 	}
 	b.Run("raw", one(func(b *testing.B) func(*testing.B, int) { return newRawStream(b, ns.ClientURL(), payload).stream }))
@@ -192,20 +210,23 @@ func BenchmarkStream(b *testing.B) {
 		r := newRawStream(b, ns.ClientURL(), payload)
 		c := newCQRSStream(b, ns.ClientURL(), payload)
 		const chunk = 10_000
-		var raw, forwarded time.Duration
+		var raw, forwarded, rawCPU, forwardedCPU time.Duration
 		b.ResetTimer()
 		for done := 0; done < b.N; done += chunk {
 			n := min(chunk, b.N-done)
-			start := time.Now()
+			start, cpu0 := time.Now(), cpuTime()
 			r.stream(b, n)
-			mid := time.Now()
+			mid, cpu1 := time.Now(), cpuTime()
 			c.stream(b, n)
 			raw, forwarded = raw+mid.Sub(start), forwarded+time.Since(mid)
+			rawCPU, forwardedCPU = rawCPU+cpu1-cpu0, forwardedCPU+cpuTime()-cpu1
 		}
 		b.StopTimer()
 		b.ReportMetric(perSecond(b, b.N, raw), "raw-items/s")
 		b.ReportMetric(perSecond(b, b.N, forwarded), "cqrs-items/s")
 		b.ReportMetric(raw.Seconds()/forwarded.Seconds(), "cqrs/raw")
+		perItem(b, b.N, rawCPU, "raw-cpu-ns/item")
+		perItem(b, b.N, forwardedCPU, "cqrs-cpu-ns/item")
 	})
 
 	// The same through the default JSON codec, for an item that holds
@@ -240,4 +261,39 @@ func BenchmarkStream(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(perSecond(b, b.N, b.Elapsed()), "items/s")
 	})
+}
+
+// BenchmarkStreamOpen runs b.N streams of one 1 KiB item each, one after
+// another, through cqrs.Stream over ServeStreams and ForwardStream: what a
+// stream costs besides its items (the request, the inbox's subscription,
+// the acceptance, the end). identity runs them from a context that
+// carries an identity ([cqrs.ContextWithIdentity]), which travels with
+// each request. cpu-ns/stream is the CPU time of the whole process per
+// stream.
+func BenchmarkStreamOpen(b *testing.B) {
+	payload := []byte(strings.Repeat("x", 1024))
+	ns := startServer(b, -1)
+	for _, tc := range []struct {
+		name string
+		ctx  func() context.Context
+	}{
+		{"plain", context.Background},
+		{"identity", func() context.Context {
+			return cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{CorrelationID: "bench"})
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := newCQRSStream(b, ns.ClientURL(), payload)
+			c.ctx = tc.ctx()
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := cpuTime()
+			for range b.N {
+				c.stream(b, 1)
+			}
+			if cpu = cpuTime() - cpu; cpu > 0 {
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/stream")
+			}
+		})
+	}
 }

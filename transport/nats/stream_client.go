@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,7 +31,19 @@ import (
 // without bound however slowly the loop reads. Each item carries its
 // sequence number and the end of the stream the count sent: an item lost
 // on the way ends the stream with an error wrapping [ErrTransport]
-// rather than a silent gap.
+// rather than a silent gap. Each message from the serving side also
+// carries a key of 16 random bytes that the caller draws for the stream
+// and sends with its request; a message on the inbox without it is
+// dropped, so that whoever else may publish there can neither end the
+// stream early nor slip an item into it. The serving side tells the
+// caller alone, in a message to its inbox, the control subject on which
+// it acknowledges, pings and cancels, whose last token is 128 random
+// bits: nobody else can address the stream (see docs/distributed.md,
+// "Permissions", for the NATS permissions under which these hold).
+//
+// The identity of ctx ([cqrs.IdentityOf]), when it has one, travels with
+// the request in the [HeaderID] headers, so that the serving side's
+// stream handler reads the same identity.
 //
 // The stream ends:
 //
@@ -44,7 +57,8 @@ import (
 //     as soon as it arrives;
 //   - with an error wrapping [ErrTransport] when the connection drops,
 //     when the serving process is gone (NATS answers a ping with no
-//     responders) or silent for 4 heartbeats, or when items were lost;
+//     responders) or silent for 4 heartbeats (those it granted: see
+//     [StreamConfig.Heartbeat]), or when items were lost;
 //   - with [ErrNoResponders] when no process serves Q, and an error
 //     wrapping [ErrTransport] and [context.DeadlineExceeded] when none
 //     accepts the stream within the client's timeout ([WithTimeout]);
@@ -128,6 +142,7 @@ func (f *streamForwarder[Q, R]) Stream(ctx context.Context, q Q, yield func(R) b
 		nc: nc, spec: f.spec, inbox: nc.NewInbox(), heartbeat: f.scfg.Heartbeat,
 		ch: make(chan *natsgo.Msg, f.scfg.Window+frameSlack),
 	}
+	_, _ = rand.Read(call.key[:]) // it never fails: crypto/rand crashes the program instead
 	sub, err := nc.ChanSubscribe(call.inbox, call.ch)
 	if err != nil {
 		return fmt.Errorf("%w: %s: subscribing to the stream's inbox: %w", ErrTransport, f.spec, err)
@@ -139,14 +154,23 @@ func (f *streamForwarder[Q, R]) Stream(ctx context.Context, q Q, yield func(R) b
 		return fmt.Errorf("%w: %s: the connection is %s", ErrTransport, f.spec, nc.Status())
 	}
 	req := &natsgo.Msg{Subject: f.subject, Reply: call.inbox}
-	req.Data = sealStream(make([]byte, 0, 2*binary.MaxVarintLen64+sealedSize(f.id, data)),
-		f.scfg.Window, f.scfg.Heartbeat, timeout, deadline, f.id, data)
+	req.Data = sealStream(make([]byte, 0, 2*binary.MaxVarintLen64+keySize+sealedSize(f.id, data)),
+		f.scfg.Window, f.scfg.Heartbeat, &call.key, timeout, deadline, f.id, data)
+	// Headers only when there is something to carry: NATS parses them at
+	// both ends.
+	var h natsgo.Header
 	if f.c.traced {
-		req.Header = natsgo.Header{}
-		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
-		if len(req.Header) == 0 {
-			req.Header = nil
+		h = natsgo.Header{}
+		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(h))
+	}
+	if _, ok := cqrs.IdentityOf(ctx); ok {
+		if h == nil {
+			h = natsgo.Header{}
 		}
+		setIdentity(h, sentIdentity(ctx))
+	}
+	if len(h) > 0 {
+		req.Header = h
 	}
 	if err := nc.PublishMsg(req); err != nil {
 		return fmt.Errorf("%w: %s: sending the request: %w", ErrTransport, f.spec, err)
@@ -162,7 +186,7 @@ func (f *streamForwarder[Q, R]) Stream(ctx context.Context, q Q, yield func(R) b
 }
 
 // accepted waits for the serving side to accept the stream, and returns
-// the window it grants.
+// the window it grants; the heartbeat it grants becomes call's.
 func (f *streamForwarder[Q, R]) accepted(ctx context.Context, call *streamCall) (uint64, error) {
 	timeout := f.c.cfg.timeout
 	m, err := call.next(ctx, timeout)
@@ -173,16 +197,20 @@ func (f *streamForwarder[Q, R]) accepted(ctx context.Context, call *streamCall) 
 		return 0, err
 	case noResponders(m):
 		return 0, fmt.Errorf("%w: %s on %s", ErrNoResponders, f.spec, f.subject)
-	case len(m.Data) > 0 && m.Data[0] == frameEnd:
+	case m.Data[0] == frameEnd: // next returns frames that carry the key
 		if _, code, body, ok := readEnd(m.Data); ok && code != "" {
 			return 0, decodeError(f.c.cfg.errors, f.spec, code, "", body)
 		}
-	case len(m.Data) > 0 && m.Data[0] == frameAccept:
-		window, rest, ok := uvarintFrame(m.Data)
+	case m.Data[0] == frameAccept:
+		window, rest, ok := readUvarint(m.Data[frameHead:])
 		if !ok || window == 0 || window > uint64(f.scfg.Window) || !strings.HasPrefix(m.Reply, f.control) {
 			break
 		}
-		call.control = m.Reply
+		heartbeat, rest, ok := readUvarint(rest)
+		if !ok || heartbeat < uint64(minHeartbeat) || heartbeat > uint64(call.heartbeat) {
+			break
+		}
+		call.control, call.heartbeat = m.Reply, time.Duration(heartbeat)
 		size, n := binary.Uvarint(rest)
 		if n <= 0 || size != uint64(len(rest)-n) {
 			break
@@ -213,13 +241,10 @@ func (f *streamForwarder[Q, R]) read(ctx context.Context, call *streamCall, wind
 			return err
 		case noResponders(m):
 			return fmt.Errorf("%w: %s: the serving process is gone, after %d items", ErrTransport, f.spec, read)
-		case len(m.Data) == 0:
-			call.cancel()
-			return fmt.Errorf("%w: %s: an empty frame", ErrBadReply, f.spec)
 		}
-		switch m.Data[0] {
+		switch m.Data[0] { // next returns frames that carry the key
 		case frameItem:
-			seq, payload, ok := uvarintFrame(m.Data)
+			seq, payload, ok := readUvarint(m.Data[frameHead:])
 			if !ok {
 				call.cancel()
 				return fmt.Errorf("%w: %s: a malformed item", ErrBadReply, f.spec)
@@ -282,8 +307,9 @@ type streamCall struct {
 	nc        *natsgo.Conn
 	spec      cqrs.Spec
 	inbox     string
-	control   string // the serving side's, once it accepted
-	heartbeat time.Duration
+	key       streamKey     // drawn for the stream: the serving side's frames carry it
+	control   string        // the serving side's, once it accepted
+	heartbeat time.Duration // asked for, then granted
 	ch        chan *natsgo.Msg
 	status    chan natsgo.Status
 	idle      *time.Timer
@@ -295,12 +321,15 @@ type streamCall struct {
 	pings *time.Timer // nil once stopped
 }
 
-// next returns the next frame, waiting at most limit for it.
+// next returns the next frame of the serving side's, waiting at most
+// limit for it: one that carries the stream's key, at least frameHead
+// bytes long, or NATS's no-responders status. Other messages on the inbox
+// are dropped, and do not count as a sign of life.
 func (c *streamCall) next(ctx context.Context, limit time.Duration) (*natsgo.Msg, error) {
-	select {
-	case m := <-c.ch:
-		return m, nil
-	default:
+	for len(c.ch) > 0 { // only this goroutine receives
+		if m := <-c.ch; c.authentic(m) {
+			return m, nil
+		}
 	}
 	if c.idle == nil {
 		c.idle = time.NewTimer(limit)
@@ -309,16 +338,26 @@ func (c *streamCall) next(ctx context.Context, limit time.Duration) (*natsgo.Msg
 	}
 	c.waiting.Store(true)
 	defer c.waiting.Store(false)
-	select {
-	case m := <-c.ch:
-		return m, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case s := <-c.status:
-		return nil, fmt.Errorf("%w: %s: the connection is %s", ErrTransport, c.spec, s)
-	case <-c.idle.C:
-		return nil, errSilent
+	for {
+		select {
+		case m := <-c.ch:
+			if c.authentic(m) {
+				return m, nil
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case s := <-c.status:
+			return nil, fmt.Errorf("%w: %s: the connection is %s", ErrTransport, c.spec, s)
+		case <-c.idle.C:
+			return nil, errSilent
+		}
 	}
+}
+
+// authentic reports whether m is the serving side's: a frame that carries
+// the stream's key, or NATS's no-responders status, which cannot.
+func (c *streamCall) authentic(m *natsgo.Msg) bool {
+	return len(m.Data) >= frameHead && streamKey(m.Data[1:frameHead]) == c.key || noResponders(m)
 }
 
 // cancel tells the serving side to stop, if it accepted the stream.
@@ -341,7 +380,8 @@ func (c *streamCall) ping() {
 	if c.waiting.Load() {
 		flag = 1
 	}
-	data := append(binary.AppendUvarint([]byte{controlPing}, c.read.Load()), flag)
+	data := binary.AppendUvarint(append(make([]byte, 0, 2+binary.MaxVarintLen64+keySize), controlPing), c.read.Load())
+	data = append(append(data, flag), c.key[:]...)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pings == nil {

@@ -263,11 +263,32 @@ func listItemsSubject() (subject, id string) {
 	return subject, reflect.TypeFor[ListItems]().PkgPath() + ".ListItems"
 }
 
-// streamRequest builds a stream request by hand.
+// testKey is the key of the streams the tests open by hand.
+var testKey = [16]byte{'t', 'h', 'e', ' ', 't', 'e', 's', 't', 's', ' ', 'k', 'e', 'y', 1, 2, 3}
+
+// streamRequest builds a stream request by hand, with testKey.
 func streamRequest(window, heartbeat uint64, envelope []byte) []byte {
 	out := binary.AppendUvarint([]byte{'S'}, window)
 	out = binary.AppendUvarint(out, heartbeat)
+	out = append(out, testKey[:]...)
 	return append(out, envelope...)
+}
+
+// requestKey returns the key of a stream request.
+func requestKey(data []byte) []byte {
+	rest := data[1:]
+	for range 2 { // the window and the heartbeat
+		_, n := binary.Uvarint(rest)
+		rest = rest[n:]
+	}
+	return rest[:16]
+}
+
+// keyed returns frame, of a stream whose key is key: its kind, the key,
+// the rest.
+func keyed(frame, key []byte) []byte {
+	out := append([]byte{frame[0]}, key...)
+	return append(out, frame[1:]...)
 }
 
 // TestStreamMalformedRequests: malformed requests and control messages are
@@ -314,9 +335,9 @@ func TestStreamMalformedRequests(t *testing.T) {
 	}
 	unknown := accept.Reply[:strings.LastIndexByte(accept.Reply, '.')+1] + "nobody"
 	require.NoError(t, nc.Publish(unknown, []byte{'K', 1}))
-	reply, err := nc.Request(unknown, []byte{'P', 0, 1}, 2*time.Second)
+	reply, err := nc.Request(unknown, append([]byte{'P', 0, 1}, testKey[:]...), 2*time.Second)
 	require.NoError(t, err)
-	assert.Equal(t, []byte{'X'}, reply.Data, "a ping for no stream is told so")
+	assert.Equal(t, keyed([]byte{'X'}, testKey[:]), reply.Data, "a ping for no stream is told so, with its key")
 	require.NoError(t, nc.Publish(accept.Reply, []byte{'C'}))
 	require.NoError(t, nc.Flush())
 
@@ -333,19 +354,30 @@ func TestStreamMalformedRequests(t *testing.T) {
 }
 
 // fakeServer answers ListItems requests on nc with the frames answer
-// sends to the caller's inbox.
-func fakeServer(t *testing.T, nc *natsgo.Conn, answer func(inbox string)) {
+// sends to the caller's inbox, given the request's key.
+func fakeServer(t *testing.T, nc *natsgo.Conn, answer func(inbox string, key []byte)) {
 	t.Helper()
 	subject, _ := listItemsSubject()
-	sub, err := nc.Subscribe(subject, func(m *natsgo.Msg) { answer(m.Reply) })
+	sub, err := nc.Subscribe(subject, func(m *natsgo.Msg) { answer(m.Reply, requestKey(m.Data)) })
 	require.NoError(t, err)
 	require.NoError(t, nc.Flush())
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 }
 
-// acceptFrame is the acceptance of a stream of items of type id.
+// fakeHeartbeat is the heartbeat of the callers of fakeServer, and the
+// one acceptFrame grants.
+const fakeHeartbeat = 100 * time.Millisecond
+
+// acceptFrame is the acceptance of a stream of items of type id, without
+// its key.
 func acceptFrame(window uint64, id string) *natsgo.Msg {
+	return acceptGranting(window, fakeHeartbeat, id)
+}
+
+// acceptGranting is acceptFrame with the heartbeat it grants.
+func acceptGranting(window uint64, heartbeat time.Duration, id string) *natsgo.Msg {
 	data := binary.AppendUvarint([]byte{'A'}, window)
+	data = binary.AppendUvarint(data, uint64(heartbeat))
 	data = binary.AppendUvarint(data, uint64(len(id)))
 	return &natsgo.Msg{Reply: "cqrs.stream._control.fake.1", Data: append(data, id...)}
 }
@@ -356,7 +388,10 @@ func itemFrame(seq uint64, json string) []byte {
 
 // TestStreamCallerRejectsBadFrames: what a broken or hostile serving side
 // sends ends the stream with a matchable error, never a crash or a wrong
-// item.
+// item. The serving side received the request, so it knows the stream's
+// key: each frame below is sent with it (see keyed), as the serving side
+// sends them. (A frame without it is not the serving side's, and is
+// dropped: TestStreamForgedFrames.)
 func TestStreamCallerRejectsBadFrames(t *testing.T) {
 	itemID := reflect.TypeFor[Item]().PkgPath() + ".Item"
 	for _, tc := range []struct {
@@ -371,9 +406,11 @@ func TestStreamCallerRejectsBadFrames(t *testing.T) {
 		{"fewer items than sent", []any{acceptFrame(8, itemID), itemFrame(1, `{}`), []byte{'E', 2}}, 1, cqrsnats.ErrTransport, nil},
 		{"another item type", []any{acceptFrame(8, "example.com/x.Item")}, 0, cqrsnats.ErrBadReply, nil},
 		{"a window never asked", []any{acceptFrame(1<<20, itemID)}, 0, cqrsnats.ErrBadReply, nil},
+		{"a heartbeat never asked", []any{acceptGranting(8, time.Hour, itemID)}, 0, cqrsnats.ErrBadReply, nil},
+		{"a heartbeat below 10ms", []any{acceptGranting(8, time.Millisecond, itemID)}, 0, cqrsnats.ErrBadReply, nil},
 		{"a garbage answer", []any{[]byte("hello")}, 0, cqrsnats.ErrBadReply, nil},
 		{"a garbage frame", []any{acceptFrame(8, itemID), []byte{'Q', 1}}, 0, cqrsnats.ErrBadReply, nil},
-		{"an empty frame", []any{acceptFrame(8, itemID), []byte{}}, 0, cqrsnats.ErrBadReply, nil},
+		{"a frame of its kind and key alone", []any{acceptFrame(8, itemID), []byte{'I'}}, 0, cqrsnats.ErrBadReply, nil},
 		{"an undecodable item", []any{acceptFrame(8, itemID), itemFrame(1, `{"N":"one"}`)}, 0, cqrsnats.ErrBadReply, nil},
 		{"a truncated item", []any{acceptFrame(8, itemID), []byte{'I', 0x80}}, 0, cqrsnats.ErrBadReply, nil},
 		{"an oversized item", []any{acceptFrame(8, itemID), itemFrame(1, `{"Text":"`+strings.Repeat("x", 2048)+`"}`)}, 0, cqrsnats.ErrPayloadTooLarge, nil},
@@ -385,22 +422,23 @@ func TestStreamCallerRejectsBadFrames(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := startServer(t, -1)
 			fake := connect(t, ns.ClientURL())
-			fakeServer(t, fake, func(inbox string) {
+			fakeServer(t, fake, func(inbox string, key []byte) {
 				for _, f := range tc.frames {
 					switch f := f.(type) {
 					case *natsgo.Msg:
 						m := *f
 						m.Subject = inbox
+						m.Data = keyed(m.Data, key)
 						_ = fake.PublishMsg(&m)
 					case []byte:
-						_ = fake.Publish(inbox, f)
+						_ = fake.Publish(inbox, keyed(f, key))
 					}
 				}
 			})
 			client := cqrsnats.NewClient(connect(t, ns.ClientURL()), cqrsnats.WithMaxPayload(1024), cqrsnats.WithTimeout(time.Second))
 			queries := cqrs.NewQueryBus()
 			require.NoError(t, cqrsnats.ForwardStream[ListItems, Item](queries, client,
-				cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{Window: 8, Heartbeat: 100 * time.Millisecond})))
+				cqrsnats.WithStreamConfig(cqrsnats.StreamConfig{Window: 8, Heartbeat: fakeHeartbeat})))
 			start := time.Now()
 			read, err := lastError(t, cqrs.Stream(context.Background(), queries, ListItems{Count: 1}))
 			assert.Equal(t, tc.items, read)

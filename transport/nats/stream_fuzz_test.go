@@ -12,9 +12,11 @@ import (
 // panic, and an opened request has its window and heartbeat in bounds; a
 // sealed request opens as it was sealed.
 func FuzzOpenStream(f *testing.F) {
-	f.Add(sealStream(nil, 32, time.Second, time.Second, time.Time{}, "example.com/x.Q", []byte(`{}`)))
+	key := streamKey{1, 2, 3}
+	f.Add(sealStream(nil, 32, time.Second, &key, time.Second, time.Time{}, "example.com/x.Q", []byte(`{}`)))
 	f.Add([]byte{streamMark, 0x80})
 	f.Add([]byte{streamMark, 0, 0, envelopeMark})
+	f.Add(append(append([]byte{streamMark, 0, 0}, key[:]...), envelopeMark))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := openStreamRequest(data)
 		if err != nil {
@@ -27,12 +29,13 @@ func FuzzOpenStream(f *testing.F) {
 }
 
 func TestSealStreamRoundTrip(t *testing.T) {
-	data := sealStream(nil, 64, 250*time.Millisecond, time.Second, time.Time{}, "example.com/x.Q", []byte(`{"A":1}`))
+	key := streamKey{0: 0xfe, 15: 0x01}
+	data := sealStream(nil, 64, 250*time.Millisecond, &key, time.Second, time.Time{}, "example.com/x.Q", []byte(`{"A":1}`))
 	r, err := openStreamRequest(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.window != 64 || r.heartbeat != 250*time.Millisecond || r.env.timeout != time.Second ||
+	if r.window != 64 || r.heartbeat != 250*time.Millisecond || r.key != key || r.env.timeout != time.Second ||
 		string(r.env.id) != "example.com/x.Q" || string(r.env.payload) != `{"A":1}` {
 		t.Fatalf("opened %+v", r)
 	}
@@ -42,9 +45,11 @@ func TestSealStreamRoundTrip(t *testing.T) {
 // end frame reads as it was written.
 func FuzzReadEnd(f *testing.F) {
 	spec := cqrs.Spec{Kind: cqrs.KindQuery, Name: "x.Q"}
-	f.Add(endFrame(nil, spec, 7, nil))
-	f.Add(endFrame(nil, spec, 7, cqrs.ErrHandlerNotFound))
+	key := streamKey{7}
+	f.Add(endFrame(nil, spec, &key, 7, nil))
+	f.Add(endFrame(nil, spec, &key, 7, cqrs.ErrHandlerNotFound))
 	f.Add([]byte{frameEnd, 0, 0xff})
+	f.Add(append(append([]byte{frameEnd}, key[:]...), 0, 0xff))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		items, code, body, ok := readEnd(data)
 		if !ok {
@@ -53,7 +58,7 @@ func FuzzReadEnd(f *testing.F) {
 		if len(code) > 64 {
 			t.Fatalf("a code of %d bytes", len(code))
 		}
-		again := endFrame(nil, spec, items, nil)
+		again := endFrame(nil, spec, &key, items, nil)
 		if code == "" && !bytes.HasPrefix(data, again[:1]) {
 			t.Fatalf("%q read as an end with no error", data)
 		}

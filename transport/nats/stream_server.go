@@ -2,12 +2,12 @@ package nats
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"reflect"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,7 +107,6 @@ type StreamServer struct {
 	endpoints []*streamEndpoint
 	subs      []*natsgo.Subscription
 	ctlSub    *natsgo.Subscription
-	next      atomic.Uint64
 
 	mu       sync.RWMutex
 	streams  map[string]*serverStream
@@ -131,15 +130,28 @@ type StreamServer struct {
 //
 // Each stream runs the local stream ([cqrs.StreamOf]) on a goroutine of
 // its own, with a context that carries the caller's deadline (streams are
-// not capped by [WithMaxHandlerTime]) and its trace context, and sends
-// each item as one NATS message to the caller's inbox: see
-// [ForwardStream] for the flow control, the cancellation both ways and
-// the errors. A producer is never more than the window of items ahead of
-// its caller ([StreamConfig]): its yield blocks until the caller has read
-// them, so a slow caller costs this process nothing but the producer's
-// own state. Its context is cancelled when the caller cancels, when the
-// caller is silent for 4 of its heartbeats, and when [StreamServer.Stop]
-// gives up waiting.
+// not capped by [WithMaxHandlerTime]), its trace context and the
+// identity the caller's context had ([cqrs.IdentityOf]; a new one when
+// it had none), and sends each item as one NATS message to the caller's
+// inbox: see [ForwardStream] for the flow control, the cancellation both
+// ways and the errors. A producer is never more than the window of items
+// ahead of its caller ([StreamConfig]): its yield blocks until the caller
+// has read them, so a slow caller costs this process nothing but the
+// producer's own state. Its context is cancelled when the caller cancels,
+// when the caller is silent for 4 of the heartbeats this process granted
+// it (at most its own [StreamConfig.Heartbeat]), and when
+// [StreamServer.Stop] gives up waiting.
+//
+// Only the caller can steer its stream. Each stream's control subject
+// ends with 128 random bits, told only to the caller's inbox, so that
+// nobody can cancel another's stream, grant it credit or keep it alive
+// by guessing; an acknowledgement of more items than were sent is
+// refused and counted as malformed; and every frame sent to the caller
+// carries the random key the caller sent with its request, so that the
+// caller drops frames that anyone else publishes to its inbox. These
+// hold against parties that can neither read the caller's inbox nor
+// subscribe to prefix + ".stream.>": the NATS permissions that ensure it
+// are in docs/distributed.md, "Permissions".
 //
 // A request is decoded into a new value of the served type, and only when
 // the identity it carries is that type's; items go only to a subject
@@ -331,9 +343,12 @@ type StreamStats struct {
 type StreamServerStats struct {
 	// Types are the counts of each served type.
 	Types []StreamStats `json:"types"`
-	// Malformed counts the control messages that could not be read;
-	// Stray those for a stream this process does not run (most are a
-	// caller's last ping, racing the stream's end).
+	// Malformed counts the control messages that could not be read, or
+	// that acknowledged more items than were sent (refused: they would
+	// grant credit beyond the window); Stray those for a stream this
+	// process does not run (most are a caller's last ping, racing the
+	// stream's end; guesses at other streams' control subjects land
+	// here too).
 	Malformed uint64 `json:"malformed"`
 	Stray     uint64 `json:"stray"`
 }
@@ -366,10 +381,11 @@ type streamEndpoint struct {
 	running                                              atomic.Int64
 }
 
-// refuse answers a request with an error frame.
-func (e *streamEndpoint) refuse(m *natsgo.Msg, err error) {
+// refuse answers a request, whose caller's key is key, with an error
+// frame.
+func (e *streamEndpoint) refuse(m *natsgo.Msg, key *streamKey, err error) {
 	e.refused.Add(1)
-	_ = e.s.nc.Publish(m.Reply, endFrame(e.s.cfg.errors, e.spec, 0, err))
+	_ = e.s.nc.Publish(m.Reply, endFrame(e.s.cfg.errors, e.spec, key, 0, err))
 }
 
 // receive runs on the subscription's goroutine for each request: it
@@ -381,28 +397,31 @@ func (e *streamEndpoint) receive(m *natsgo.Msg) {
 		e.refused.Add(1)
 		return
 	}
+	// Opening reads a few numbers and slices the rest, whatever its size:
+	// the key it finds answers the refusal of a request too large.
+	req, err := openStreamRequest(m.Data)
 	if n := len(m.Data); n > s.cfg.maxPayload {
-		e.refuse(m, tooLarge(e.spec, "request", n, s.cfg.maxPayload))
+		e.refuse(m, &req.key, tooLarge(e.spec, "request", n, s.cfg.maxPayload))
 		return
 	}
-	req, err := openStreamRequest(m.Data)
 	if err != nil {
-		e.refuse(m, badRequest(e.spec, fmt.Errorf("%w: %w", errEnvelope, err)))
+		e.refuse(m, &req.key, badRequest(e.spec, fmt.Errorf("%w: %w", errEnvelope, err)))
 		return
 	}
 	if string(req.env.id) != e.id {
-		e.refuse(m, badRequest(e.spec, errWrongMessage))
+		e.refuse(m, &req.key, badRequest(e.spec, errWrongMessage))
 		return
 	}
 	run, err := e.typ.prepare(e, req.env.payload)
 	if err != nil {
-		e.refuse(m, err)
+		e.refuse(m, &req.key, err)
 		return
 	}
 	ctx := context.Background()
 	if len(m.Header) > 0 {
 		ctx = s.cfg.propagator.Extract(ctx, propagation.HeaderCarrier(m.Header))
 	}
+	ctx = withIdentity(ctx, m.Header)
 	cancelDeadline := context.CancelFunc(func() {})
 	if req.env.timeout > 0 {
 		deadline := req.env.deadlineOf(now, math.MaxInt64)
@@ -413,14 +432,16 @@ func (e *streamEndpoint) receive(m *natsgo.Msg) {
 		ctx, cancelDeadline = context.WithDeadline(ctx, deadline)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
+	// The serving side grants at most its own window and heartbeat: the
+	// heartbeat bounds how long a caller that vanished holds the stream.
 	window := min(req.window, uint64(s.scfg.Window))
+	heartbeat := min(req.heartbeat, s.scfg.Heartbeat)
 	st := &serverStream{
-		e: e, inbox: m.Reply, window: window, idle: missedBeats * req.heartbeat,
+		e: e, id: rand.Text(), key: req.key, inbox: m.Reply, window: window, idle: missedBeats * heartbeat,
 		ctx: ctx, credit: make(chan struct{}, 1),
 		cancel: func(cause error) { cancel(cause); cancelDeadline() },
 	}
 	st.stop = ctx.Done()
-	st.id = strconv.FormatUint(s.next.Add(1), 36)
 
 	s.mu.Lock()
 	switch {
@@ -435,12 +456,13 @@ func (e *streamEndpoint) receive(m *natsgo.Msg) {
 	s.mu.Unlock()
 	if err != nil {
 		st.cancel(nil)
-		e.refuse(m, err)
+		e.refuse(m, &req.key, err)
 		return
 	}
 	e.streams.Add(1)
 	e.running.Add(1)
-	accept := binary.AppendUvarint([]byte{frameAccept}, window)
+	accept := binary.AppendUvarint(frame(frameAccept, &st.key, 3*binary.MaxVarintLen64+len(e.item)), window)
+	accept = binary.AppendUvarint(accept, uint64(heartbeat))
 	accept = binary.AppendUvarint(accept, uint64(len(e.item)))
 	accept = append(accept, e.item...)
 	if err := s.nc.PublishMsg(&natsgo.Msg{Subject: m.Reply, Reply: s.control + st.id, Data: accept}); err != nil {
@@ -458,8 +480,8 @@ func (s *StreamServer) controlled(m *natsgo.Msg) {
 	s.mu.RUnlock()
 	if st == nil {
 		s.stray.Add(1)
-		if len(m.Data) > 0 && m.Data[0] == controlPing && replyableTo(s.inbox, m.Reply) {
-			_ = s.nc.Publish(m.Reply, []byte{frameGone})
+		if _, key, ok := readPing(m.Data); ok && replyableTo(s.inbox, m.Reply) {
+			_ = s.nc.Publish(m.Reply, frame(frameGone, key, 0))
 		}
 		return
 	}
@@ -470,20 +492,29 @@ func (s *StreamServer) controlled(m *natsgo.Msg) {
 	switch m.Data[0] {
 	case controlAck, controlPing:
 		read, rest, ok := uvarintFrame(m.Data)
-		if !ok || m.Data[0] == controlPing && len(rest) != 1 {
+		ping := m.Data[0] == controlPing
+		if !ok || ping && len(rest) != 1+keySize || !st.ack(read) {
 			s.malformed.Add(1)
 			return
 		}
 		st.timer.Reset(st.idle)
-		st.ack(read)
-		if m.Data[0] == controlPing && rest[0] == 1 {
-			_ = s.nc.Publish(st.inbox, []byte{framePong})
+		if ping && rest[0] == 1 {
+			_ = s.nc.Publish(st.inbox, frame(framePong, &st.key, 0))
 		}
 	case controlCancel:
 		st.cancel(errCallerCancelled)
 	default:
 		s.malformed.Add(1)
 	}
+}
+
+// readPing reads a ping: the items read, and the key it carries.
+func readPing(data []byte) (uint64, *streamKey, bool) {
+	read, rest, ok := uvarintFrame(data)
+	if !ok || data[0] != controlPing || len(rest) != 1+keySize {
+		return 0, nil, false
+	}
+	return read, (*streamKey)(rest[1:]), true
 }
 
 // replyableTo reports whether reply is a subject under inbox (which ends
@@ -495,8 +526,9 @@ func replyableTo(inbox, reply string) bool {
 // serverStream is one stream a StreamServer runs.
 type serverStream struct {
 	e      *streamEndpoint
-	id     string
-	inbox  string // the caller's
+	id     string    // the last token of its control subject: 128 random bits
+	key    streamKey // the caller's, which every frame carries
+	inbox  string    // the caller's
 	window uint64
 	idle   time.Duration
 	ctx    context.Context
@@ -506,24 +538,31 @@ type serverStream struct {
 
 	acked  atomic.Uint64 // the items the caller has read, as it last said
 	credit chan struct{} // signalled when acked grows
+	// sent counts the items sent, stored before each is: only the
+	// producer's goroutine writes it.
+	sent atomic.Uint64
 
 	// The producer's goroutine's own.
-	sent uint64
-	buf  []byte
-	err  error // why send failed
+	buf []byte // the item frame being sent, its kind and key kept
+	err error  // why send failed
 }
 
-// ack records that the caller has read n items. Only the control
-// subscription's goroutine calls it.
-func (st *serverStream) ack(n uint64) {
-	if n <= st.acked.Load() {
-		return
+// ack records that the caller has read n items, and reports whether it
+// may have: an acknowledgement of more items than were sent is refused,
+// so that no message grants more credit than the window. Only the
+// control subscription's goroutine calls it.
+func (st *serverStream) ack(n uint64) bool {
+	if n > st.sent.Load() {
+		return false
 	}
-	st.acked.Store(n)
-	select {
-	case st.credit <- struct{}{}:
-	default:
+	if n > st.acked.Load() {
+		st.acked.Store(n)
+		select {
+		case st.credit <- struct{}{}:
+		default:
+		}
 	}
+	return true
 }
 
 // send sends one encoded item, first waiting, while the window is full,
@@ -540,19 +579,23 @@ func (st *serverStream) send(data []byte) bool {
 		st.err = tooLarge(st.e.spec, "item", len(data), limit)
 		return false
 	}
-	for st.sent >= st.acked.Load()+st.window {
+	sent := st.sent.Load()
+	for sent >= st.acked.Load()+st.window {
 		select {
 		case <-st.credit:
 		case <-st.stop:
 			return false
 		}
 	}
-	st.sent++
-	st.buf = append(st.buf[:0], frameItem)
-	st.buf = binary.AppendUvarint(st.buf, st.sent)
+	sent++
+	st.sent.Store(sent) // before the item leaves: its acknowledgement counts
+	if st.buf == nil {
+		st.buf = frame(frameItem, &st.key, binary.MaxVarintLen64+len(data))
+	}
+	st.buf = binary.AppendUvarint(st.buf[:frameHead], sent)
 	st.buf = append(st.buf, data...)
 	if err := st.e.s.nc.Publish(st.inbox, st.buf); err != nil {
-		st.sent--
+		st.sent.Store(sent - 1)
 		if errors.Is(err, natsgo.ErrMaxPayload) {
 			st.err = fmt.Errorf("%w: %s: an item of %d bytes: %w", ErrPayloadTooLarge, st.e.spec, len(data), err)
 		} else {
@@ -568,7 +611,8 @@ func (st *serverStream) run(produce func(*serverStream) error) {
 	e, s := st.e, st.e.s
 	err := produce(st)
 	st.timer.Stop()
-	e.items.Add(st.sent)
+	sent := st.sent.Load()
+	e.items.Add(sent)
 	switch cause := context.Cause(st.ctx); {
 	case errors.Is(cause, errCallerCancelled):
 		e.cancelled.Add(1)
@@ -581,7 +625,7 @@ func (st *serverStream) run(produce func(*serverStream) error) {
 		if err != nil {
 			e.errors.Add(1)
 		}
-		_ = s.nc.Publish(st.inbox, endFrame(s.cfg.errors, e.spec, st.sent, err))
+		_ = s.nc.Publish(st.inbox, endFrame(s.cfg.errors, e.spec, &st.key, sent, err))
 	}
 	st.cancel(nil)
 	s.mu.Lock()

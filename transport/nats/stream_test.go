@@ -451,3 +451,64 @@ func TestServeLeavesStreamsToServeStreams(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 3, read)
 }
+
+// TestStreamCarriesIdentity: the identity of the caller's context
+// travels with the request, in the identity headers, and the serving
+// side's stream handler reads it with cqrs.IdentityOf; a caller's context
+// without one sends no identity headers, and the handler gets a new
+// identity, which starts a conversation of its own.
+func TestStreamCarriesIdentity(t *testing.T) {
+	ns := startServer(t, -1)
+	seen := make(chan cqrs.Identity, 1)
+	bus := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.HandleStream(bus, func(ctx context.Context, q ListItems, yield func(Item) bool) error {
+		id, _ := cqrs.IdentityOf(ctx)
+		seen <- id
+		for i := range q.Count {
+			if !yield(Item{N: i}) {
+				return nil
+			}
+		}
+		return nil
+	}))
+	srv, err := cqrsnats.ServeStreams(connect(t, ns.ClientURL()), bus, []cqrsnats.StreamType{cqrsnats.StreamTypeFor[ListItems, Item]()})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, srv.Stop(context.Background())) }()
+	sniffer := connect(t, ns.ClientURL())
+	subject, _ := listItemsSubject()
+	requests, err := sniffer.SubscribeSync(subject)
+	require.NoError(t, err)
+	require.NoError(t, sniffer.Flush())
+	queries := callStreams(t, connect(t, ns.ClientURL()))
+
+	// stream runs a stream of 3 from ctx, and returns the identity its
+	// handler saw and the headers of its request.
+	stream := func(ctx context.Context) (cqrs.Identity, natsgo.Header) {
+		t.Helper()
+		read, err := lastError(t, cqrs.Stream(ctx, queries, ListItems{Count: 3}))
+		require.NoError(t, err)
+		require.Equal(t, 3, read)
+		var id cqrs.Identity
+		select {
+		case id = <-seen:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the handler did not run")
+		}
+		req, err := requests.NextMsg(5 * time.Second)
+		require.NoError(t, err)
+		return id, req.Header
+	}
+
+	sent := cqrs.Identity{ID: "0190a8b2-7d4e-7000-8000-000000000001", CorrelationID: "order-7"}
+	got, h := stream(cqrs.ContextWithIdentity(context.Background(), sent))
+	assert.Equal(t, sent, got, "the identity the stream handler read")
+	assert.Equal(t, sent.ID, h.Get(cqrsnats.HeaderID))
+	assert.Equal(t, sent.CorrelationID, h.Get(cqrsnats.HeaderCorrelationID))
+	assert.Empty(t, h.Get(cqrsnats.HeaderCausationID))
+
+	got, h = stream(context.Background())
+	assert.Empty(t, h, "headers sent for a context with no identity")
+	assert.NotEmpty(t, got.ID, "the handler of a stream with no identity got none")
+	assert.Equal(t, got.ID, got.CorrelationID, "a stream with no identity starts a conversation")
+	assert.NotEqual(t, sent.ID, got.ID)
+}
