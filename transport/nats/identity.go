@@ -10,9 +10,12 @@ import (
 	"github.com/typedcqrs/dispatch/cqrs"
 )
 
-// Headers of a message's identity ([cqrs.Identity]). Every message this
-// package sends carries its ID; a message that has a correlation or a
-// cause carries them too. A message stored in JetStream also carries its
+// Headers of a message's identity ([cqrs.Identity]). Every command and
+// event this package publishes carries its ID, and its correlation and
+// cause when it has them. A request or a stream carries them only when
+// its caller's context has an identity, so that a plain call pays for no
+// header; its handler then gets an identity only if its bus makes one
+// (cqrs.WithIdentity). A message stored in JetStream also carries its
 // de-duplication key in Nats-Msg-Id ([jetstream.MsgIDHeader]): the ID
 // itself when the message is first stored, so that JetStream's duplicate
 // window drops a publish sent again; another key when a dead letter is
