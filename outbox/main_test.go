@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 	}
 	pgDSN = os.Getenv(pgtest.EnvDSN)
 	if pgDSN == "" {
-		s, err := pgtest.Start()
+		s, err := pgtest.Start(pgtest.Fast...)
 		if err != nil {
 			// Never skip: a test that needs PostgreSQL fails without one.
 			fmt.Fprintf(os.Stderr, "outbox tests need PostgreSQL: %v\nset %s to use a running server\n", err, pgtest.EnvDSN)

@@ -27,8 +27,9 @@ const EnvDSN = "OUTBOX_POSTGRES_DSN"
 type Server struct {
 	DSN  string // postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable
 	Port int
-	dir  string
-	bin  string
+	dir      string
+	bin      string
+	settings []string
 }
 
 // ErrNotInstalled: no initdb was found.
@@ -48,8 +49,15 @@ func Bin() (string, error) {
 	return "", ErrNotInstalled
 }
 
-// Start initialises and starts a server in a new temporary directory.
-func Start() (*Server, error) {
+// Fast are settings for a server whose data need not survive a crash of
+// the machine: fsync and synchronous commits off. A server restarted
+// with Restart keeps what was committed either way (its operating
+// system is not restarted).
+var Fast = []string{"fsync=off", "synchronous_commit=off", "full_page_writes=off"}
+
+// Start initialises and starts a server in a new temporary directory,
+// with the given settings (name=value) on top of the defaults.
+func Start(settings ...string) (*Server, error) {
 	bin, err := Bin()
 	if err != nil {
 		return nil, err
@@ -58,7 +66,7 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir, bin: bin}
+	s := &Server{dir: dir, bin: bin, settings: settings}
 	if err := s.chown(dir); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -84,6 +92,9 @@ func (s *Server) data() string { return filepath.Join(s.dir, "data") }
 func (s *Server) start() error {
 	opts := "-p " + strconv.Itoa(s.Port) + " -c listen_addresses=127.0.0.1 -c unix_socket_directories=" + s.dir +
 		" -c max_connections=200"
+	for _, kv := range s.settings {
+		opts += " -c " + kv
+	}
 	out, err := s.run("pg_ctl", "-D", s.data(), "-l", filepath.Join(s.dir, "log"), "-w", "-t", "60", "-o", opts, "start")
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(s.dir, "log"))
