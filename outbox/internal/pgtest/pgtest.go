@@ -25,8 +25,8 @@ const EnvDSN = "OUTBOX_POSTGRES_DSN"
 
 // Server is a running PostgreSQL server started by [Start].
 type Server struct {
-	DSN  string // postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable
-	Port int
+	DSN      string // postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable
+	Port     int
 	dir      string
 	bin      string
 	settings []string
