@@ -12,6 +12,10 @@ const childEnv = "OUTBOX_TEST_CHILD"
 // child runs the role of a child process and returns its exit code.
 func child(role string) int {
 	switch role {
+	case "relay":
+		return relayChild()
+	case "consumer":
+		return consumerChild()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown child role", role)
 		return 2

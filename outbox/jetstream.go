@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,24 +28,34 @@ import (
 // Make one with [NewJetStreamSink]; the zero value is not usable. It is
 // safe for concurrent use.
 type JetStreamSink struct {
-	js jetstream.JetStream
+	js      jetstream.JetStream
+	timeout time.Duration
 }
 
-// NewJetStreamSink returns a sink that publishes with js. It fails with
-// [ErrConfig] for a nil js.
-func NewJetStreamSink(js jetstream.JetStream) (*JetStreamSink, error) {
+// NewJetStreamSink returns a sink that publishes with js, and waits at
+// most timeout for JetStream to acknowledge a batch: a batch not
+// acknowledged by then (NATS down, its reconnect buffer holding the
+// messages) fails, and the relay sends it again later. If timeout is
+// less than or equal to 0, it is 5s. It fails with [ErrConfig] for a nil
+// js.
+func NewJetStreamSink(js jetstream.JetStream, timeout time.Duration) (*JetStreamSink, error) {
 	if js == nil {
 		return nil, fmt.Errorf("%w: NewJetStreamSink needs a JetStream", ErrConfig)
 	}
-	return &JetStreamSink{js: js}, nil
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &JetStreamSink{js: js, timeout: timeout}, nil
 }
 
-// Send publishes msgs and waits, bounded by ctx, for JetStream to store
-// them, as [Sink] says.
+// Send publishes msgs and waits, bounded by ctx and the sink's timeout,
+// for JetStream to store them, as [Sink] says.
 func (s *JetStreamSink) Send(ctx context.Context, msgs []Message) (int, error) {
 	if s == nil || s.js == nil {
 		return 0, fmt.Errorf("%w: a JetStreamSink not made with NewJetStreamSink", ErrConfig)
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	if len(msgs) == 1 {
 		if _, err := s.js.PublishMsg(ctx, natsMsg(msgs[0]), jetstream.WithRetryAttempts(0)); err != nil {
 			return 0, fmt.Errorf("publishing %s: %w", msgs[0].Subject, err)
