@@ -365,7 +365,11 @@ func handleOne(ctx context.Context, js jetstream.JetStream, in *outbox.Inbox, ta
 	if err != nil {
 		return false, err
 	}
-	for m := range batch.Messages() {
+	m, ok := <-batch.Messages()
+	if !ok {
+		return false, batch.Error()
+	}
+	{
 		ran, err := in.Once(ctx, "billing", m.Headers().Get(cqrsnats.HeaderID), func(ctx context.Context) error {
 			tx, _ := outbox.Tx(ctx)
 			_, err := tx.ExecContext(ctx, "INSERT INTO "+table+" (id) VALUES (1)")
@@ -377,7 +381,6 @@ func handleOne(ctx context.Context, js jetstream.JetStream, in *outbox.Inbox, ta
 		afterCommit()
 		return ran, m.DoubleAck(ctx)
 	}
-	return false, batch.Error()
 }
 
 // consumerChild is the child process of TestConsumerKilledAfterCommit: it

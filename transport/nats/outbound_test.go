@@ -73,7 +73,8 @@ func TestOutboundMessagesAreWhatTheReceiversTake(t *testing.T) {
 
 	_, err = cqrsnats.OutboundEvent(ctx, outboundPlaced{}, cqrsnats.WithPrefix("bad prefix"))
 	assert.Error(t, err)
-	_, err = cqrsnats.OutboundEvent(nil, outboundPlaced{}) //nolint:staticcheck // a nil context is what is tested
+	var nilCtx context.Context // a nil context is what is tested
+	_, err = cqrsnats.OutboundEvent(nilCtx, outboundPlaced{})
 	assert.ErrorIs(t, err, cqrs.ErrNilContext)
 	_, err = cqrsnats.OutboundCommand(ctx, Ship{Parcel: 1}, cqrsnats.DurableConfig{}, cqrsnats.WithMaxPayload(4))
 	assert.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
