@@ -20,6 +20,15 @@ tests with -race, which takes a few minutes in all; later runs use Go's
 caches. Each module prints its packages as they finish.
 EOF
 
+# The outbox module's tests run against a real PostgreSQL, which they
+# start themselves from Debian's postgresql package: install it when it is
+# missing (as root; elsewhere those tests fail and say why).
+if [ -f outbox/go.mod ]; then
+	echo
+	echo "== PostgreSQL for the outbox tests"
+	bash scripts/postgres.sh install || echo "could not install postgresql: the outbox tests will fail"
+fi
+
 failed=()
 i=0
 for dir in $modules; do
