@@ -229,7 +229,11 @@ type DurableServer struct {
 // stream gives each subject to one consumer only, so one queue group
 // serves a type: serving it with another gets [ErrConsumerConflict]. Two
 // services that must each handle the same commands use two prefixes
-// ([WithPrefix]) and two streams.
+// ([WithPrefix]) and two streams. ServeDurable looks for such a conflict
+// before it makes any consumer, so that a refusal leaves none behind;
+// if it fails after making some (a conflict that appeared meanwhile, a
+// transport error), it removes those it made that no process consumes
+// from.
 //
 // A command is acknowledged once its handler has succeeded. A failure is
 // delivered again after [DurableConfig.BackOff], up to MaxDeliver
@@ -298,18 +302,18 @@ func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg
 		return nil, err
 	}
 
+	consumers, made, err := makeDurableConsumers(ctx, stream, c.queueGroup, specs, subjects, cfg)
+	if err != nil {
+		return nil, err
+	}
 	s := &DurableServer{idle: make(chan struct{}), stopped: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for i, spec := range specs {
-		consumer, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, consumerConfig(c.queueGroup, spec, subjects[i], cfg))
-		if err != nil {
-			_ = s.Stop(ctx)
-			return nil, consumerError(ctx, stream, spec, subjects[i], err)
-		}
 		h := &durableHandler{srv: s, spec: spec, bus: commands, codec: c.codec, cfg: cfg, js: js, dead: deadSubjects[i], errors: c.errors}
-		cc, err := consumer.Consume(h.handle, jetstream.PullMaxMessages(pullBatch), jetstream.PullExpiry(pullExpiry))
+		cc, err := consumers[i].Consume(h.handle, jetstream.PullMaxMessages(pullBatch), jetstream.PullExpiry(pullExpiry))
 		if err != nil {
 			_ = s.Stop(ctx)
+			removeDurableConsumers(stream, made)
 			return nil, fmt.Errorf("%w: consuming %s from %s: %w", ErrTransport, spec, cfg.Stream, err)
 		}
 		s.consumers = append(s.consumers, cc)

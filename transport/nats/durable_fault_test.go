@@ -363,3 +363,48 @@ func TestDurableServerRestart(t *testing.T) {
 	// ahead (16 at most) while the process still holds them.
 	assertHandled(t, client, l, keys, "server restart", 15*time.Second, 16)
 }
+
+// A ServeDurable refused because another queue group has one of its
+// types leaves no consumer behind: the types it would have served stay
+// free, and serving them rightly afterwards succeeds and handles every
+// command that waited. Before, the consumers made before the refusal
+// stayed and took their types' subjects: serving those types with the
+// right queue group was refused, and their commands were stranded.
+func TestDurableRefusedServeLeavesNoConsumer(t *testing.T) {
+	s := startJetStreamServer(t)
+	client := process(t, s)
+	ctx := context.Background()
+	cfg := cqrsnats.DurableConfig{}
+
+	// Another service serves Invoice with the default queue group.
+	invoicing := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(invoicing, handling(newLedger(), invoiceKey)))
+	serveCommands(t, process(t, s), invoicing, cfg)
+	keys := enqueueAll(t, client, 100, parcel, shipKey, cfg)
+	keys = append(keys, enqueueAll(t, client, 100, func(i int) Cancel { return Cancel{Order: i} }, cancelKey, cfg)...)
+
+	// billing serves Ship, Cancel and Invoice: Invoice is taken.
+	l := newLedger()
+	billing := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(billing, handling(l, shipKey)))
+	require.NoError(t, cqrs.Register(billing, handling(l, cancelKey)))
+	require.NoError(t, cqrs.Register(billing, handling(l, invoiceKey)))
+	_, err := cqrsnats.ServeDurable(ctx, process(t, s), billing, cfg, cqrsnats.WithQueueGroup("billing"))
+	require.ErrorIs(t, err, cqrsnats.ErrConsumerConflict)
+	stream, err := client.Stream(ctx, "CQRS_COMMANDS")
+	require.NoError(t, err)
+	var names []string
+	for name := range stream.ConsumerNames(ctx).Name() {
+		names = append(names, name)
+	}
+	assert.Len(t, names, 1, "consumers: %v", names)
+	for _, name := range names {
+		assert.NotContains(t, name, "billing", "a consumer of the refused ServeDurable")
+	}
+
+	shipping := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(shipping, handling(l, shipKey)))
+	require.NoError(t, cqrs.Register(shipping, handling(l, cancelKey)))
+	serveCommands(t, process(t, s), shipping, cfg)
+	assertHandled(t, client, l, keys, "served after a refusal", 10*time.Second, 0)
+}
