@@ -331,14 +331,27 @@ const pullBatch = 16
 // most this long.
 const pullExpiry = 5 * time.Second
 
-// Stop stops taking commands and returns once no handler of s runs. The
-// command in progress of each type is finished and acknowledged; those
-// taken ahead and not started go back to the stream at once, for another
-// process. If ctx ends first, Stop cancels the running handlers'
-// contexts and returns an error that wraps ctx's and says how many
-// handlers still run; their commands, if they fail, are delivered again.
+// Stop stops taking commands and returns once no handler of s runs. What
+// happens to each command s holds:
+//
+//   - one taken and not started goes back to the stream at once, for
+//     another process (a negative acknowledgement, which counts as one
+//     of its MaxDeliver deliveries);
+//   - one in its handler is finished: acknowledged if the handler
+//     succeeds, else delivered again or buried as any failure is.
+//
+// If ctx ends first, Stop cancels the running handlers' contexts and
+// returns an error that wraps ctx's and says how many handlers still
+// run. Each of their commands is then settled when its handler returns:
+// acknowledged if it succeeded (the acknowledgement is still sent and
+// confirmed, for up to AckWait: keep the connection open until the
+// handlers have returned, or the command runs again), else given back to
+// the stream at once; the command of a handler that never returns is
+// given to another process once its AckWait has passed.
+//
 // Stop may be called more than once and from several goroutines: each
-// call waits, within its ctx, for the same end.
+// call waits, within its ctx, for the same end; a call after the
+// handlers returned returns nil.
 func (s *DurableServer) Stop(ctx context.Context) error {
 	if s == nil || s.stopped == nil {
 		return nil
@@ -457,24 +470,23 @@ const ackRetryWait = 100 * time.Millisecond
 // sent again until AckWait has passed, after which the command comes
 // back anyway. A confirmation that does not come within ackConfirmWait
 // is not waited for longer: the acknowledgement most likely arrived.
+//
+// It does not depend on the server's context: a handler that succeeds
+// after Stop gave up waiting for it has its command acknowledged too.
 func (h *durableHandler) ack(m jetstream.Msg) {
 	deadline := time.Now().Add(h.cfg.AckWait)
 	for {
-		ctx, cancel := context.WithTimeout(h.srv.ctx, min(ackConfirmWait, time.Until(deadline)))
+		ctx, cancel := context.WithTimeout(context.Background(), min(ackConfirmWait, time.Until(deadline)))
 		err := m.DoubleAck(ctx)
 		cancel()
 		if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrMsgAlreadyAckd) ||
 			errors.Is(err, natsgo.ErrConnectionClosed) {
 			return
 		}
-		select {
-		case <-h.srv.ctx.Done():
-			return
-		case <-time.After(ackRetryWait):
-		}
 		if time.Until(deadline) <= ackRetryWait {
 			return
 		}
+		time.Sleep(ackRetryWait)
 	}
 }
 

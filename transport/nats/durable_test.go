@@ -594,6 +594,38 @@ func TestDurableStopIsBoundedByItsContext(t *testing.T) {
 	assert.True(t, cancelled.Load(), "the handler's context was cancelled")
 }
 
+// A handler that succeeds after Stop gave up waiting for it has its
+// command acknowledged, so that it does not run again: the work queue
+// lets the command go. Before, the acknowledgement was sent on the
+// cancelled context and never left.
+func TestDurableStopAcknowledgesALateSuccess(t *testing.T) {
+	js := startJetStream(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	var runs atomic.Int32
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Ship, cqrs.NoResult](func(context.Context, Ship) (cqrs.NoResult, error) {
+		if runs.Add(1) == 1 {
+			close(started)
+		}
+		<-release // ignores ctx, then succeeds
+		return cqrs.NoResult{}, nil
+	})))
+	srv, err := cqrsnats.ServeDurable(context.Background(), js, bus, cqrsnats.DurableConfig{})
+	require.NoError(t, err)
+	require.NoError(t, cqrsnats.Enqueue(context.Background(), js, Ship{Parcel: 1}, cqrsnats.DurableConfig{}))
+	<-started
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, srv.Stop(ctx), context.DeadlineExceeded)
+	close(release)
+	require.NoError(t, srv.Stop(context.Background()), "Stop once the handler returned")
+
+	// AckWait is 30 s: the command is gone only if it was acknowledged.
+	assertDrained(t, js, "CQRS_COMMANDS")
+	assert.Equal(t, int32(1), runs.Load())
+}
+
 // The zero DurableServer serves nothing and stops at once.
 func TestDurableServerZeroValue(t *testing.T) {
 	var srv cqrsnats.DurableServer
