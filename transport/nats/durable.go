@@ -58,9 +58,17 @@ type DurableConfig struct {
 	// without an outcome (the process died, or stopped before starting
 	// it) counts too. If MaxDeliver is less than or equal to 0, it is 5.
 	MaxDeliver int
-	// AckWait is how long a process may take over a command before
-	// JetStream gives it to another, as after a crash; it also bounds the
-	// handler's context. If AckWait is less than or equal to 0, it is 30s.
+	// AckWait is how long a handler may take over a command: its context
+	// ends AckWait after it started. It is also how soon JetStream gives
+	// the commands of a process that died, or was cut off, to another.
+	// While a process holds a command, waiting for its turn or in a
+	// handler whose context has not ended, it tells JetStream so every
+	// quarter of AckWait (an in-progress acknowledgement), so a command
+	// that waits behind others is never given away for waiting; a handler
+	// that outlives its context keeps its command for at most AckWait
+	// more. Keep AckWait above the longest a handler takes, with room for
+	// its acknowledgement. If AckWait is less than or equal to 0, it is
+	// 30s.
 	AckWait time.Duration
 	// BackOff is how long a failed command waits before its next
 	// delivery: BackOff[0] after the first failure, BackOff[1] after the
@@ -198,23 +206,24 @@ func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg Dura
 // DurableServer handles durable commands. Make one with [ServeDurable];
 // the zero value serves nothing, and its Stop returns nil at once.
 //
-// Each served type has its own consumer and goroutine: a type's commands
-// are handled one at a time, in the order JetStream delivers them, and
-// different types at the same time. A DurableServer is safe for
-// concurrent use: Stop may be called from any goroutine, more than once.
+// Each served type has its own consumer, and goroutines of its own that
+// take its commands and handle them: a type's commands are handled one
+// at a time, in the order JetStream delivers them, and different types
+// at the same time. A DurableServer is safe for concurrent use: Stop may
+// be called from any goroutine, more than once.
 type DurableServer struct {
-	consumers []jetstream.ConsumeContext
-	ctx       context.Context // the handlers' context; ends when Stop gives up waiting
-	cancel    context.CancelFunc
+	types  []*durableHandler
+	holds  *durableHolds
+	ctx    context.Context // the handlers' context; ends when Stop gives up waiting, or is done
+	cancel context.CancelFunc
+	quit   chan struct{} // closed by Stop: nothing more is taken
 
-	mu         sync.Mutex
-	stopping   bool // set by Stop: no handler starts after
-	running    int  // handlers running
-	idle       chan struct{}
-	idleClosed bool
+	mu       sync.Mutex
+	stopping bool // set by Stop: no handler starts after
+	running  int  // handlers running
 
 	stopOnce sync.Once
-	stopped  chan struct{} // closed once nothing runs and nothing is taken
+	stopped  chan struct{} // closed once nothing runs and nothing is held
 }
 
 // ServeDurable handles the durable commands of every type registered on
@@ -234,6 +243,11 @@ type DurableServer struct {
 // if it fails after making some (a conflict that appeared meanwhile, a
 // transport error), it removes those it made that no process consumes
 // from.
+//
+// A process takes a type's commands a few at a time, holding 8 at most
+// (the one in its handler and those waiting for it), and keeps those it
+// holds from being given to another process while they wait
+// ([DurableConfig.AckWait] says how).
 //
 // A command is acknowledged once its handler has succeeded. A failure is
 // delivered again after [DurableConfig.BackOff], up to MaxDeliver
@@ -302,41 +316,59 @@ func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg
 		return nil, err
 	}
 
-	consumers, made, err := makeDurableConsumers(ctx, stream, c.queueGroup, specs, subjects, cfg)
+	consumers, err := makeDurableConsumers(ctx, stream, c.queueGroup, specs, subjects, cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &DurableServer{idle: make(chan struct{}), stopped: make(chan struct{})}
+	s := &DurableServer{holds: newDurableHolds(cfg.AckWait), quit: make(chan struct{}), stopped: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	go s.holds.keepAlive(s.ctx)
 	for i, spec := range specs {
-		h := &durableHandler{srv: s, spec: spec, bus: commands, codec: c.codec, cfg: cfg, js: js, dead: deadSubjects[i], errors: c.errors}
-		cc, err := consumers[i].Consume(h.handle, jetstream.PullMaxMessages(pullBatch), jetstream.PullExpiry(pullExpiry))
-		if err != nil {
-			_ = s.Stop(ctx)
-			removeDurableConsumers(stream, made)
-			return nil, fmt.Errorf("%w: consuming %s from %s: %w", ErrTransport, spec, cfg.Stream, err)
+		h := &durableHandler{
+			srv: s, spec: spec, bus: commands, codec: c.codec, cfg: cfg, js: js, dead: deadSubjects[i], errors: c.errors,
+			consumer: consumers[i],
+			queue:    make(chan *durableHold, durableAhead),
+			free:     durableAhead,
+			freed:    make(chan struct{}, 1),
+			pulled:   make(chan struct{}),
+			done:     make(chan struct{}),
 		}
-		s.consumers = append(s.consumers, cc)
+		s.types = append(s.types, h)
+		go h.pull()
+		go h.work()
 	}
 	return s, nil
 }
 
-// pullBatch is how many commands of a type a process takes ahead. Few,
-// since AckWait runs while they wait and Stop hands them back.
-const pullBatch = 16
+// durableAhead is how many commands of a type a process holds at most:
+// the one in its handler and those taken ahead, which wait for it.
+// Taking several per pull request keeps the requests few; holding few
+// keeps few commands waiting in a process that may die, or stop.
+const durableAhead = 8
 
-// pullExpiry is how long one pull request lasts; its heartbeats come at
-// half of it. A pull request that went astray (seen under load as a
-// consumer delivering nothing for the 30 s of nats.go's default) costs at
-// most this long.
-const pullExpiry = 5 * time.Second
+// pullExpiry is how long one pull request waits for commands.
+// pullHeartbeat is how often JetStream tells that it still holds the
+// request: two missed, and the request is taken for lost (as when the
+// server restarts) and sent again.
+const (
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = time.Second
+)
+
+// pullRetryWait is the pause after a pull request that failed (the
+// connection down, the consumer removed) before the next.
+const pullRetryWait = 250 * time.Millisecond
 
 // Stop stops taking commands and returns once no handler of s runs. What
 // happens to each command s holds:
 //
-//   - one taken and not started goes back to the stream at once, for
-//     another process (a negative acknowledgement, which counts as one
-//     of its MaxDeliver deliveries);
+//   - one taken and not started goes back to the stream for another
+//     process (a negative acknowledgement, which counts as one of its
+//     MaxDeliver deliveries) without waiting for the command in
+//     progress, once the request for commands that brought it has
+//     ended: at once if it brings nothing more for 50 ms. A command
+//     JetStream sends at the moment that request ends cannot be taken
+//     back: it comes back after AckWait;
 //   - one in its handler is finished: acknowledged if the handler
 //     succeeds, else delivered again or buried as any failure is.
 //
@@ -346,8 +378,8 @@ const pullExpiry = 5 * time.Second
 // acknowledged if it succeeded (the acknowledgement is still sent and
 // confirmed, for up to AckWait: keep the connection open until the
 // handlers have returned, or the command runs again), else given back to
-// the stream at once; the command of a handler that never returns is
-// given to another process once its AckWait has passed.
+// the stream at once; a handler that never returns keeps its command
+// from JetStream for at most AckWait after its context was cancelled.
 //
 // Stop may be called more than once and from several goroutines: each
 // call waits, within its ctx, for the same end; a call after the
@@ -359,16 +391,17 @@ func (s *DurableServer) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.mu.Lock()
 		s.stopping = true
-		s.closeIdleLocked()
 		s.mu.Unlock()
-		for _, cc := range s.consumers {
-			cc.Drain() // what was taken ahead reaches handle, which hands it back
-		}
+		close(s.quit) // ends the pull requests; what they bring is given back
 		go func() {
-			for _, cc := range s.consumers {
-				<-cc.Closed()
+			for _, h := range s.types {
+				<-h.pulled // no more commands come
+				h.giveBack()
 			}
-			<-s.idle
+			for _, h := range s.types {
+				<-h.done
+				h.giveBack() // the one work took and put back, if any
+			}
 			s.cancel()
 			close(s.stopped)
 		}()
@@ -402,15 +435,7 @@ func (s *DurableServer) enter() bool {
 func (s *DurableServer) leave() {
 	s.mu.Lock()
 	s.running--
-	s.closeIdleLocked()
 	s.mu.Unlock()
-}
-
-func (s *DurableServer) closeIdleLocked() {
-	if s.stopping && s.running == 0 && !s.idleClosed {
-		s.idleClosed = true
-		close(s.idle)
-	}
 }
 
 // durableHandler handles the commands of one type.
@@ -423,26 +448,196 @@ type durableHandler struct {
 	js     jetstream.JetStream
 	dead   string      // the dead-letter subject
 	errors []ErrorCode // the service's error table, for the dead letters' codes
+
+	consumer jetstream.Consumer
+	queue    chan *durableHold // from pull to work; room for every command held
+	pulled   chan struct{}     // closed when pull returns
+	done     chan struct{}     // closed when work returns
+
+	mu    sync.Mutex
+	free  int           // how many more commands may be held
+	freed chan struct{} // signalled when free grows
 }
 
-func (h *durableHandler) handle(m jetstream.Msg) {
-	if !h.srv.enter() {
-		_ = m.Nak() // stopping: another process takes it now
+// pull takes the type's commands from JetStream until Stop, into the
+// queue for work, holding each (see durableHolds). It asks for as many
+// as may be held, once at least half of durableAhead may (or all, when
+// none is held): every command it is given has room in the queue, so
+// none waits unseen in a buffer, where nothing would keep it alive. A
+// request's commands were delivered after it was sent, which is when
+// their hold starts.
+//
+// Once Stop was called, it lets the request in progress end: at once if
+// it brought nothing for stopQuiet, else when it has brought all it
+// will. Whatever it brought is queued, and given back by Stop once the
+// request has ended, so that JetStream cannot hand a command given back
+// to this request again.
+func (h *durableHandler) pull() {
+	defer close(h.pulled)
+	for {
+		n := h.reserve()
+		if n == 0 {
+			return // stopping
+		}
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), pullExpiry)
+		batch, err := h.consumer.Fetch(n, jetstream.FetchContext(ctx), jetstream.FetchHeartbeat(pullHeartbeat))
+		got := 0
+		if err == nil {
+			got = h.receive(batch, sent, cancel)
+			err = batch.Error()
+		}
+		cancel()
+		h.release(n - got)
+		select {
+		case <-h.srv.quit:
+			return
+		default:
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			select { // the connection is down, the consumer was removed, …
+			case <-h.srv.quit:
+				return
+			case <-time.After(pullRetryWait):
+			}
+		}
+	}
+}
+
+// receive queues the commands batch brings, sent at sent, until it ends,
+// and returns how many. Once Stop was called, it ends batch with cancel
+// when batch has brought nothing for stopQuiet.
+func (h *durableHandler) receive(batch jetstream.MessageBatch, sent time.Time, cancel context.CancelFunc) int {
+	got := 0
+	msgs, quit := batch.Messages(), h.srv.quit
+	var quiet *time.Timer
+	var quietC <-chan time.Time
+	defer func() {
+		if quiet != nil {
+			quiet.Stop()
+		}
+	}()
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return got
+			}
+			got++
+			h.queue <- h.srv.holds.hold(m, sent) // pull reserved its room
+			if quiet != nil {
+				quiet.Reset(stopQuiet)
+			}
+		case <-quit:
+			quit = nil
+			quiet = time.NewTimer(stopQuiet)
+			quietC = quiet.C
+		case <-quietC:
+			quietC = nil
+			cancel()
+		}
+	}
+}
+
+// stopQuiet is how long, once Stop was called, a request for commands
+// that brings none is let run before it is ended. Ending it cannot take
+// back a command JetStream sent it at that moment, which then comes back
+// only after AckWait: the wait makes that rare.
+const stopQuiet = 50 * time.Millisecond
+
+// reserve waits until at least half of durableAhead commands more may be
+// held, or all may, and returns how many, which are now taken; or 0 once
+// Stop was called.
+func (h *durableHandler) reserve() int {
+	for {
+		select {
+		case <-h.srv.quit:
+			return 0
+		default:
+		}
+		h.mu.Lock()
+		n := h.free
+		if n >= durableAhead/2 || n == durableAhead {
+			h.free = 0
+			h.mu.Unlock()
+			return n
+		}
+		h.mu.Unlock()
+		select {
+		case <-h.srv.quit:
+			return 0
+		case <-h.freed:
+		}
+	}
+}
+
+// release gives back room for n commands.
+func (h *durableHandler) release(n int) {
+	if n == 0 {
 		return
 	}
-	defer h.srv.leave()
+	h.mu.Lock()
+	h.free += n
+	h.mu.Unlock()
+	select {
+	case h.freed <- struct{}{}:
+	default:
+	}
+}
+
+// giveBack gives back the commands waiting in the queue: Stop was
+// called, and pull has returned.
+func (h *durableHandler) giveBack() {
+	for {
+		select {
+		case x := <-h.queue:
+			h.srv.holds.release(x)
+			_ = x.msg.Nak() // another process takes it now
+			h.release(1)
+		default:
+			return
+		}
+	}
+}
+
+// work handles the commands in the queue until Stop. A command it takes
+// once Stop was called goes back to the queue, for giveBack.
+func (h *durableHandler) work() {
+	defer close(h.done)
+	for {
+		select {
+		case x := <-h.queue:
+			if !h.srv.enter() {
+				h.queue <- x // it came out: there is room
+				return
+			}
+			h.handle(x)
+			h.srv.leave()
+			h.release(1)
+		case <-h.srv.quit:
+			return
+		}
+	}
+}
+
+// handle handles the command x holds and settles it: acknowledged,
+// given back for a later delivery, or buried.
+func (h *durableHandler) handle(x *durableHold) {
+	m := x.msg
 	meta, err := m.Metadata()
 	if err != nil {
+		h.srv.holds.release(x)
 		_ = m.Nak() // a consumer only delivers JetStream messages
 		return
 	}
 	if meta.NumDelivered > uint64(h.cfg.MaxDeliver) {
 		// The deliveries are spent and the last had no outcome, as when a
 		// command crashes its process: do not start it again.
+		h.srv.holds.release(x)
 		h.bury(m, meta, "no_outcome", fmt.Errorf("nats: %s: %d deliveries, the last without an outcome", h.spec, meta.NumDelivered))
 		return
 	}
-	err = h.run(m)
+	err = h.run(x)
 	switch {
 	case err == nil:
 		h.ack(m)
@@ -490,13 +685,18 @@ func (h *durableHandler) ack(m jetstream.Msg) {
 	}
 }
 
-func (h *durableHandler) run(m jetstream.Msg) error {
+// run decodes and handles the command x holds, and releases x once the
+// handler returned. The handler's context ends AckWait after it starts,
+// or when Stop gives up waiting.
+func (h *durableHandler) run(x *durableHold) error {
+	defer h.srv.holds.release(x)
 	msg := reflect.New(h.spec.MessageType)
-	if err := h.codec.Unmarshal(m.Data(), msg.Interface()); err != nil {
+	if err := h.codec.Unmarshal(x.msg.Data(), msg.Interface()); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrBadRequest, h.spec, err)
 	}
 	ctx, cancel := context.WithTimeout(h.srv.ctx, h.cfg.AckWait)
 	defer cancel()
+	h.srv.holds.run(x, ctx.Done())
 	_, err := h.bus.Execute(ctx, msg.Elem().Interface())
 	return err
 }

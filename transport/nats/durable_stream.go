@@ -219,21 +219,20 @@ func nameToken(s string) string {
 	}, s)
 }
 
-// makeDurableConsumers makes (or updates) the consumer of each of specs, whose
-// subjects are subjects, for queueGroup, and returns them with the names
-// of those it made that did not exist before. It first lists the
+// makeDurableConsumers makes (or updates) the consumer of each of
+// specs, whose subjects are subjects, for queueGroup. It first lists the
 // stream's consumers and refuses, having made nothing, if another takes
 // one of the subjects. If a consumer still cannot be made (a conflict
 // that appeared since, a transport error), it removes those it made that
 // no process consumes from, and returns the error.
-func makeDurableConsumers(ctx context.Context, stream jetstream.Stream, queueGroup string, specs []cqrs.Spec, subjects []string, cfg DurableConfig) ([]jetstream.Consumer, []string, error) {
+func makeDurableConsumers(ctx context.Context, stream jetstream.Stream, queueGroup string, specs []cqrs.Spec, subjects []string, cfg DurableConfig) ([]jetstream.Consumer, error) {
 	var existing []*jetstream.ConsumerInfo
 	list := stream.ListConsumers(ctx)
 	for info := range list.Info() {
 		existing = append(existing, info)
 	}
 	if err := list.Err(); err != nil {
-		return nil, nil, fmt.Errorf("%w: listing the consumers of stream %s: %w", ErrTransport, cfg.Stream, err)
+		return nil, fmt.Errorf("%w: listing the consumers of stream %s: %w", ErrTransport, cfg.Stream, err)
 	}
 	existed := map[string]bool{}
 	for _, info := range existing {
@@ -242,7 +241,7 @@ func makeDurableConsumers(ctx context.Context, stream jetstream.Stream, queueGro
 	for i, spec := range specs {
 		name := consumerName(queueGroup, subjects[i])
 		if taken := takenBy(existing, subjects[i], name); len(taken) > 0 {
-			return nil, nil, conflictError(stream, spec, subjects[i], taken, nil)
+			return nil, conflictError(stream, spec, subjects[i], taken, nil)
 		}
 	}
 	consumers := make([]jetstream.Consumer, len(specs))
@@ -252,14 +251,14 @@ func makeDurableConsumers(ctx context.Context, stream jetstream.Stream, queueGro
 		if err != nil {
 			err = consumerError(ctx, stream, spec, subjects[i], err)
 			removeDurableConsumers(stream, made)
-			return nil, nil, err
+			return nil, err
 		}
 		consumers[i] = consumer
 		if name := consumerName(queueGroup, subjects[i]); !existed[name] {
 			made = append(made, name)
 		}
 	}
-	return consumers, made, nil
+	return consumers, nil
 }
 
 // consumerCleanupWait bounds the removal of the consumers a failed ServeDurable
