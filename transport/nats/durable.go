@@ -173,6 +173,15 @@ func durableSubject(prefix string, spec cqrs.Spec) (string, error) {
 // [ServeDurable], now or when one comes up. No result comes back; a
 // command that keeps failing ends in the dead-letter stream.
 //
+// The command carries its identity ([cqrs.NextIdentity] of ctx: the one
+// set with [cqrs.ContextWithIdentity], else a new ID in the conversation
+// of the message ctx's handler handles, else a new conversation) in the
+// headers Cqrs-Id, Cqrs-Correlation-Id and Cqrs-Causation-Id, and its ID
+// as its Nats-Msg-Id: JetStream stores an Enqueue sent again with the
+// same identity once, within the stream's duplicate window (two minutes
+// on the stream Enqueue makes). Its handler reads the identity with
+// [cqrs.IdentityOf], the same on every delivery.
+//
 // Enqueue is one round trip: a publish that JetStream acknowledges, with
 // the stream's name as a condition so that a command never lands in
 // another stream. Only when no stream takes the subject does it look the
@@ -200,7 +209,11 @@ func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg Dura
 	if err != nil {
 		return err
 	}
-	return store(ctx, js, c.prefix, cfg, spec, &natsgo.Msg{Subject: subject, Data: data})
+	id := cqrs.NextIdentity(ctx)
+	h := make(natsgo.Header, 4)
+	setIdentity(h, id)
+	h.Set(jetstream.MsgIDHeader, storedKey(id.ID, 0))
+	return store(ctx, js, c.prefix, cfg, spec, &natsgo.Msg{Subject: subject, Data: data, Header: h})
 }
 
 // DurableServer handles durable commands. Make one with [ServeDurable];
@@ -247,7 +260,12 @@ type DurableServer struct {
 // A process takes a type's commands a few at a time, holding 8 at most
 // (the one in its handler and those waiting for it), and keeps those it
 // holds from being given to another process while they wait
-// ([DurableConfig.AckWait] says how).
+// ([DurableConfig.AckWait] says how). The handler's context carries the
+// command's identity ([Enqueue]), the same on every delivery. A command
+// another publisher stored without Cqrs-Id (`nats pub`) has its
+// Nats-Msg-Id as its ID or, without one, a new ID on each delivery, so
+// that its deliveries cannot be told apart from new commands; its dead
+// letter keeps the ID of the delivery that buried it.
 //
 // A command is acknowledged once its handler has succeeded. A failure is
 // delivered again after [DurableConfig.BackOff], up to MaxDeliver
@@ -630,24 +648,41 @@ func (h *durableHandler) handle(x *durableHold) {
 		_ = m.Nak() // a consumer only delivers JetStream messages
 		return
 	}
+	headers := headersWithID(m.Headers())
 	if meta.NumDelivered > uint64(h.cfg.MaxDeliver) {
 		// The deliveries are spent and the last had no outcome, as when a
 		// command crashes its process: do not start it again.
 		h.srv.holds.release(x)
-		h.bury(m, meta, "no_outcome", fmt.Errorf("nats: %s: %d deliveries, the last without an outcome", h.spec, meta.NumDelivered))
+		h.bury(m, headers, meta, "no_outcome", fmt.Errorf("nats: %s: %d deliveries, the last without an outcome", h.spec, meta.NumDelivered))
 		return
 	}
-	err = h.run(x)
+	err = h.run(x, headers)
 	switch {
 	case err == nil:
 		h.ack(m)
 	case h.srv.ctx.Err() != nil:
 		_ = m.Nak() // Stop gave up waiting: not the command's fault
 	case permanent(err) || meta.NumDelivered >= uint64(h.cfg.MaxDeliver):
-		h.bury(m, meta, codeOf(h.errors, err), err)
+		h.bury(m, headers, meta, codeOf(h.errors, err), err)
 	default:
 		_ = m.NakWithDelay(h.cfg.backOff(meta.NumDelivered))
 	}
+}
+
+// headersWithID returns h if it names the message's identity, else a copy
+// of h with a new ID in Cqrs-Id: a message another publisher stored
+// without one gets a new ID on each delivery, which its dead letter
+// keeps.
+func headersWithID(h natsgo.Header) natsgo.Header {
+	if _, ok := identityOf(h); ok {
+		return h
+	}
+	out := make(natsgo.Header, len(h)+1)
+	for k, v := range h {
+		out[k] = v
+	}
+	out.Set(HeaderID, cqrs.NewID())
+	return out
 }
 
 // ackConfirmWait bounds the wait for JetStream to confirm an
@@ -687,8 +722,8 @@ func (h *durableHandler) ack(m jetstream.Msg) {
 
 // run decodes and handles the command x holds, and releases x once the
 // handler returned. The handler's context ends AckWait after it starts,
-// or when Stop gives up waiting.
-func (h *durableHandler) run(x *durableHold) error {
+// or when Stop gives up waiting, and carries the command's identity.
+func (h *durableHandler) run(x *durableHold, headers natsgo.Header) error {
 	defer h.srv.holds.release(x)
 	msg := reflect.New(h.spec.MessageType)
 	if err := h.codec.Unmarshal(x.msg.Data(), msg.Interface()); err != nil {
@@ -697,7 +732,7 @@ func (h *durableHandler) run(x *durableHold) error {
 	ctx, cancel := context.WithTimeout(h.srv.ctx, h.cfg.AckWait)
 	defer cancel()
 	h.srv.holds.run(x, ctx.Done())
-	_, err := h.bus.Execute(ctx, msg.Elem().Interface())
+	_, err := h.bus.Execute(withIdentity(ctx, headers), msg.Elem().Interface())
 	return err
 }
 
