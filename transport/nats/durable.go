@@ -182,6 +182,11 @@ func durableSubject(prefix string, spec cqrs.Spec) (string, error) {
 // on the stream Enqueue makes). Its handler reads the identity with
 // [cqrs.IdentityOf], the same on every delivery.
 //
+// A command whose encoded size is over [WithMaxPayload], or over the
+// server's max_payload once its headers and the headers its dead letter
+// would need (about 1.5 KiB besides its subject) are counted, fails with
+// [ErrPayloadTooLarge] and is not stored.
+//
 // Enqueue is one round trip: a publish that JetStream acknowledges, with
 // the stream's name as a condition so that a command never lands in
 // another stream. Only when no stream takes the subject does it look the
@@ -213,7 +218,11 @@ func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg Dura
 	h := make(natsgo.Header, 4)
 	setIdentity(h, id)
 	h.Set(jetstream.MsgIDHeader, storedKey(id.ID, 0))
-	return store(ctx, js, c.prefix, cfg, spec, &natsgo.Msg{Subject: subject, Data: data, Header: h})
+	m := &natsgo.Msg{Subject: subject, Data: data, Header: h}
+	if err := fitsWithDeadLetter(js.Conn(), spec, m, cfg); err != nil {
+		return err
+	}
+	return store(ctx, js, c.prefix, cfg, spec, m)
 }
 
 // DurableServer handles durable commands. Make one with [ServeDurable];

@@ -140,7 +140,7 @@ func (h *durableHandler) bury(m jetstream.Msg, headers natsgo.Header, meta *jets
 		}
 	}
 	setIdentity(dead, id)
-	dead.Set(headerErrorCode, code)
+	dead.Set(headerErrorCode, cutUTF8(code, maxDeadCode))
 	dead.Set(headerError, headerValue(cause.Error()))
 	dead.Set(headerSubject, m.Subject())
 	dead.Set(headerDeliveries, strconv.FormatUint(meta.NumDelivered, 10))
@@ -160,6 +160,9 @@ func (h *durableHandler) bury(m jetstream.Msg, headers natsgo.Header, meta *jets
 	}
 	_ = m.TermWithReason("dead letter: " + code)
 }
+
+// maxDeadCode bounds the error code of a dead letter.
+const maxDeadCode = 128
 
 // cutUTF8 returns s cut to at most n bytes, at a rune boundary.
 func cutUTF8(s string, n int) string {

@@ -41,7 +41,55 @@ func store(ctx context.Context, js jetstream.JetStream, prefix string, cfg Durab
 	if apiCode(err) == codeStreamNotMatch {
 		return fmt.Errorf("%w: enqueue %s: subject %s is stored by another stream than %s: %w", ErrStreamIncompatible, spec, m.Subject, cfg.Stream, err)
 	}
+	if errors.Is(err, natsgo.ErrMaxPayload) {
+		return fmt.Errorf("%w: enqueue %s: %w", ErrPayloadTooLarge, spec, err)
+	}
 	return fmt.Errorf("%w: enqueue %s: %w", ErrTransport, spec, err)
+}
+
+// deadLetterRoom is the room, in bytes, that a command's dead letter
+// needs beyond the command's own headers and subject: the headers that
+// say why it died (the error's code and text, each cut to fit, the
+// deliveries, the subject's header name), the longer key of a dead or
+// replayed message, and Cqrs-Replays.
+const deadLetterRoom = maxHeaderValue + maxDeadCode + 256
+
+// fitsWithDeadLetter returns an error wrapping ErrPayloadTooLarge if m,
+// with its headers, the stream condition it is published with and the
+// room its dead letter will need, is over the max_payload of the server
+// nc is connected to. That is checked before a command is stored, so
+// that every command stored can also be buried. A connection that does
+// not know the server's limit yet checks nothing.
+func fitsWithDeadLetter(nc *natsgo.Conn, spec cqrs.Spec, m *natsgo.Msg, cfg DurableConfig) error {
+	if nc == nil {
+		return nil
+	}
+	limit := nc.MaxPayload()
+	if limit <= 0 {
+		return nil
+	}
+	condition := len(jetstream.ExpectedStreamHeader) + 4 + max(len(cfg.Stream), len(cfg.DeadLetterStream))
+	need := len(m.Data) + natsHeaderLen(m.Header) + condition + len(m.Subject) + deadLetterRoom
+	if int64(need) > limit {
+		return fmt.Errorf("%w: %s: message of %d bytes, which with its headers and the room its dead letter needs is %d bytes, over the server's max_payload of %d",
+			ErrPayloadTooLarge, spec, len(m.Data), need, limit)
+	}
+	return nil
+}
+
+// natsHeaderLen returns the bytes h takes in a NATS message: the version
+// line, a line per value, and the blank line after them.
+func natsHeaderLen(h natsgo.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
 }
 
 // apiCode returns the JetStream error code err carries, or 0.
