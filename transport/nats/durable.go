@@ -488,11 +488,10 @@ type durableHandler struct {
 
 // pull takes the type's commands from JetStream until Stop, into the
 // queue for work, holding each (see durableHolds). It asks for as many
-// as may be held, once at least half of durableAhead may (or all, when
-// none is held): every command it is given has room in the queue, so
-// none waits unseen in a buffer, where nothing would keep it alive. A
-// request's commands were delivered after it was sent, which is when
-// their hold starts.
+// as may be held, once at least half of durableAhead may: every command
+// it is given has room in the queue, so none waits unseen in a buffer,
+// where nothing would keep it alive. A request's commands were
+// delivered after it was sent, which is when their hold starts.
 //
 // Once Stop was called, it lets the request in progress end: at once if
 // it brought nothing for stopQuiet, else when it has brought all it
@@ -573,8 +572,8 @@ func (h *durableHandler) receive(batch jetstream.MessageBatch, sent time.Time, c
 const stopQuiet = 50 * time.Millisecond
 
 // reserve waits until at least half of durableAhead commands more may be
-// held, or all may, and returns how many, which are now taken; or 0 once
-// Stop was called.
+// held, and returns how many may, which are now taken; or 0 once Stop
+// was called.
 func (h *durableHandler) reserve() int {
 	for {
 		select {
@@ -584,7 +583,7 @@ func (h *durableHandler) reserve() int {
 		}
 		h.mu.Lock()
 		n := h.free
-		if n >= durableAhead/2 || n == durableAhead {
+		if n > 0 && n >= durableAhead/2 {
 			h.free = 0
 			h.mu.Unlock()
 			return n

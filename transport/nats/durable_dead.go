@@ -40,6 +40,9 @@ import (
 // ReplayDeadLetters is safe for concurrent use.
 func ReplayDeadLetters[C any](ctx context.Context, js jetstream.JetStream, cfg DurableConfig, opts ...Option) (int, error) {
 	c := newConfig(opts)
+	if c.err != nil {
+		return 0, c.err
+	}
 	cfg = cfg.withDefaults(c.prefix)
 	spec := cqrs.SpecFor[C, cqrs.NoResult]((*cqrs.CommandBus)(nil))
 	if js == nil {

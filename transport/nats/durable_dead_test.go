@@ -228,3 +228,16 @@ func TestDurableDeadLetterStreamRemovedWhileServing(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond, "dead letters kept")
 	assertDrained(t, js, "CQRS_COMMANDS")
 }
+
+// ReplayDeadLetters refuses what Enqueue refuses: an invalid option, and
+// no JetStream.
+func TestDurableReplayRefusesBadArguments(t *testing.T) {
+	js := startJetStream(t)
+	ctx := context.Background()
+	_, err := cqrsnats.ReplayDeadLetters[Ship](ctx, js, cqrsnats.DurableConfig{}, cqrsnats.WithQueueGroup("bad group"))
+	assert.ErrorIs(t, err, cqrsnats.ErrInvalidSubject)
+	_, err = cqrsnats.ReplayDeadLetters[Ship](ctx, js, cqrsnats.DurableConfig{}, cqrsnats.WithPrefix("bad prefix"))
+	assert.ErrorIs(t, err, cqrsnats.ErrInvalidSubject)
+	_, err = cqrsnats.ReplayDeadLetters[Ship](ctx, nil, cqrsnats.DurableConfig{})
+	assert.ErrorIs(t, err, cqrsnats.ErrTransport)
+}

@@ -10,14 +10,14 @@ import (
 
 // durableHolds keeps the commands a process holds (taken and waiting for
 // their handler, or in it) from being given to another process while it
-// means to handle them. JetStream gives a command to another consumer AckWait
-// after it delivered it, or after the last in-progress acknowledgement
-// for it, whether the process holding it is dead or only busy; so every
-// command held for a quarter of AckWait gets an in-progress
-// acknowledgement, which JetStream answers by starting its AckWait over.
-// A command whose handler's context has ended gets none: a handler that
-// ignores its context keeps its command for at most AckWait more. A
-// process that dies sends none, and its commands come back after
+// means to handle them. JetStream gives a command to another consumer
+// AckWait after it delivered it, or after the last in-progress
+// acknowledgement for it, whether the process holding it is dead or only
+// busy; so every command held for a quarter of AckWait gets an
+// in-progress acknowledgement, which JetStream answers by starting its
+// AckWait over. A command whose handler's context has ended gets none: a
+// handler that ignores its context keeps its command for at most AckWait
+// more. A process that dies sends none, and its commands come back after
 // AckWait.
 //
 // durableHolds is safe for concurrent use. Its zero value is not usable:

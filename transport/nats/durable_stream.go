@@ -297,7 +297,7 @@ func makeDurableConsumers(ctx context.Context, stream jetstream.Stream, queueGro
 	for i, spec := range specs {
 		consumer, err := stream.CreateOrUpdateConsumer(ctx, consumerConfig(queueGroup, spec, subjects[i], cfg))
 		if err != nil {
-			err = consumerError(ctx, stream, spec, subjects[i], err)
+			err = consumerError(ctx, stream, spec, subjects[i], consumerName(queueGroup, subjects[i]), err)
 			removeDurableConsumers(stream, made)
 			return nil, err
 		}
@@ -363,9 +363,10 @@ func takenBy(infos []*jetstream.ConsumerInfo, subject, except string) []string {
 	return taken
 }
 
-// consumerError explains why the consumer of spec could not be made,
-// naming the consumer that takes its subject already, if that is why.
-func consumerError(ctx context.Context, stream jetstream.Stream, spec cqrs.Spec, subject string, err error) error {
+// consumerError explains why the consumer of spec, named name, could not
+// be made, naming the consumer that takes its subject already, if that
+// is why.
+func consumerError(ctx context.Context, stream jetstream.Stream, spec cqrs.Spec, subject, name string, err error) error {
 	if apiCode(err) != codeConsumerNotUnique {
 		return fmt.Errorf("%w: consumer of %s on stream %s: %w", ErrTransport, spec, stream.CachedInfo().Config.Name, err)
 	}
@@ -374,7 +375,7 @@ func consumerError(ctx context.Context, stream jetstream.Stream, spec cqrs.Spec,
 	for info := range list.Info() {
 		infos = append(infos, info)
 	}
-	return conflictError(stream, spec, subject, takenBy(infos, subject, ""), err)
+	return conflictError(stream, spec, subject, takenBy(infos, subject, name), err)
 }
 
 // conflictError is the ErrConsumerConflict of spec, whose subject the
