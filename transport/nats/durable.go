@@ -58,9 +58,17 @@ type DurableConfig struct {
 	// without an outcome (the process died, or stopped before starting
 	// it) counts too. If MaxDeliver is less than or equal to 0, it is 5.
 	MaxDeliver int
-	// AckWait is how long a process may take over a command before
-	// JetStream gives it to another, as after a crash; it also bounds the
-	// handler's context. If AckWait is less than or equal to 0, it is 30s.
+	// AckWait is how long a handler may take over a command: its context
+	// ends AckWait after it started. It is also how soon JetStream gives
+	// the commands of a process that died, or was cut off, to another.
+	// While a process holds a command, waiting for its turn or in a
+	// handler whose context has not ended, it tells JetStream so every
+	// quarter of AckWait (an in-progress acknowledgement), so a command
+	// that waits behind others is never given away for waiting; a handler
+	// that outlives its context keeps its command for at most AckWait
+	// more. Keep AckWait above the longest a handler takes, with room for
+	// its acknowledgement. If AckWait is less than or equal to 0, it is
+	// 30s.
 	AckWait time.Duration
 	// BackOff is how long a failed command waits before its next
 	// delivery: BackOff[0] after the first failure, BackOff[1] after the
@@ -165,6 +173,20 @@ func durableSubject(prefix string, spec cqrs.Spec) (string, error) {
 // [ServeDurable], now or when one comes up. No result comes back; a
 // command that keeps failing ends in the dead-letter stream.
 //
+// The command carries its identity ([cqrs.NextIdentity] of ctx: the one
+// set with [cqrs.ContextWithIdentity], else a new ID in the conversation
+// of the message ctx's handler handles, else a new conversation) in the
+// headers Cqrs-Id, Cqrs-Correlation-Id and Cqrs-Causation-Id, and its ID
+// as its Nats-Msg-Id: JetStream stores an Enqueue sent again with the
+// same identity once, within the stream's duplicate window (two minutes
+// on the stream Enqueue makes). Its handler reads the identity with
+// [cqrs.IdentityOf], the same on every delivery.
+//
+// A command whose encoded size is over [WithMaxPayload], or over the
+// server's max_payload once its headers and the headers its dead letter
+// would need (about 1.5 KiB besides its subject) are counted, fails with
+// [ErrPayloadTooLarge] and is not stored.
+//
 // Enqueue is one round trip: a publish that JetStream acknowledges, with
 // the stream's name as a condition so that a command never lands in
 // another stream. Only when no stream takes the subject does it look the
@@ -192,29 +214,38 @@ func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg Dura
 	if err != nil {
 		return err
 	}
-	return store(ctx, js, c.prefix, cfg, spec, &natsgo.Msg{Subject: subject, Data: data})
+	id := cqrs.NextIdentity(ctx)
+	h := make(natsgo.Header, 4)
+	setIdentity(h, id)
+	h.Set(jetstream.MsgIDHeader, storedKey(id.ID, 0))
+	m := &natsgo.Msg{Subject: subject, Data: data, Header: h}
+	if err := fitsWithDeadLetter(js.Conn(), spec, m, cfg); err != nil {
+		return err
+	}
+	return store(ctx, js, c.prefix, cfg, spec, m)
 }
 
 // DurableServer handles durable commands. Make one with [ServeDurable];
 // the zero value serves nothing, and its Stop returns nil at once.
 //
-// Each served type has its own consumer and goroutine: a type's commands
-// are handled one at a time, in the order JetStream delivers them, and
-// different types at the same time. A DurableServer is safe for
-// concurrent use: Stop may be called from any goroutine, more than once.
+// Each served type has its own consumer, and goroutines of its own that
+// take its commands and handle them: a type's commands are handled one
+// at a time, in the order JetStream delivers them, and different types
+// at the same time. A DurableServer is safe for concurrent use: Stop may
+// be called from any goroutine, more than once.
 type DurableServer struct {
-	consumers []jetstream.ConsumeContext
-	ctx       context.Context // the handlers' context; ends when Stop gives up waiting
-	cancel    context.CancelFunc
+	types  []*durableHandler
+	holds  *durableHolds
+	ctx    context.Context // the handlers' context; ends when Stop gives up waiting, or is done
+	cancel context.CancelFunc
+	quit   chan struct{} // closed by Stop: nothing more is taken
 
-	mu         sync.Mutex
-	stopping   bool // set by Stop: no handler starts after
-	running    int  // handlers running
-	idle       chan struct{}
-	idleClosed bool
+	mu       sync.Mutex
+	stopping bool // set by Stop: no handler starts after
+	running  int  // handlers running
 
 	stopOnce sync.Once
-	stopped  chan struct{} // closed once nothing runs and nothing is taken
+	stopped  chan struct{} // closed once nothing runs and nothing is held
 }
 
 // ServeDurable handles the durable commands of every type registered on
@@ -229,7 +260,21 @@ type DurableServer struct {
 // stream gives each subject to one consumer only, so one queue group
 // serves a type: serving it with another gets [ErrConsumerConflict]. Two
 // services that must each handle the same commands use two prefixes
-// ([WithPrefix]) and two streams.
+// ([WithPrefix]) and two streams. ServeDurable looks for such a conflict
+// before it makes any consumer, so that a refusal leaves none behind;
+// if it fails after making some (a conflict that appeared meanwhile, a
+// transport error), it removes those it made that no process consumes
+// from.
+//
+// A process takes a type's commands a few at a time, holding 8 at most
+// (the one in its handler and those waiting for it), and keeps those it
+// holds from being given to another process while they wait
+// ([DurableConfig.AckWait] says how). The handler's context carries the
+// command's identity ([Enqueue]), the same on every delivery. A command
+// another publisher stored without Cqrs-Id (`nats pub`) has its
+// Nats-Msg-Id as its ID or, without one, a new ID on each delivery, so
+// that its deliveries cannot be told apart from new commands; its dead
+// letter keeps the ID of the delivery that buried it.
 //
 // A command is acknowledged once its handler has succeeded. A failure is
 // delivered again after [DurableConfig.BackOff], up to MaxDeliver
@@ -298,43 +343,74 @@ func ServeDurable(ctx context.Context, js jetstream.JetStream, bus cqrs.Bus, cfg
 		return nil, err
 	}
 
-	s := &DurableServer{idle: make(chan struct{}), stopped: make(chan struct{})}
+	consumers, err := makeDurableConsumers(ctx, stream, c.queueGroup, specs, subjects, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &DurableServer{holds: newDurableHolds(cfg.AckWait), quit: make(chan struct{}), stopped: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	go s.holds.keepAlive(s.ctx)
 	for i, spec := range specs {
-		consumer, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, consumerConfig(c.queueGroup, spec, subjects[i], cfg))
-		if err != nil {
-			_ = s.Stop(ctx)
-			return nil, consumerError(ctx, stream, spec, subjects[i], err)
+		h := &durableHandler{
+			srv: s, spec: spec, bus: commands, codec: c.codec, cfg: cfg, js: js, dead: deadSubjects[i], errors: c.errors,
+			consumer: consumers[i],
+			queue:    make(chan *durableHold, durableAhead),
+			free:     durableAhead,
+			freed:    make(chan struct{}, 1),
+			pulled:   make(chan struct{}),
+			done:     make(chan struct{}),
 		}
-		h := &durableHandler{srv: s, spec: spec, bus: commands, codec: c.codec, cfg: cfg, js: js, dead: deadSubjects[i], errors: c.errors}
-		cc, err := consumer.Consume(h.handle, jetstream.PullMaxMessages(pullBatch), jetstream.PullExpiry(pullExpiry))
-		if err != nil {
-			_ = s.Stop(ctx)
-			return nil, fmt.Errorf("%w: consuming %s from %s: %w", ErrTransport, spec, cfg.Stream, err)
-		}
-		s.consumers = append(s.consumers, cc)
+		s.types = append(s.types, h)
+		go h.pull()
+		go h.work()
 	}
 	return s, nil
 }
 
-// pullBatch is how many commands of a type a process takes ahead. Few,
-// since AckWait runs while they wait and Stop hands them back.
-const pullBatch = 16
+// durableAhead is how many commands of a type a process holds at most:
+// the one in its handler and those taken ahead, which wait for it.
+// Taking several per pull request keeps the requests few; holding few
+// keeps few commands waiting in a process that may die, or stop.
+const durableAhead = 8
 
-// pullExpiry is how long one pull request lasts; its heartbeats come at
-// half of it. A pull request that went astray (seen under load as a
-// consumer delivering nothing for the 30 s of nats.go's default) costs at
-// most this long.
-const pullExpiry = 5 * time.Second
+// pullExpiry is how long one pull request waits for commands.
+// pullHeartbeat is how often JetStream tells that it still holds the
+// request: two missed, and the request is taken for lost (as when the
+// server restarts) and sent again.
+const (
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = time.Second
+)
 
-// Stop stops taking commands and returns once no handler of s runs. The
-// command in progress of each type is finished and acknowledged; those
-// taken ahead and not started go back to the stream at once, for another
-// process. If ctx ends first, Stop cancels the running handlers'
-// contexts and returns an error that wraps ctx's and says how many
-// handlers still run; their commands, if they fail, are delivered again.
+// pullRetryWait is the pause after a pull request that failed (the
+// connection down, the consumer removed) before the next.
+const pullRetryWait = 250 * time.Millisecond
+
+// Stop stops taking commands and returns once no handler of s runs. What
+// happens to each command s holds:
+//
+//   - one taken and not started goes back to the stream for another
+//     process (a negative acknowledgement, which counts as one of its
+//     MaxDeliver deliveries) without waiting for the command in
+//     progress, once the request for commands that brought it has
+//     ended: at once if it brings nothing more for 50 ms. A command
+//     JetStream sends at the moment that request ends cannot be taken
+//     back: it comes back after AckWait;
+//   - one in its handler is finished: acknowledged if the handler
+//     succeeds, else delivered again or buried as any failure is.
+//
+// If ctx ends first, Stop cancels the running handlers' contexts and
+// returns an error that wraps ctx's and says how many handlers still
+// run. Each of their commands is then settled when its handler returns:
+// acknowledged if it succeeded (the acknowledgement is still sent and
+// confirmed, for up to AckWait: keep the connection open until the
+// handlers have returned, or the command runs again), else given back to
+// the stream at once; a handler that never returns keeps its command
+// from JetStream for at most AckWait after its context was cancelled.
+//
 // Stop may be called more than once and from several goroutines: each
-// call waits, within its ctx, for the same end.
+// call waits, within its ctx, for the same end; a call after the
+// handlers returned returns nil.
 func (s *DurableServer) Stop(ctx context.Context) error {
 	if s == nil || s.stopped == nil {
 		return nil
@@ -342,16 +418,17 @@ func (s *DurableServer) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.mu.Lock()
 		s.stopping = true
-		s.closeIdleLocked()
 		s.mu.Unlock()
-		for _, cc := range s.consumers {
-			cc.Drain() // what was taken ahead reaches handle, which hands it back
-		}
+		close(s.quit) // ends the pull requests; what they bring is given back
 		go func() {
-			for _, cc := range s.consumers {
-				<-cc.Closed()
+			for _, h := range s.types {
+				<-h.pulled // no more commands come
+				h.giveBack()
 			}
-			<-s.idle
+			for _, h := range s.types {
+				<-h.done
+				h.giveBack() // the one work took and put back, if any
+			}
 			s.cancel()
 			close(s.stopped)
 		}()
@@ -385,15 +462,7 @@ func (s *DurableServer) enter() bool {
 func (s *DurableServer) leave() {
 	s.mu.Lock()
 	s.running--
-	s.closeIdleLocked()
 	s.mu.Unlock()
-}
-
-func (s *DurableServer) closeIdleLocked() {
-	if s.stopping && s.running == 0 && !s.idleClosed {
-		s.idleClosed = true
-		close(s.idle)
-	}
 }
 
 // durableHandler handles the commands of one type.
@@ -406,36 +475,222 @@ type durableHandler struct {
 	js     jetstream.JetStream
 	dead   string      // the dead-letter subject
 	errors []ErrorCode // the service's error table, for the dead letters' codes
+
+	consumer jetstream.Consumer
+	queue    chan *durableHold // from pull to work; room for every command held
+	pulled   chan struct{}     // closed when pull returns
+	done     chan struct{}     // closed when work returns
+
+	mu    sync.Mutex
+	free  int           // how many more commands may be held
+	freed chan struct{} // signalled when free grows
 }
 
-func (h *durableHandler) handle(m jetstream.Msg) {
-	if !h.srv.enter() {
-		_ = m.Nak() // stopping: another process takes it now
+// pull takes the type's commands from JetStream until Stop, into the
+// queue for work, holding each (see durableHolds). It asks for as many
+// as may be held, once at least half of durableAhead may: every command
+// it is given has room in the queue, so none waits unseen in a buffer,
+// where nothing would keep it alive. A request's commands were
+// delivered after it was sent, which is when their hold starts.
+//
+// Once Stop was called, it lets the request in progress end: at once if
+// it brought nothing for stopQuiet, else when it has brought all it
+// will. Whatever it brought is queued, and given back by Stop once the
+// request has ended, so that JetStream cannot hand a command given back
+// to this request again.
+func (h *durableHandler) pull() {
+	defer close(h.pulled)
+	for {
+		n := h.reserve()
+		if n == 0 {
+			return // stopping
+		}
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), pullExpiry)
+		batch, err := h.consumer.Fetch(n, jetstream.FetchContext(ctx), jetstream.FetchHeartbeat(pullHeartbeat))
+		got := 0
+		if err == nil {
+			got = h.receive(batch, sent, cancel)
+			err = batch.Error()
+		}
+		cancel()
+		h.release(n - got)
+		select {
+		case <-h.srv.quit:
+			return
+		default:
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			select { // the connection is down, the consumer was removed, …
+			case <-h.srv.quit:
+				return
+			case <-time.After(pullRetryWait):
+			}
+		}
+	}
+}
+
+// receive queues the commands batch brings, sent at sent, until it ends,
+// and returns how many. Once Stop was called, it ends batch with cancel
+// when batch has brought nothing for stopQuiet.
+func (h *durableHandler) receive(batch jetstream.MessageBatch, sent time.Time, cancel context.CancelFunc) int {
+	got := 0
+	msgs, quit := batch.Messages(), h.srv.quit
+	var quiet *time.Timer
+	var quietC <-chan time.Time
+	defer func() {
+		if quiet != nil {
+			quiet.Stop()
+		}
+	}()
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return got
+			}
+			got++
+			h.queue <- h.srv.holds.hold(m, sent) // pull reserved its room
+			if quiet != nil {
+				quiet.Reset(stopQuiet)
+			}
+		case <-quit:
+			quit = nil
+			quiet = time.NewTimer(stopQuiet)
+			quietC = quiet.C
+		case <-quietC:
+			quietC = nil
+			cancel()
+		}
+	}
+}
+
+// stopQuiet is how long, once Stop was called, a request for commands
+// that brings none is let run before it is ended. Ending it cannot take
+// back a command JetStream sent it at that moment, which then comes back
+// only after AckWait: the wait makes that rare.
+const stopQuiet = 50 * time.Millisecond
+
+// reserve waits until at least half of durableAhead commands more may be
+// held, and returns how many may, which are now taken; or 0 once Stop
+// was called.
+func (h *durableHandler) reserve() int {
+	for {
+		select {
+		case <-h.srv.quit:
+			return 0
+		default:
+		}
+		h.mu.Lock()
+		n := h.free
+		if n > 0 && n >= durableAhead/2 {
+			h.free = 0
+			h.mu.Unlock()
+			return n
+		}
+		h.mu.Unlock()
+		select {
+		case <-h.srv.quit:
+			return 0
+		case <-h.freed:
+		}
+	}
+}
+
+// release gives back room for n commands.
+func (h *durableHandler) release(n int) {
+	if n == 0 {
 		return
 	}
-	defer h.srv.leave()
+	h.mu.Lock()
+	h.free += n
+	h.mu.Unlock()
+	select {
+	case h.freed <- struct{}{}:
+	default:
+	}
+}
+
+// giveBack gives back the commands waiting in the queue: Stop was
+// called, and pull has returned.
+func (h *durableHandler) giveBack() {
+	for {
+		select {
+		case x := <-h.queue:
+			h.srv.holds.release(x)
+			_ = x.msg.Nak() // another process takes it now
+			h.release(1)
+		default:
+			return
+		}
+	}
+}
+
+// work handles the commands in the queue until Stop. A command it takes
+// once Stop was called goes back to the queue, for giveBack.
+func (h *durableHandler) work() {
+	defer close(h.done)
+	for {
+		select {
+		case x := <-h.queue:
+			if !h.srv.enter() {
+				h.queue <- x // it came out: there is room
+				return
+			}
+			h.handle(x)
+			h.srv.leave()
+			h.release(1)
+		case <-h.srv.quit:
+			return
+		}
+	}
+}
+
+// handle handles the command x holds and settles it: acknowledged,
+// given back for a later delivery, or buried.
+func (h *durableHandler) handle(x *durableHold) {
+	m := x.msg
 	meta, err := m.Metadata()
 	if err != nil {
+		h.srv.holds.release(x)
 		_ = m.Nak() // a consumer only delivers JetStream messages
 		return
 	}
+	headers := headersWithID(m.Headers())
 	if meta.NumDelivered > uint64(h.cfg.MaxDeliver) {
 		// The deliveries are spent and the last had no outcome, as when a
 		// command crashes its process: do not start it again.
-		h.bury(m, meta, "no_outcome", fmt.Errorf("nats: %s: %d deliveries, the last without an outcome", h.spec, meta.NumDelivered))
+		h.srv.holds.release(x)
+		h.bury(m, headers, meta, "no_outcome", fmt.Errorf("nats: %s: %d deliveries, the last without an outcome", h.spec, meta.NumDelivered))
 		return
 	}
-	err = h.run(m)
+	err = h.run(x, headers)
 	switch {
 	case err == nil:
 		h.ack(m)
 	case h.srv.ctx.Err() != nil:
 		_ = m.Nak() // Stop gave up waiting: not the command's fault
 	case permanent(err) || meta.NumDelivered >= uint64(h.cfg.MaxDeliver):
-		h.bury(m, meta, codeOf(h.errors, err), err)
+		h.bury(m, headers, meta, codeOf(h.errors, err), err)
 	default:
 		_ = m.NakWithDelay(h.cfg.backOff(meta.NumDelivered))
 	}
+}
+
+// headersWithID returns h if it names the message's identity, else a copy
+// of h with a new ID in Cqrs-Id: a message another publisher stored
+// without one gets a new ID on each delivery, which its dead letter
+// keeps.
+func headersWithID(h natsgo.Header) natsgo.Header {
+	if _, ok := identityOf(h); ok {
+		return h
+	}
+	out := make(natsgo.Header, len(h)+1)
+	for k, v := range h {
+		out[k] = v
+	}
+	out.Set(HeaderID, cqrs.NewID())
+	return out
 }
 
 // ackConfirmWait bounds the wait for JetStream to confirm an
@@ -453,35 +708,39 @@ const ackRetryWait = 100 * time.Millisecond
 // sent again until AckWait has passed, after which the command comes
 // back anyway. A confirmation that does not come within ackConfirmWait
 // is not waited for longer: the acknowledgement most likely arrived.
+//
+// It does not depend on the server's context: a handler that succeeds
+// after Stop gave up waiting for it has its command acknowledged too.
 func (h *durableHandler) ack(m jetstream.Msg) {
 	deadline := time.Now().Add(h.cfg.AckWait)
 	for {
-		ctx, cancel := context.WithTimeout(h.srv.ctx, min(ackConfirmWait, time.Until(deadline)))
+		ctx, cancel := context.WithTimeout(context.Background(), min(ackConfirmWait, time.Until(deadline)))
 		err := m.DoubleAck(ctx)
 		cancel()
 		if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrMsgAlreadyAckd) ||
 			errors.Is(err, natsgo.ErrConnectionClosed) {
 			return
 		}
-		select {
-		case <-h.srv.ctx.Done():
-			return
-		case <-time.After(ackRetryWait):
-		}
 		if time.Until(deadline) <= ackRetryWait {
 			return
 		}
+		time.Sleep(ackRetryWait)
 	}
 }
 
-func (h *durableHandler) run(m jetstream.Msg) error {
+// run decodes and handles the command x holds, and releases x once the
+// handler returned. The handler's context ends AckWait after it starts,
+// or when Stop gives up waiting, and carries the command's identity.
+func (h *durableHandler) run(x *durableHold, headers natsgo.Header) error {
+	defer h.srv.holds.release(x)
 	msg := reflect.New(h.spec.MessageType)
-	if err := h.codec.Unmarshal(m.Data(), msg.Interface()); err != nil {
+	if err := h.codec.Unmarshal(x.msg.Data(), msg.Interface()); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrBadRequest, h.spec, err)
 	}
 	ctx, cancel := context.WithTimeout(h.srv.ctx, h.cfg.AckWait)
 	defer cancel()
-	_, err := h.bus.Execute(ctx, msg.Elem().Interface())
+	h.srv.holds.run(x, ctx.Done())
+	_, err := h.bus.Execute(withIdentity(ctx, headers), msg.Elem().Interface())
 	return err
 }
 

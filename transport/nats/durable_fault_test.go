@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -362,4 +363,117 @@ func TestDurableServerRestart(t *testing.T) {
 	// The restarted server gives again the commands the process had taken
 	// ahead (16 at most) while the process still holds them.
 	assertHandled(t, client, l, keys, "server restart", 15*time.Second, 16)
+}
+
+// A handler that takes 150 ms, well within AckWait (1 s), works through
+// a backlog: the commands the process holds while it handles others
+// must not outlive AckWait and come back, so none is handled twice.
+// Before, a process took 16 ahead and AckWait ran from their delivery:
+// the same run handled 24 commands 40 times.
+func TestDurableSlowHandlerBacklog(t *testing.T) {
+	s := startJetStreamServer(t)
+	client := process(t, s)
+	cfg := cqrsnats.DurableConfig{AckWait: time.Second}
+	const total = 20
+	keys := enqueueAll(t, client, total, parcel, shipKey, cfg)
+
+	l := newLedger()
+	var cancelled atomic.Int32
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Ship, cqrs.NoResult](func(ctx context.Context, c Ship) (cqrs.NoResult, error) {
+		select {
+		case <-time.After(150 * time.Millisecond):
+		case <-ctx.Done():
+			cancelled.Add(1)
+			return cqrs.NoResult{}, ctx.Err()
+		}
+		l.add(shipKey(c))
+		return cqrs.NoResult{}, nil
+	})))
+	stop := serveCommands(t, process(t, s), bus, cfg)
+
+	// How many commands the process holds at once, sampled as it works.
+	consumer := func() jetstream.Consumer {
+		stream, err := client.Stream(context.Background(), "CQRS_COMMANDS")
+		require.NoError(t, err)
+		for name := range stream.ConsumerNames(context.Background()).Name() {
+			c, err := stream.Consumer(context.Background(), name)
+			require.NoError(t, err)
+			return c
+		}
+		t.Fatal("no consumer")
+		return nil
+	}()
+	var held atomic.Int64
+	handled, sampled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if info, err := consumer.Info(context.Background()); err == nil {
+				held.Store(max(held.Load(), int64(info.NumAckPending)))
+			}
+			select {
+			case <-handled:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+
+	l.await(total, 15*time.Second)
+	close(handled)
+	<-sampled
+	assertDrained(t, client, "CQRS_COMMANDS")
+	stop() // a copy given again would be handled before Stop returns
+	lost, duplicated := l.count(keys)
+	t.Logf("slow handler (150 ms, AckWait 1 s): %d commands, lost %d, duplicated %d; at most %d held at once", total, lost, duplicated, held.Load())
+	assert.Zero(t, lost, "commands lost")
+	assert.Zero(t, duplicated, "commands handled twice")
+	assert.Zero(t, cancelled.Load(), "handlers whose context ended")
+	assert.LessOrEqual(t, held.Load(), int64(8), "commands a process holds at once")
+}
+
+// A ServeDurable refused because another queue group has one of its
+// types leaves no consumer behind: the types it would have served stay
+// free, and serving them rightly afterwards succeeds and handles every
+// command that waited. Before, the consumers made before the refusal
+// stayed and took their types' subjects: serving those types with the
+// right queue group was refused, and their commands were stranded.
+func TestDurableRefusedServeLeavesNoConsumer(t *testing.T) {
+	s := startJetStreamServer(t)
+	client := process(t, s)
+	ctx := context.Background()
+	cfg := cqrsnats.DurableConfig{}
+
+	// Another service serves Invoice with the default queue group.
+	invoicing := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(invoicing, handling(newLedger(), invoiceKey)))
+	serveCommands(t, process(t, s), invoicing, cfg)
+	keys := enqueueAll(t, client, 100, parcel, shipKey, cfg)
+	keys = append(keys, enqueueAll(t, client, 100, func(i int) Cancel { return Cancel{Order: i} }, cancelKey, cfg)...)
+
+	// billing serves Ship, Cancel and Invoice: Invoice is taken.
+	l := newLedger()
+	billing := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(billing, handling(l, shipKey)))
+	require.NoError(t, cqrs.Register(billing, handling(l, cancelKey)))
+	require.NoError(t, cqrs.Register(billing, handling(l, invoiceKey)))
+	_, err := cqrsnats.ServeDurable(ctx, process(t, s), billing, cfg, cqrsnats.WithQueueGroup("billing"))
+	require.ErrorIs(t, err, cqrsnats.ErrConsumerConflict)
+	stream, err := client.Stream(ctx, "CQRS_COMMANDS")
+	require.NoError(t, err)
+	var names []string
+	for name := range stream.ConsumerNames(ctx).Name() {
+		names = append(names, name)
+	}
+	assert.Len(t, names, 1, "consumers: %v", names)
+	for _, name := range names {
+		assert.NotContains(t, name, "billing", "a consumer of the refused ServeDurable")
+	}
+
+	shipping := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(shipping, handling(l, shipKey)))
+	require.NoError(t, cqrs.Register(shipping, handling(l, cancelKey)))
+	serveCommands(t, process(t, s), shipping, cfg)
+	assertHandled(t, client, l, keys, "served after a refusal", 10*time.Second, 0)
 }

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,7 +41,55 @@ func store(ctx context.Context, js jetstream.JetStream, prefix string, cfg Durab
 	if apiCode(err) == codeStreamNotMatch {
 		return fmt.Errorf("%w: enqueue %s: subject %s is stored by another stream than %s: %w", ErrStreamIncompatible, spec, m.Subject, cfg.Stream, err)
 	}
+	if errors.Is(err, natsgo.ErrMaxPayload) {
+		return fmt.Errorf("%w: enqueue %s: %w", ErrPayloadTooLarge, spec, err)
+	}
 	return fmt.Errorf("%w: enqueue %s: %w", ErrTransport, spec, err)
+}
+
+// deadLetterRoom is the room, in bytes, that a command's dead letter
+// needs beyond the command's own headers and subject: the headers that
+// say why it died (the error's code and text, each cut to fit, the
+// deliveries, the subject's header name), the longer key of a dead or
+// replayed message, and Cqrs-Replays.
+const deadLetterRoom = maxHeaderValue + maxDeadCode + 256
+
+// fitsWithDeadLetter returns an error wrapping ErrPayloadTooLarge if m,
+// with its headers, the stream condition it is published with and the
+// room its dead letter will need, is over the max_payload of the server
+// nc is connected to. That is checked before a command is stored, so
+// that every command stored can also be buried. A connection that does
+// not know the server's limit yet checks nothing.
+func fitsWithDeadLetter(nc *natsgo.Conn, spec cqrs.Spec, m *natsgo.Msg, cfg DurableConfig) error {
+	if nc == nil {
+		return nil
+	}
+	limit := nc.MaxPayload()
+	if limit <= 0 {
+		return nil
+	}
+	condition := len(jetstream.ExpectedStreamHeader) + 4 + max(len(cfg.Stream), len(cfg.DeadLetterStream))
+	need := len(m.Data) + natsHeaderLen(m.Header) + condition + len(m.Subject) + deadLetterRoom
+	if int64(need) > limit {
+		return fmt.Errorf("%w: %s: message of %d bytes, which with its headers and the room its dead letter needs is %d bytes, over the server's max_payload of %d",
+			ErrPayloadTooLarge, spec, len(m.Data), need, limit)
+	}
+	return nil
+}
+
+// natsHeaderLen returns the bytes h takes in a NATS message: the version
+// line, a line per value, and the blank line after them.
+func natsHeaderLen(h natsgo.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
 }
 
 // apiCode returns the JetStream error code err carries, or 0.
@@ -218,24 +267,124 @@ func nameToken(s string) string {
 	}, s)
 }
 
-// consumerError explains why the consumer of spec could not be made,
-// naming the consumer that takes its subject already, if that is why.
-func consumerError(ctx context.Context, stream jetstream.Stream, spec cqrs.Spec, subject string, err error) error {
-	if apiCode(err) != codeConsumerNotUnique {
-		return fmt.Errorf("%w: consumer of %s on stream %s: %w", ErrTransport, spec, stream.CachedInfo().Config.Name, err)
-	}
-	var taken []string
+// makeDurableConsumers makes (or updates) the consumer of each of
+// specs, whose subjects are subjects, for queueGroup. It first lists the
+// stream's consumers and refuses, having made nothing, if another takes
+// one of the subjects. If a consumer still cannot be made (a conflict
+// that appeared since, a transport error), it removes those it made that
+// no process consumes from, and returns the error.
+func makeDurableConsumers(ctx context.Context, stream jetstream.Stream, queueGroup string, specs []cqrs.Spec, subjects []string, cfg DurableConfig) ([]jetstream.Consumer, error) {
+	var existing []*jetstream.ConsumerInfo
 	list := stream.ListConsumers(ctx)
 	for info := range list.Info() {
+		existing = append(existing, info)
+	}
+	if err := list.Err(); err != nil {
+		return nil, fmt.Errorf("%w: listing the consumers of stream %s: %w", ErrTransport, cfg.Stream, err)
+	}
+	existed := map[string]bool{}
+	for _, info := range existing {
+		existed[info.Name] = true
+	}
+	for i, spec := range specs {
+		name := consumerName(queueGroup, subjects[i])
+		if taken := takenBy(existing, subjects[i], name); len(taken) > 0 {
+			return nil, conflictError(stream, spec, subjects[i], taken, nil)
+		}
+	}
+	consumers := make([]jetstream.Consumer, len(specs))
+	var made []string
+	for i, spec := range specs {
+		consumer, err := stream.CreateOrUpdateConsumer(ctx, consumerConfig(queueGroup, spec, subjects[i], cfg))
+		if err != nil {
+			err = consumerError(ctx, stream, spec, subjects[i], consumerName(queueGroup, subjects[i]), err)
+			removeDurableConsumers(stream, made)
+			return nil, err
+		}
+		consumers[i] = consumer
+		if name := consumerName(queueGroup, subjects[i]); !existed[name] {
+			made = append(made, name)
+		}
+	}
+	return consumers, nil
+}
+
+// consumerCleanupWait bounds the removal of the consumers a failed ServeDurable
+// made: it happens whatever became of the setup's context.
+const consumerCleanupWait = 5 * time.Second
+
+// removeDurableConsumers removes the consumers named that no process consumes
+// from (no pull request waiting, no command delivered and not yet
+// acknowledged): another process of the same queue group may have
+// started serving from one since it was made. It is best effort: a
+// consumer it cannot remove is left, and serving its type with another
+// queue group gets ErrConsumerConflict naming it.
+func removeDurableConsumers(stream jetstream.Stream, names []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), consumerCleanupWait)
+	defer cancel()
+	for _, name := range names {
+		consumer, err := stream.Consumer(ctx, name)
+		if err != nil {
+			continue
+		}
+		info, err := consumer.Info(ctx)
+		if err != nil || info.NumWaiting > 0 || info.NumAckPending > 0 {
+			continue
+		}
+		_ = stream.DeleteConsumer(ctx, name)
+	}
+}
+
+// takenBy returns the names of the consumers among infos, other than
+// except, that take subject: a work-queue stream gives each subject to
+// one consumer. A consumer without a filter takes every subject.
+func takenBy(infos []*jetstream.ConsumerInfo, subject, except string) []string {
+	var taken []string
+	for _, info := range infos {
+		if info.Name == except {
+			continue
+		}
 		filters := append([]string{info.Config.FilterSubject}, info.Config.FilterSubjects...)
+		all := true
 		for _, f := range filters {
-			if f != "" && subjectMatches(f, subject) {
+			if f == "" {
+				continue
+			}
+			all = false
+			if subjectMatches(f, subject) {
 				taken = append(taken, info.Name)
 				break
 			}
 		}
+		if all {
+			taken = append(taken, info.Name)
+		}
 	}
-	return fmt.Errorf("%w: %s on stream %s: consumer %v already takes %s; serve it with the same queue group, or from another prefix and stream, "+
-		"or remove a consumer left by an older version (nats consumer rm): %w",
-		ErrConsumerConflict, spec, stream.CachedInfo().Config.Name, taken, subject, err)
+	return taken
+}
+
+// consumerError explains why the consumer of spec, named name, could not
+// be made, naming the consumer that takes its subject already, if that
+// is why.
+func consumerError(ctx context.Context, stream jetstream.Stream, spec cqrs.Spec, subject, name string, err error) error {
+	if apiCode(err) != codeConsumerNotUnique {
+		return fmt.Errorf("%w: consumer of %s on stream %s: %w", ErrTransport, spec, stream.CachedInfo().Config.Name, err)
+	}
+	var infos []*jetstream.ConsumerInfo
+	list := stream.ListConsumers(ctx)
+	for info := range list.Info() {
+		infos = append(infos, info)
+	}
+	return conflictError(stream, spec, subject, takenBy(infos, subject, name), err)
+}
+
+// conflictError is the ErrConsumerConflict of spec, whose subject the
+// consumers taken take; it wraps err, JetStream's own, if there is one.
+func conflictError(stream jetstream.Stream, spec cqrs.Spec, subject string, taken []string, err error) error {
+	msg := fmt.Sprintf("%s on stream %s: consumer %v already takes %s; serve it with the same queue group, or from another prefix and stream, "+
+		"or remove a consumer left by an older version (nats consumer rm)", spec, stream.CachedInfo().Config.Name, taken, subject)
+	if err == nil {
+		return fmt.Errorf("%w: %s", ErrConsumerConflict, msg)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrConsumerConflict, msg, err)
 }

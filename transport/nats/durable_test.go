@@ -453,6 +453,34 @@ func TestDurableEnqueueRoundTrips(t *testing.T) {
 	assert.InDelta(t, n, float64(in1-in0), n/10, "messages sent for %d Enqueues", n)
 }
 
+// Label is a durable command whose encoded size the test chooses.
+type Label struct{ Text string }
+
+// A command that fits WithMaxPayload but not, with its headers and the
+// room its dead letter needs, the server's max_payload is refused with
+// ErrPayloadTooLarge and not stored; one that fits can die and is kept
+// as a dead letter, with its error text, however long.
+func TestDurableEnqueueLeavesRoomForTheDeadLetter(t *testing.T) {
+	js := startJetStream(t)
+	ctx := context.Background()
+	limit := int(js.Conn().MaxPayload())
+	require.Equal(t, 1<<20, limit, "the embedded server's default")
+
+	err := cqrsnats.Enqueue(ctx, js, Label{Text: strings.Repeat("x", limit-64)}, cqrsnats.DurableConfig{})
+	require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+	assert.NotErrorIs(t, err, cqrsnats.ErrTransport)
+
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Label, cqrs.NoResult](func(context.Context, Label) (cqrs.NoResult, error) {
+		return cqrs.NoResult{}, middleware.Permanent(errors.New(strings.Repeat("why ", 1<<12)))
+	})))
+	serveCommands(t, js, bus, cqrsnats.DurableConfig{})
+	require.NoError(t, cqrsnats.Enqueue(ctx, js, Label{Text: strings.Repeat("x", limit-4096)}, cqrsnats.DurableConfig{}))
+	awaitDeadLetters(t, js, 1)
+	assert.Greater(t, len(deadLetters(t, js)[0].Header.Get("Nats-Service-Error")), 1000)
+	assertDrained(t, js, "CQRS_COMMANDS")
+}
+
 // A type is served by one queue group: a second one is refused with an
 // error naming the consumer that has it, and the first keeps serving.
 func TestDurableOneQueueGroupPerType(t *testing.T) {
@@ -592,6 +620,38 @@ func TestDurableStopIsBoundedByItsContext(t *testing.T) {
 	close(release)
 	require.NoError(t, srv.Stop(context.Background()), "Stop once the handler returned")
 	assert.True(t, cancelled.Load(), "the handler's context was cancelled")
+}
+
+// A handler that succeeds after Stop gave up waiting for it has its
+// command acknowledged, so that it does not run again: the work queue
+// lets the command go. Before, the acknowledgement was sent on the
+// cancelled context and never left.
+func TestDurableStopAcknowledgesALateSuccess(t *testing.T) {
+	js := startJetStream(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	var runs atomic.Int32
+	bus := cqrs.NewCommandBus()
+	require.NoError(t, cqrs.Register(bus, cqrs.HandlerFunc[Ship, cqrs.NoResult](func(context.Context, Ship) (cqrs.NoResult, error) {
+		if runs.Add(1) == 1 {
+			close(started)
+		}
+		<-release // ignores ctx, then succeeds
+		return cqrs.NoResult{}, nil
+	})))
+	srv, err := cqrsnats.ServeDurable(context.Background(), js, bus, cqrsnats.DurableConfig{})
+	require.NoError(t, err)
+	require.NoError(t, cqrsnats.Enqueue(context.Background(), js, Ship{Parcel: 1}, cqrsnats.DurableConfig{}))
+	<-started
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, srv.Stop(ctx), context.DeadlineExceeded)
+	close(release)
+	require.NoError(t, srv.Stop(context.Background()), "Stop once the handler returned")
+
+	// AckWait is 30 s: the command is gone only if it was acknowledged.
+	assertDrained(t, js, "CQRS_COMMANDS")
+	assert.Equal(t, int32(1), runs.Load())
 }
 
 // The zero DurableServer serves nothing and stops at once.
