@@ -196,6 +196,11 @@ func TestEventsDurablePoisonIsDeadLettered(t *testing.T) {
 		dead = unhandled(t, url, "CQRS_UNHANDLED")
 		return len(dead) == 1
 	}, 10*time.Second, 20*time.Millisecond)
+	// The receiver counts the dead letter once the stream has confirmed
+	// it, which may be after a reader sees it there; and email handles
+	// the events after the poison one on its own time.
+	require.Eventually(t, func() bool { return r.Stats()[0].DeadLettered == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { lost, _ := seen.count("email", 20); return lost <= 1 }, 10*time.Second, time.Millisecond)
 
 	mu.Lock()
 	require.Len(t, attempts, 3)

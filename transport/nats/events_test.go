@@ -325,6 +325,9 @@ func TestEventsMalformedAreRefused(t *testing.T) {
 			publishParcels(t, p, 2, 3)
 			require.True(t, seen.await([]string{"email"}, 3, 5*time.Second))
 			require.Eventually(t, func() bool { return sub.Stats().Malformed == uint64(len(bad)) }, 5*time.Second, 10*time.Millisecond)
+			// The subscriber records an event before the receiver counts
+			// it handled: wait for the count.
+			require.Eventually(t, func() bool { return sub.Stats().Handled >= 3 }, 5*time.Second, time.Millisecond)
 
 			st := sub.Stats()
 			assert.Equal(t, uint64(3), st.Handled)
