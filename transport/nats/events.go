@@ -48,7 +48,10 @@ type EventConfig struct {
 	// subjects prefix + ".stored.>", interest retention (an event is kept
 	// until every subscriber name's consumer of its type has acknowledged
 	// it, so one published before any name subscribed to its type is not
-	// kept at all), file storage, one replica and no limits.
+	// kept at all), file storage, one replica and no limits. With
+	// interest retention, a subscriber name subscribed for the first time
+	// gets the events published from then on; with another retention,
+	// every event the stream keeps.
 	Stream string
 	// DeadLetterStream names the stream that keeps the events a
 	// subscriber could not handle (see [Subscribe]) until they are
@@ -68,8 +71,11 @@ type EventConfig struct {
 	// AckWait is how long a subscriber may take over an event before
 	// JetStream gives it to another instance, as after a crash: keep it
 	// above the longest a subscriber takes, and bound subscribers that may
-	// take longer with a timeout below it (middleware.Timeout). If AckWait
-	// is less than or equal to 0, it is 30s.
+	// take longer with a timeout below it (middleware.Timeout). It counts
+	// from when the subscriber starts on the event, however long the
+	// event waited its turn behind others the instance took ahead, which
+	// are kept alive meanwhile. If AckWait is less than or equal to 0, it
+	// is 30s.
 	AckWait time.Duration
 	// BackOff is how long an event a subscriber failed waits before its
 	// next delivery to that subscriber: BackOff[0] after the first
@@ -428,11 +434,11 @@ type EventSubscription struct {
 	local   *cqrs.Subscription
 	deliver func(ctx context.Context, payload []byte) error
 
-	core     *natsgo.Subscription     // core NATS
-	consume  jetstream.ConsumeContext // JetStream
-	consumer string                   // the durable consumer's name
-	replay   string                   // the subject of replays to this subscriber
-	dead     string                   // the subject of its dead letters
+	core     *natsgo.Subscription // core NATS
+	pull     *puller              // JetStream
+	consumer string               // the durable consumer's name
+	replay   string               // the subject of replays to this subscriber
+	dead     string               // the subject of its dead letters
 
 	gate     sync.RWMutex // core NATS: handlers read-lock; stop write-locks
 	closed   bool
@@ -470,8 +476,11 @@ type EventSubscription struct {
 // deliveries, then kept in the dead-letter stream; an instance that dies
 // mid-event loses nothing (another, or itself restarted, gets the event
 // after AckWait). Events published while no instance of name is up wait
-// in the stream. fn may thus see an event more than once: make it
-// idempotent.
+// in the stream. Each instance takes up to 32 events ahead, keeping those
+// that wait their turn alive, so that AckWait bounds fn's own time on an
+// event. fn may see an event more than once (its instance died before
+// its acknowledgement reached the server, or fn took longer than
+// AckWait): make it idempotent.
 //
 // The context fn gets carries the publisher's trace context and has no
 // deadline, in either mode: nobody waits for an event, and a timer per
@@ -582,10 +591,14 @@ func (r *Receiver) add(local *cqrs.Subscription, deliver func(context.Context, [
 func (s *EventSubscription) Spec() cqrs.Spec { return s.spec }
 
 // Stop stops s receiving events, then waits, bounded by ctx, for the
-// event it is handling, if any. With JetStream the consumer stays: the
-// events published after Stop wait in the stream for another instance,
-// or for a later Subscribe of the same name. Stop may be called more
-// than once; when ctx ends first it returns ctx's error, wrapped.
+// event it is handling, if any. With core NATS the events already
+// received are handled first, if the server is there to drain the
+// subscription. With JetStream the events taken ahead and not started go
+// back to the stream at once, for another instance (each counts as a
+// delivery towards MaxDeliver), and the consumer stays: the events
+// published after Stop wait in the stream for another instance, or for a
+// later Subscribe of the same name. Stop may be called more than once;
+// when ctx ends first it returns ctx's error, wrapped.
 func (s *EventSubscription) Stop(ctx context.Context) error {
 	s.r.mu.Lock()
 	for i, x := range s.r.subs {
@@ -606,31 +619,42 @@ func (s *EventSubscription) finished() bool { return s.ended.Load() }
 func (s *EventSubscription) stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.stopped = make(chan struct{})
+		if s.core == nil {
+			s.pull.stop() // what was taken ahead goes back at once
+			go func() {
+				defer close(s.stopped)
+				defer s.ended.Store(true)
+				s.pull.wait()
+				s.local.Cancel()
+			}()
+			return
+		}
+		// Draining hands the events already received to the subscriber,
+		// and new ones to the other members; it needs the server, so
+		// without one, or if it goes away meanwhile, the subscription
+		// just ends (with core NATS, what the server has not sent is
+		// lost to this instance anyway).
+		down := s.r.nc.StatusChanged(natsgo.DISCONNECTED, natsgo.RECONNECTING, natsgo.CLOSED)
 		var drained <-chan natsgo.SubStatus
-		if s.core != nil {
-			// Draining hands the events already received to the
-			// subscriber, and new ones to the other members.
+		if s.r.nc.IsConnected() && s.core.Drain() == nil {
 			drained = s.core.StatusChanged(natsgo.SubscriptionClosed)
-			if s.core.Drain() != nil {
-				_ = s.core.Unsubscribe()
-				drained = nil
-			}
 		} else {
-			s.consume.Drain()
+			_ = s.core.Unsubscribe()
 		}
 		go func() {
 			defer close(s.stopped)
 			defer s.ended.Store(true)
-			if s.core != nil {
-				if drained != nil {
-					<-drained
+			if drained != nil {
+				select {
+				case <-drained:
+				case <-down:
+					_ = s.core.Unsubscribe()
 				}
-				s.gate.Lock() // waits for the handler under way
-				s.closed = true
-				s.gate.Unlock()
-			} else {
-				<-s.consume.Closed()
 			}
+			s.r.nc.RemoveStatusListener(down)
+			s.gate.Lock() // waits for the handler under way
+			s.closed = true
+			s.gate.Unlock()
 			s.local.Cancel()
 		}()
 	})

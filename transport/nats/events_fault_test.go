@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/typedcqrs/dispatch/cqrs"
 	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
@@ -566,4 +567,132 @@ func TestEventsDurableLongestName(t *testing.T) {
 	assert.NotEqual(t, st[0].Consumer, st[1].Consumer)
 	publishParcels(t, publisher(t, ns.ClientURL(), ev), 1, 3)
 	require.True(t, seen.await([]string{long + "a", long + "b"}, 3, 10*time.Second))
+}
+
+// settled waits until the consumer of sub has no event pending or
+// awaiting its acknowledgement, and returns its info.
+func settled(t testing.TB, url string, sub *cqrsnats.EventSubscription) *jetstream.ConsumerInfo {
+	t.Helper()
+	js, err := jetstream.New(connect(t, url))
+	require.NoError(t, err)
+	var info *jetstream.ConsumerInfo
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := js.Consumer(ctx, "CQRS_EVENTS", sub.Stats().Consumer)
+		if err != nil {
+			return false
+		}
+		info, err = c.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	}, 10*time.Second, 20*time.Millisecond, "the consumer did not settle")
+	return info
+}
+
+// TestEventsDurableSlowSubscriberOnce: a subscriber that takes 100 ms
+// over an event, with AckWait 1 s, handles each of 24 events published at
+// once exactly once, and JetStream delivers each once: the last ones wait
+// their turn for over 2 s, beyond AckWait, while the instance keeps them
+// alive. Before, the instance took 32 ahead with AckWait running from
+// their delivery, and a 100 ms subscriber with AckWait 1 s handled 47 of
+// 64 events twice (issue #18, item 1).
+func TestEventsDurableSlowSubscriberOnce(t *testing.T) {
+	const n = 24
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, AckWait: time.Second}
+	r := receiver(t, url, ev)
+	seen := newTally()
+	sub, err := cqrsnats.Subscribe(r, "email", func(_ context.Context, e ParcelShipped) error {
+		time.Sleep(100 * time.Millisecond) // the subscriber's work
+		seen.record("email", "email", e.Parcel)
+		return nil
+	})
+	require.NoError(t, err)
+	publishParcels(t, publisher(t, url, ev), 1, n)
+	require.True(t, seen.await([]string{"email"}, n, 15*time.Second))
+	info := settled(t, url, sub)
+
+	lost, duplicated := seen.count("email", n)
+	assert.Zero(t, lost)
+	assert.Zero(t, duplicated, "events handled twice")
+	assert.Equal(t, uint64(n), info.Delivered.Consumer, "deliveries, redeliveries included")
+	assert.Equal(t, uint64(n), sub.Stats().Received)
+}
+
+// TestEventsStopWhileServerDown: a receiver stopped while its NATS server
+// is down stops at once, in both modes, and once its connection is closed
+// nothing of it is left running. Before, a core receiver's Stop waited
+// for a drain that needs the server, and a goroutine outlived Close
+// (issue #18, item 9).
+func TestEventsStopWhileServerDown(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Core", true: "JetStream"}[durable], func(t *testing.T) {
+			before := goleak.IgnoreCurrent()
+			ns := startEventServer(t, durable)
+			nc, err := natsgo.Connect(ns.ClientURL(), natsgo.MaxReconnects(-1), natsgo.ReconnectWait(10*time.Millisecond))
+			require.NoError(t, err)
+			r, err := cqrsnats.NewReceiver(nc, cqrsnats.EventConfig{Durable: durable})
+			require.NoError(t, err)
+			seen := newTally()
+			_, err = cqrsnats.Subscribe(r, "email", seen.subscriber("email", "email"))
+			require.NoError(t, err)
+			pnc, err := natsgo.Connect(ns.ClientURL())
+			require.NoError(t, err)
+			p, err := cqrsnats.NewPublisher(pnc, cqrsnats.EventConfig{Durable: durable})
+			require.NoError(t, err)
+			publishParcels(t, p, 1, 3)
+			pnc.Close()
+			require.True(t, seen.await([]string{"email"}, 3, 5*time.Second))
+
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			require.Eventually(t, func() bool { return !nc.IsConnected() }, 5*time.Second, time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			require.NoError(t, r.Stop(ctx))
+			nc.Close()
+			goleak.VerifyNone(t, before)
+		})
+	}
+}
+
+// TestEventsInterestRetentionNewName: with the default interest
+// retention, a subscriber name subscribed for the first time gets the
+// events published from then on, and none of those the stream still
+// keeps for another name, as the documentation says. Before, a new name
+// got the 20 events still kept for a name that was down (issue #18,
+// item 12).
+func TestEventsInterestRetentionNewName(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true}
+	seen := newTally()
+	first, err := cqrsnats.NewReceiver(connect(t, url), ev)
+	require.NoError(t, err)
+	_, err = cqrsnats.Subscribe(first, "email", seen.subscriber("email", "first"))
+	require.NoError(t, err)
+	require.NoError(t, first.Stop(context.Background())) // email's consumer stays
+	p := publisher(t, url, ev)
+	publishParcels(t, p, 1, 20) // kept for email
+
+	r := receiver(t, url, ev)
+	stock, err := cqrsnats.Subscribe(r, "stock", seen.subscriber("stock", "stock"))
+	require.NoError(t, err)
+	publishParcels(t, p, 21, 30)
+	_, err = cqrsnats.Subscribe(r, "email", seen.subscriber("email", "email"))
+	require.NoError(t, err)
+	require.True(t, seen.await([]string{"email"}, 30, 10*time.Second), "email lost what was kept for it")
+	settled(t, url, stock)
+
+	seen.mu.Lock()
+	defer seen.mu.Unlock()
+	older := 0
+	for parcel, c := range seen.byName["stock"] {
+		if parcel <= 20 {
+			older += c
+		}
+	}
+	assert.Zero(t, older, "the new name got events published before it existed")
+	assert.Equal(t, 10, seen.byInstance["stock"])
 }

@@ -24,10 +24,6 @@ const (
 	headerEventDeliveries = "Cqrs-Deliveries" // how many times it was delivered to it
 )
 
-// eventPullBatch bounds the events one instance has pulled and not yet
-// handled, for each subscriber: each waits its turn within AckWait.
-const eventPullBatch = 32
-
 // eventStream returns the info of the events' stream, made if missing,
 // after checking that it can keep events.
 func eventStream(ctx context.Context, js jetstream.JetStream, prefix string, ev EventConfig) (*jetstream.StreamInfo, error) {
@@ -111,7 +107,7 @@ func (r *Receiver) consume(s *EventSubscription) error {
 	if err := takes(r.streams[1], []string{s.dead}, ErrEventStream); err != nil {
 		return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
 	}
-	consumer, err := r.js.CreateOrUpdateConsumer(ctx, r.ev.Stream, jetstream.ConsumerConfig{
+	want := jetstream.ConsumerConfig{
 		Durable:        s.consumer,
 		Description:    s.spec.String(),
 		FilterSubjects: []string{s.et.subject, s.replay},
@@ -122,15 +118,37 @@ func (r *Receiver) consume(s *EventSubscription) error {
 		// event whose last delivery had no outcome still reaches the dead
 		// letters instead of staying in the stream, never delivered.
 		MaxDeliver: -1,
-	})
+	}
+	if err := r.deliverPolicy(ctx, &want); err != nil {
+		return fmt.Errorf("%w: subscribe %s: consumer %s on stream %s: %w", ErrTransport, s.spec, s.consumer, r.ev.Stream, err)
+	}
+	consumer, err := r.js.CreateOrUpdateConsumer(ctx, r.ev.Stream, want)
 	if err != nil {
 		return fmt.Errorf("%w: subscribe %s: consumer %s on stream %s: %w", ErrTransport, s.spec, s.consumer, r.ev.Stream, err)
 	}
-	cc, err := consumer.Consume(s.receiveStored, jetstream.PullMaxMessages(eventPullBatch))
-	if err != nil {
-		return fmt.Errorf("%w: subscribe %s: consuming %s: %w", ErrTransport, s.spec, s.consumer, err)
+	s.pull = startPuller(s, consumer, r.nc, r.ev.AckWait)
+	return nil
+}
+
+// deliverPolicy sets where a consumer to be made starts: with interest
+// retention at the events published from now on, since the stream keeps
+// the older ones only for the names whose consumers existed then (a new
+// name would get whichever of them some other name has not acknowledged
+// yet, a matter of timing); with any other retention at the oldest event
+// the stream keeps. A consumer that exists keeps the policy it was made
+// with, which JetStream does not let change. r.mu is held.
+func (r *Receiver) deliverPolicy(ctx context.Context, want *jetstream.ConsumerConfig) error {
+	c, err := r.js.Consumer(ctx, r.ev.Stream, want.Durable)
+	switch {
+	case err == nil:
+		have := c.CachedInfo().Config
+		want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
+		return nil
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return err
+	case r.streams[0].Config.Retention == jetstream.InterestPolicy:
+		want.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
-	s.consume = cc
 	return nil
 }
 
