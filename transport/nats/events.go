@@ -271,20 +271,34 @@ func (p *Publisher) typeOf(spec func() cqrs.Spec, t reflect.Type) (*eventType, e
 //	err := cqrsnats.Publish(ctx, publisher, OrderPlaced{Order: 7})
 //
 // The event travels with its type's identity, which the receiving side
-// checks, and with the trace context of ctx ([WithPropagator]).
+// checks, with the trace context of ctx ([WithPropagator]), and with its
+// own identity in the headers [HeaderID], [HeaderCorrelationID] and
+// [HeaderCausationID]: [cqrs.NextIdentity] of ctx, so that an event
+// published by a handler joins the conversation of the message it
+// handles, and one published from a context made with
+// [cqrs.ContextWithIdentity] has the identity set there. Every subscriber
+// reads it with [cqrs.IdentityOf], the same on every delivery. With
+// JetStream the ID is also the event's Nats-Msg-Id, so that the stream's
+// duplicate window (two minutes by default) keeps one copy of an event
+// published twice with one identity, as a retry after a lost
+// acknowledgement does.
 //
 // Publish returns once NATS has the event: with core NATS, once it is
 // in the connection's buffer (while the connection is reconnecting, NATS
-// keeps it until it is back, within its reconnect buffer); with
-// JetStream, once the stream has stored it. A subscriber's failure never
-// comes back to the publisher. Errors: [ErrInvalidSubject] or
-// [ErrUnexportedFields] for a type that cannot travel ([Forward] says
-// why), [ErrPayloadTooLarge], an error wrapping [ErrTransport] when NATS
-// does not take the event (with JetStream, ctx bounds the wait for the
-// stream), [ErrEventStream] when another stream than the configured one
-// took it (it is then in that stream, where no subscriber sees it: a
-// misconfiguration the first publish reports). A nil p is
-// [cqrs.ErrNilBus], a nil ctx [cqrs.ErrNilContext].
+// keeps it until it is back, within its reconnect buffer, and sends it
+// then to the subscribers already back); with JetStream, once the
+// stream has stored it. A
+// subscriber's failure never comes back to the publisher. Errors:
+// [ErrInvalidSubject] or [ErrUnexportedFields] for a type that cannot
+// travel ([Forward] says why); [ErrPayloadTooLarge] for an event whose
+// encoding is over [WithMaxPayload], or which with its envelope and
+// headers is over the max_payload of the NATS server (less 2 KiB with
+// JetStream, kept for the headers of its dead letter); an error wrapping
+// [ErrTransport] when NATS does not take the event (with JetStream, ctx
+// bounds the wait for the stream); [ErrEventStream] when another stream
+// than the configured one took it (it is then in that stream, where no
+// subscriber sees it: a misconfiguration the first publish reports). A
+// nil p is [cqrs.ErrNilBus], a nil ctx [cqrs.ErrNilContext].
 func Publish[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](ctx context.Context, p *Publisher, evt E) error {
 	if p == nil {
 		return fmt.Errorf("%w: publishing an event over NATS without a publisher", cqrs.ErrNilBus)
@@ -292,15 +306,20 @@ func Publish[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](ctx context.Context,
 	if ctx == nil {
 		return fmt.Errorf("%w: publishing an event over NATS", cqrs.ErrNilContext)
 	}
+	return publishAs(ctx, p, evt, cqrs.NextIdentity(ctx))
+}
+
+// publishAs publishes evt with identity id.
+func publishAs[E any](ctx context.Context, p *Publisher, evt E, id cqrs.Identity) error {
 	et, err := p.typeOf(eventSpec[E], reflect.TypeFor[E]())
 	if err != nil {
 		return err
 	}
-	return p.publish(ctx, et, evt)
+	return p.publish(ctx, et, evt, id)
 }
 
-// publish encodes evt and sends it.
-func (p *Publisher) publish(ctx context.Context, et *eventType, evt any) error {
+// publish encodes evt and sends it with identity id.
+func (p *Publisher) publish(ctx context.Context, et *eventType, evt any, id cqrs.Identity) error {
 	data, err := p.cfg.codec.Marshal(evt)
 	if err != nil {
 		return fmt.Errorf("nats: %s: encoding the event: %w", et.spec, err)
@@ -308,21 +327,54 @@ func (p *Publisher) publish(ctx context.Context, et *eventType, evt any) error {
 	if len(data) > p.cfg.maxPayload {
 		return tooLarge(et.spec, "event", len(data), p.cfg.maxPayload)
 	}
-	m := &natsgo.Msg{Subject: et.subject, Data: sealEvent(et.id, data)}
+	m := &natsgo.Msg{Subject: et.subject, Data: sealEvent(et.id, data), Header: natsgo.Header{}}
+	setIdentity(m.Header, id)
+	if p.js != nil {
+		m.Header.Set(jetstream.MsgIDHeader, storedKey(id.ID, 0))
+	}
 	if p.traced {
-		m.Header = natsgo.Header{}
 		p.cfg.propagator.Inject(ctx, propagation.HeaderCarrier(m.Header))
-		if len(m.Header) == 0 {
-			m.Header = nil
-		}
+	}
+	if err := p.fits(et, m); err != nil {
+		return err
 	}
 	if p.js == nil {
 		if err := p.nc.PublishMsg(m); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
+			return p.notTaken(et, err)
 		}
 		return nil
 	}
 	return p.store(ctx, et, m)
+}
+
+// fits checks m, with its envelope and headers, against the max_payload
+// of the NATS server, which refuses a larger message; with JetStream it
+// leaves room for the headers of the event's dead letter. The server's
+// limit is known once connected; until then NATS checks it as it sends.
+func (p *Publisher) fits(et *eventType, m *natsgo.Msg) error {
+	limit := p.nc.MaxPayload()
+	if limit <= 0 {
+		return nil
+	}
+	what := "event with its envelope and headers"
+	if p.js != nil {
+		limit -= deadLetterHeadroom
+		what = "event with its envelope and headers (with JetStream 2 KiB under NATS's max_payload are kept for those of its dead letter)"
+	}
+	if n := m.Size() - len(m.Subject) - len(m.Reply); int64(n) > limit {
+		return tooLarge(et.spec, what, n, int(max(limit, 0)))
+	}
+	return nil
+}
+
+// notTaken returns the error of an event NATS did not take: the
+// transport's, or [ErrPayloadTooLarge] when the message was too large
+// for NATS (or, with JetStream, for the stream's max_msg_size).
+func (p *Publisher) notTaken(et *eventType, err error) error {
+	if errors.Is(err, natsgo.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+		return fmt.Errorf("%w: %s: %w", ErrPayloadTooLarge, et.spec, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
 }
 
 // store publishes m to the events' stream, in one round trip, and checks
@@ -342,7 +394,7 @@ func (p *Publisher) store(ctx context.Context, et *eventType, m *natsgo.Msg) err
 	}
 	switch {
 	case err != nil:
-		return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
+		return p.notTaken(et, err)
 	case ack.Stream != p.ev.Stream:
 		return fmt.Errorf("%w: publish %s: subject %s is stored by stream %s, not %s, where no subscriber will see it",
 			ErrEventStream, et.spec, m.Subject, ack.Stream, p.ev.Stream)
@@ -376,7 +428,10 @@ const ForwarderName = "nats"
 //
 // The forwarding runs as any subscriber of events does, with its
 // strategy and interceptors: a NATS failure is that subscriber's error
-// (a [*cqrs.SubscriberError] naming "nats"). Forwarding E twice on one
+// (a [*cqrs.SubscriberError] naming "nats"). The event keeps the identity
+// its local publish gave it ([cqrs.IdentityOf] of the forwarding
+// subscriber's context; a new one if it has none): the remote
+// subscribers read the same as the local ones. Forwarding E twice on one
 // bus fails with [cqrs.ErrHandlerExists]; a type that cannot travel with
 // the error [Publish] would give. Cancel the returned subscription to
 // stop forwarding.
@@ -388,7 +443,9 @@ func ForwardEvents[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](events *cqrs.E
 		return nil, err
 	}
 	return cqrs.Subscribe(events, ForwarderName, func(ctx context.Context, evt E) error {
-		return Publish(ctx, p, evt)
+		// The same event, carried on: it keeps the identity its local
+		// publish gave it.
+		return publishAs(ctx, p, evt, sentIdentity(ctx))
 	})
 }
 
@@ -480,14 +537,20 @@ type EventSubscription struct {
 // that wait their turn alive, so that AckWait bounds fn's own time on an
 // event. fn may see an event more than once (its instance died before
 // its acknowledgement reached the server, or fn took longer than
-// AckWait): make it idempotent.
+// AckWait): make it idempotent, keyed by the event's ID.
 //
 // The context fn gets carries the publisher's trace context and has no
 // deadline, in either mode: nobody waits for an event, and a timer per
 // event costs more than the rest of its delivery (it wakes the runtime's
 // network poller). Give a subscriber that may hang a timeout in mws, such
 // as middleware.Timeout; with JetStream, below AckWait, after which the
-// event goes to another instance anyway.
+// event goes to another instance anyway. It also carries the event's
+// identity ([cqrs.IdentityOf]): the one its publisher gave it, the same
+// for every subscriber name and on every delivery, replays included; the
+// events fn publishes from it join its conversation. A message another
+// program published without a Cqrs-Id header has the identity of its
+// Nats-Msg-Id header, or else a new one, made at its receipt (with
+// JetStream, made again on each delivery).
 //
 // Events of one type reach one instance's fn one at a time, in the order
 // that instance receives them. An event is decoded into a new E only if
@@ -705,7 +768,7 @@ func (s *EventSubscription) receive(m *natsgo.Msg) {
 	// No deadline: nobody waits for an event, and a timer per event
 	// would cost more than the rest of its delivery. A subscriber that
 	// may hang gets a timeout from its middleware (middleware.Timeout).
-	ctx := s.context(m.Header)
+	ctx := withIdentity(s.context(m.Header), m.Header)
 	err = s.deliver(ctx, payload)
 	switch {
 	case err == nil:

@@ -620,6 +620,92 @@ func TestEventsDurableSlowSubscriberOnce(t *testing.T) {
 	assert.Equal(t, uint64(n), sub.Stats().Received)
 }
 
+// TestEventsReplayConcurrentOnce: two replays of the same dead letters
+// run at once; the subscriber gets each letter once, the replays' counts
+// add up to the letters, and none is left. Before, replays carried no
+// de-duplication key and each run delivered its own copy (issue #18,
+// item 3).
+func TestEventsReplayConcurrentOnce(t *testing.T) {
+	const n = 40
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, MaxDeliver: 1, BackOff: []time.Duration{time.Millisecond}}
+	r := receiver(t, url, ev)
+	seen := newTally()
+	var failing atomic.Bool
+	failing.Store(true)
+	sub, err := cqrsnats.Subscribe(r, "email", func(_ context.Context, e ParcelShipped) error {
+		if failing.Load() {
+			return errors.New("mail server down")
+		}
+		seen.record("email", "email", e.Parcel)
+		return nil
+	})
+	require.NoError(t, err)
+	publishParcels(t, publisher(t, url, ev), 1, n)
+	require.Eventually(t, func() bool { return sub.Stats().DeadLettered == n }, 10*time.Second, 10*time.Millisecond)
+
+	failing.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var moved [2]int
+	var errs [2]error
+	start := make(chan struct{})
+	for i := range 2 {
+		nc := connect(t, url)
+		wg.Go(func() {
+			<-start
+			moved[i], errs[i] = cqrsnats.ReplayUnhandled(ctx, nc, ev, "email")
+		})
+	}
+	close(start)
+	wg.Wait()
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	require.True(t, seen.await([]string{"email"}, n, 10*time.Second))
+	info := settled(t, url, sub)
+	lost, duplicated := seen.count("email", n)
+	assert.Zero(t, lost)
+	assert.Zero(t, duplicated, "letters delivered more than once")
+	assert.Equal(t, n, moved[0]+moved[1], "the replays moved %d and %d", moved[0], moved[1])
+	assert.Equal(t, uint64(2*n), info.Delivered.Consumer, "n failed deliveries, then n replays")
+	assert.Empty(t, unhandled(t, url, "CQRS_UNHANDLED"))
+	t.Logf("the replays moved %d and %d", moved[0], moved[1])
+}
+
+// TestEventsReplayWhileFailingEnds: a replay while the subscriber still
+// fails moves each letter once and returns; the subscriber buries them
+// again, as letters of their first replay, for the next one. Before, it
+// kept moving the letters it buried again (200 letters, 52,190 moves in
+// 10 s; issue #18, item 3).
+func TestEventsReplayWhileFailingEnds(t *testing.T) {
+	const n = 20
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true, MaxDeliver: 1, BackOff: []time.Duration{time.Millisecond}}
+	r := receiver(t, url, ev)
+	sub, err := cqrsnats.Subscribe(r, "email", func(context.Context, ParcelShipped) error {
+		return errors.New("mail server down")
+	})
+	require.NoError(t, err)
+	publishParcels(t, publisher(t, url, ev), 1, n)
+	require.Eventually(t, func() bool { return sub.Stats().DeadLettered == n }, 10*time.Second, 10*time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	moved, err := cqrsnats.ReplayUnhandled(ctx, connect(t, url), ev, "email")
+	require.NoError(t, err)
+	assert.Equal(t, n, moved)
+	require.Eventually(t, func() bool { return sub.Stats().DeadLettered == 2*n }, 10*time.Second, 10*time.Millisecond)
+	dead := unhandled(t, url, "CQRS_UNHANDLED")
+	require.Len(t, dead, n)
+	for _, m := range dead {
+		assert.Equal(t, "1", m.Header.Get("Cqrs-Replays"))
+	}
+	assert.Equal(t, uint64(2*n), sub.Stats().Failed)
+}
+
 // TestEventsStopWhileServerDown: a receiver stopped while its NATS server
 // is down stops at once, in both modes, and once its connection is closed
 // nothing of it is left running. Before, a core receiver's Stop waited
