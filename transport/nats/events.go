@@ -32,12 +32,18 @@ var ErrEventStream = errors.New("nats: stream unusable for events")
 //
 // With core NATS (Durable false) an event reaches the subscribers
 // connected when it is published, at most once each: one that is down,
-// slow beyond NATS's buffers, or fails loses it. With JetStream (Durable
-// true) every event is kept in a stream until each subscriber name has
-// handled it, at least once: see [Subscribe].
+// slow beyond NATS's buffers, or fails loses it, and so do all of them
+// while the NATS server restarts, with no error for the publisher. The
+// losses are not counted, since nobody can tell them; what can be told
+// is counted ([Publisher.Stats] Buffered, [EventStats] Interruptions and
+// Dropped). With JetStream (Durable true) every event is kept in a
+// stream until each subscriber name has handled it, at least once: see
+// [Subscribe]. Use JetStream for any event whose loss matters.
 type EventConfig struct {
 	// Durable carries events through JetStream, at least once, rather
-	// than core NATS, at most once.
+	// than core NATS, at most once and with silent losses when a
+	// connection or the server fails. Use it for any event whose loss
+	// matters.
 	Durable bool
 	// Stream names the JetStream stream of the events. The default is the
 	// prefix in upper case, each character other than a letter, digit,
@@ -213,6 +219,8 @@ type Publisher struct {
 	types  sync.Map // reflect.Type → *eventType
 
 	streamMu sync.Mutex // serialises making the stream
+
+	published, failed, buffered atomic.Uint64
 }
 
 // NewPublisher returns a publisher of events over nc, with core NATS or,
@@ -286,8 +294,8 @@ func (p *Publisher) typeOf(spec func() cqrs.Spec, t reflect.Type) (*eventType, e
 // Publish returns once NATS has the event: with core NATS, once it is
 // in the connection's buffer (while the connection is reconnecting, NATS
 // keeps it until it is back, within its reconnect buffer, and sends it
-// then to the subscribers already back); with JetStream, once the
-// stream has stored it. A
+// then to the subscribers already back: [Publisher.Stats] counts these
+// as Buffered); with JetStream, once the stream has stored it. A
 // subscriber's failure never comes back to the publisher. Errors:
 // [ErrInvalidSubject] or [ErrUnexportedFields] for a type that cannot
 // travel ([Forward] says why); [ErrPayloadTooLarge] for an event whose
@@ -309,13 +317,18 @@ func Publish[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](ctx context.Context,
 	return publishAs(ctx, p, evt, cqrs.NextIdentity(ctx))
 }
 
-// publishAs publishes evt with identity id.
+// publishAs publishes evt with identity id, and counts the outcome.
 func publishAs[E any](ctx context.Context, p *Publisher, evt E, id cqrs.Identity) error {
 	et, err := p.typeOf(eventSpec[E], reflect.TypeFor[E]())
+	if err == nil {
+		err = p.publish(ctx, et, evt, id)
+	}
 	if err != nil {
+		p.failed.Add(1)
 		return err
 	}
-	return p.publish(ctx, et, evt, id)
+	p.published.Add(1)
+	return nil
 }
 
 // publish encodes evt and sends it with identity id.
@@ -339,8 +352,12 @@ func (p *Publisher) publish(ctx context.Context, et *eventType, evt any, id cqrs
 		return err
 	}
 	if p.js == nil {
+		reconnecting := p.nc.IsReconnecting()
 		if err := p.nc.PublishMsg(m); err != nil {
 			return p.notTaken(et, err)
+		}
+		if reconnecting {
+			p.buffered.Add(1)
 		}
 		return nil
 	}
@@ -375,6 +392,29 @@ func (p *Publisher) notTaken(et *eventType, err error) error {
 		return fmt.Errorf("%w: %s: %w", ErrPayloadTooLarge, et.spec, err)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
+}
+
+// PublisherStats are the counts of a [Publisher], in this process.
+type PublisherStats struct {
+	// Published counts the events [Publish] and [ForwardEvents] handed
+	// to NATS (they returned nil); Failed those they returned an error
+	// for.
+	Published uint64 `json:"published"`
+	Failed    uint64 `json:"failed"`
+	// Buffered counts, with core NATS, the events among Published that
+	// were published while the connection was reconnecting: NATS kept
+	// them and sent them once it was back, to the subscribers that were
+	// back by then; those that were not lost them, with no error. The
+	// events published into a connection that had failed but that NATS
+	// had not yet seen fail (up to a few seconds of them, depending on
+	// the ping interval) are lost too, and counted nowhere. With
+	// JetStream it is 0: an event is published once stored, or fails.
+	Buffered uint64 `json:"buffered"`
+}
+
+// Stats returns the counts of p. It is safe for concurrent use.
+func (p *Publisher) Stats() PublisherStats {
+	return PublisherStats{Published: p.published.Load(), Failed: p.failed.Load(), Buffered: p.buffered.Load()}
 }
 
 // store publishes m to the events' stream, in one round trip, and checks
@@ -496,6 +536,7 @@ type EventSubscription struct {
 	consumer string               // the durable consumer's name
 	replay   string               // the subject of replays to this subscriber
 	dead     string               // the subject of its dead letters
+	since    uint64               // the connection's reconnects when it subscribed
 
 	gate     sync.RWMutex // core NATS: handlers read-lock; stop write-locks
 	closed   bool
@@ -630,7 +671,7 @@ func (r *Receiver) add(local *cqrs.Subscription, deliver func(context.Context, [
 	if err != nil {
 		return nil, err
 	}
-	s := &EventSubscription{r: r, et: et, spec: spec, local: local, deliver: deliver}
+	s := &EventSubscription{r: r, et: et, spec: spec, local: local, deliver: deliver, since: r.nc.Stats().Reconnects}
 	if r.js == nil {
 		s.core, err = r.nc.QueueSubscribe(et.subject, spec.Subscriber, s.receive)
 		if err == nil {
@@ -858,6 +899,12 @@ type EventStats struct {
 	// Dropped counts the events NATS dropped because the subscription's
 	// buffer was full (core NATS).
 	Dropped uint64 `json:"dropped"`
+	// Interruptions counts the times the connection was lost since the
+	// subscriber subscribed, the present one included if it is down now.
+	// With core NATS, each may have lost events, with no count of them:
+	// those published until the subscriber was back, and those the server
+	// had not yet sent it; with JetStream they wait in the stream.
+	Interruptions uint64 `json:"interruptions"`
 }
 
 // Stats returns the counts of each current subscriber of r, in the order
@@ -906,6 +953,10 @@ func (s *EventSubscription) Stats() EventStats {
 		if n, err := s.core.Dropped(); err == nil {
 			st.Dropped = uint64(max(n, 0))
 		}
+	}
+	st.Interruptions = s.r.nc.Stats().Reconnects - s.since
+	if !s.r.nc.IsConnected() {
+		st.Interruptions++
 	}
 	return st
 }

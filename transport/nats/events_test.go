@@ -114,6 +114,13 @@ func (t *tally) instance(name string) int {
 	return t.byInstance[name]
 }
 
+// has reports whether name has had parcel.
+func (t *tally) has(name string, parcel int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byName[name][parcel] > 0
+}
+
 // count returns, for name and parcels 1 to n, how many were never
 // delivered and how many deliveries were extra.
 func (t *tally) count(name string, n int) (lost, duplicated int) {
