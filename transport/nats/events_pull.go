@@ -60,7 +60,8 @@ type puller struct {
 	cancel context.CancelFunc
 
 	mu    sync.Mutex
-	held  []heldEvent   // taken, not started, oldest first
+	held  []heldEvent   // taken, not started, oldest first, from head
+	head  int           // where held starts in its array, which is reused
 	busy  bool          // the subscriber is handling one
 	ready chan struct{} // signalled when held grows
 	room  chan struct{} // signalled when the subscriber is done with one
@@ -74,6 +75,7 @@ func startPuller(s *EventSubscription, consumer jetstream.Consumer, nc *natsgo.C
 	p := &puller{
 		s: s, consumer: consumer, nc: nc,
 		keep: max(ackWait/4, time.Millisecond), fresh: ackWait / 100,
+		held:  make([]heldEvent, 0, eventPullBatch),
 		ready: make(chan struct{}, 1), room: make(chan struct{}, 1),
 		fetched: make(chan struct{}), worked: make(chan struct{}),
 	}
@@ -117,8 +119,11 @@ func (p *puller) work() {
 		p.s.receiveStored(e.m)
 		p.mu.Lock()
 		p.busy = false
+		wake := len(p.held)-p.head == eventPullBatch/2 // room for a batch from now
 		p.mu.Unlock()
-		signal(p.room)
+		if wake {
+			signal(p.room)
+		}
 	}
 }
 
@@ -131,10 +136,12 @@ func (p *puller) next() (heldEvent, bool) {
 			p.mu.Unlock()
 			return heldEvent{}, false
 		}
-		if len(p.held) > 0 {
-			e := p.held[0]
-			p.held[0] = heldEvent{}
-			p.held = p.held[1:]
+		if p.head < len(p.held) {
+			e := p.held[p.head]
+			p.held[p.head] = heldEvent{}
+			if p.head++; p.head == len(p.held) {
+				p.held, p.head = p.held[:0], 0 // empty: start the array again
+			}
 			p.busy = true
 			p.mu.Unlock()
 			return e, true
@@ -152,8 +159,8 @@ func (p *puller) next() (heldEvent, bool) {
 // delivery without an outcome does).
 func (p *puller) release() {
 	p.mu.Lock()
-	held := p.held
-	p.held = nil
+	held := p.held[p.head:]
+	p.held, p.head = nil, 0
 	p.mu.Unlock()
 	for _, e := range held {
 		_ = e.m.Nak()
@@ -173,7 +180,7 @@ func (p *puller) hold(m jetstream.Msg) {
 func (p *puller) roomLeft() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	taken := len(p.held)
+	taken := len(p.held) - p.head
 	if p.busy {
 		taken++
 	}
@@ -189,7 +196,7 @@ func (p *puller) keepAlive() {
 	now := time.Now()
 	var due []jetstream.Msg
 	p.mu.Lock()
-	for i := range p.held {
+	for i := p.head; i < len(p.held); i++ {
 		if now.Sub(p.held[i].touched) >= p.keep {
 			due = append(due, p.held[i].m)
 			p.held[i].touched = now
