@@ -394,7 +394,8 @@ func (p *Publisher) notTaken(et *eventType, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
 }
 
-// PublisherStats are the counts of a [Publisher], in this process.
+// PublisherStats are the counts of a [Publisher], in this process, as
+// [Publisher.Stats] returns them: a plain value.
 type PublisherStats struct {
 	// Published counts the events [Publish] and [ForwardEvents] handed
 	// to NATS (they returned nil); Failed those they returned an error
