@@ -847,3 +847,42 @@ func TestEventsInterestRetentionNewName(t *testing.T) {
 	assert.Zero(t, older, "the new name got events published before it existed")
 	assert.Equal(t, 10, seen.byInstance["stock"])
 }
+
+// TestEventsDurableStopGivesBackWhatWasTakenAhead: a subscription stopped
+// while its instance holds events taken ahead finishes the one it
+// handles and gives the others back at once: another instance of the
+// name handles them long before AckWait (30 s) would have freed them, and
+// none is lost or handled twice.
+func TestEventsDurableStopGivesBackWhatWasTakenAhead(t *testing.T) {
+	const n = 10
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	ev := cqrsnats.EventConfig{Durable: true}
+	seen := newTally()
+	first, err := cqrsnats.NewReceiver(connect(t, url), ev)
+	require.NoError(t, err)
+	entered, release := make(chan struct{}, n), make(chan struct{})
+	_, err = cqrsnats.Subscribe(first, "email", func(_ context.Context, e ParcelShipped) error {
+		entered <- struct{}{}
+		<-release
+		seen.record("email", "first", e.Parcel)
+		return nil
+	})
+	require.NoError(t, err)
+	publishParcels(t, publisher(t, url, ev), 1, n)
+	<-entered // first handles parcel 1 and holds the others
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- first.Stop(context.Background()) }()
+	second := receiver(t, url, ev)
+	_, err = cqrsnats.Subscribe(second, "email", seen.subscriber("email", "second"))
+	require.NoError(t, err)
+	// The others reach second while first still handles parcel 1.
+	require.Eventually(t, func() bool { return seen.instance("second") == n-1 }, 5*time.Second, 10*time.Millisecond)
+	close(release)
+	require.NoError(t, <-stopped)
+	lost, duplicated := seen.count("email", n)
+	assert.Zero(t, lost)
+	assert.Zero(t, duplicated)
+	assert.Equal(t, 1, seen.instance("first"), "first handled only the event it had started")
+}

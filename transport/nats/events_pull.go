@@ -85,10 +85,13 @@ func startPuller(s *EventSubscription, consumer jetstream.Consumer, nc *natsgo.C
 	return p
 }
 
-// stop makes p stop taking events: the subscriber finishes the one it
-// handles, and those waiting go back to the stream at once; wait
+// stop makes p stop taking events and gives those waiting back to the
+// stream at once; the subscriber finishes the one it handles, and wait
 // returns then.
-func (p *puller) stop() { p.cancel() }
+func (p *puller) stop() {
+	p.cancel()
+	p.release()
+}
 
 // wait returns once p's goroutines have returned.
 func (p *puller) wait() {
@@ -96,8 +99,8 @@ func (p *puller) wait() {
 	<-p.worked
 }
 
-// signal wakes whoever waits on ch, if nobody has yet.
-func signal(ch chan struct{}) {
+// wake wakes whoever waits on ch, if nobody has yet.
+func wake(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
@@ -119,10 +122,10 @@ func (p *puller) work() {
 		p.s.receiveStored(e.m)
 		p.mu.Lock()
 		p.busy = false
-		wake := len(p.held)-p.head == eventPullBatch/2 // room for a batch from now
+		roomNow := len(p.held)-p.head == eventPullBatch/2 // room for a batch from now
 		p.mu.Unlock()
-		if wake {
-			signal(p.room)
+		if roomNow {
+			wake(p.room)
 		}
 	}
 }
@@ -167,12 +170,18 @@ func (p *puller) release() {
 	}
 }
 
-// hold queues m for the subscriber.
+// hold queues m for the subscriber, or once p has stopped gives it back
+// at once, as release did with those waiting then.
 func (p *puller) hold(m jetstream.Msg) {
 	p.mu.Lock()
+	if p.ctx.Err() != nil {
+		p.mu.Unlock()
+		_ = m.Nak()
+		return
+	}
 	p.held = append(p.held, heldEvent{m: m, touched: time.Now()})
 	p.mu.Unlock()
-	signal(p.ready)
+	wake(p.ready)
 }
 
 // roomLeft returns how many more events p may take now: 0 until at least
