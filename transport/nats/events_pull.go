@@ -250,13 +250,26 @@ func (p *puller) fetch() {
 		p.s.r.ev.Logger.LogAttrs(p.ctx, slog.LevelWarn, "nats: taking events failed; trying again",
 			slog.String("event", p.s.spec.Name), slog.String("subscriber", p.s.spec.Subscriber),
 			slog.String("consumer", p.s.consumer), slog.Duration("in", retry), slog.Any("error", err))
-		t := time.NewTimer(retry)
+		p.pause(retry, keep.C, closed)
+	}
+}
+
+// pause waits for d, or until p stops or the connection closes, keeping
+// the waiting events alive meanwhile.
+func (p *puller) pause(d time.Duration, keep <-chan time.Time, closed <-chan natsgo.Status) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
 		select {
 		case <-p.ctx.Done():
+			return
 		case <-closed:
+			return
 		case <-t.C:
+			return
+		case <-keep:
+			p.keepAlive()
 		}
-		t.Stop()
 	}
 }
 
