@@ -2,32 +2,51 @@ package nats
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // eventPullBatch bounds the events of one subscriber that one instance
 // has taken from JetStream and not yet acknowledged: the one being
-// handled and those waiting their turn.
+// handled, those waiting their turn, and those asked for and not yet
+// arrived.
 const eventPullBatch = 32
 
 // eventPullExpiry is how long one pull request waits at the server for
 // events, and eventPullHeartbeat how often the server says meanwhile
 // that it still holds it: a request lost with a restarting server is
-// replaced within twice the heartbeat.
+// replaced once two heartbeats are missing.
 const (
 	eventPullExpiry    = 5 * time.Second
 	eventPullHeartbeat = time.Second
 )
 
+// pullRequest is the body of a JetStream pull request
+// ($JS.API.CONSUMER.MSG.NEXT), its durations in nanoseconds.
+type pullRequest struct {
+	Batch     int           `json:"batch"`
+	Expires   time.Duration `json:"expires"`
+	Heartbeat time.Duration `json:"idle_heartbeat"`
+}
+
+// The header of a status message, which JetStream sends to a pull
+// request's inbox with no data: 100 for a heartbeat, 404 or 408 when the
+// request ended with nothing (more) to deliver, 409 when the server ended
+// it for a reason it describes (the consumer was deleted, too many
+// requests wait, ...).
+const (
+	statusHeader      = "Status"
+	descriptionHeader = "Description"
+)
+
 // heldEvent is an event taken ahead, waiting for its turn.
 type heldEvent struct {
-	m       jetstream.Msg
+	m       *natsgo.Msg
 	touched time.Time // when it arrived, or was last kept alive
 }
 
@@ -46,48 +65,62 @@ type heldEvent struct {
 // (issue #18, item 1: with 32 taken ahead and no such acknowledgement,
 // a 100 ms subscriber with AckWait 1 s handled 47 of 64 events twice).
 //
-// The events are taken with pull requests of its own (Fetch), rather
-// than nats.go's Consume, whose buffer holds the events it has taken
-// out of reach: none could be kept alive.
+// It makes the pull requests itself, on an inbox of its own, rather than
+// through nats.go's jetstream package: Consume keeps the events it has
+// taken in a buffer out of reach, where none could be kept alive, and a
+// Fetch cut short drops those that have arrived and not yet been read,
+// where a subscription of its own can be drained: Stop gives back every
+// event the server sent, none is left to wait for AckWait.
 type puller struct {
-	s        *EventSubscription
-	consumer jetstream.Consumer
-	nc       *natsgo.Conn
-	keep     time.Duration // how often waiting events are kept alive
-	fresh    time.Duration // an event younger than this starts without an acknowledgement
+	s     *EventSubscription
+	nc    *natsgo.Conn
+	next  string // the subject of its pull requests
+	inbox *natsgo.Subscription
+	keep  time.Duration // how often waiting events are kept alive
+	fresh time.Duration // an event younger than this starts without an acknowledgement
 
 	ctx    context.Context // ends with Stop, or when the connection closes
 	cancel context.CancelFunc
 
 	mu    sync.Mutex
-	held  []heldEvent   // taken, not started, oldest first, from head
-	head  int           // where held starts in its array, which is reused
-	busy  bool          // the subscriber is handling one
-	ready chan struct{} // signalled when held grows
-	room  chan struct{} // signalled when the subscriber is done with one
+	held  []heldEvent // taken, not started, oldest first, from head
+	head  int         // where held starts in its array, which is reused
+	busy  bool        // the subscriber is handling one
+	asked int         // events the open pull request may still bring; 0 when none is open
+	heard time.Time   // when the server last sent anything for the open request
+	ended string      // why the server ended the last request, if not as usual
 
+	ready   chan struct{} // signalled when held grows
+	room    chan struct{} // signalled when the puller may ask for more
 	fetched chan struct{} // closed when fetch returns
 	worked  chan struct{} // closed when work returns
 }
 
-// startPuller starts taking s's events from consumer.
-func startPuller(s *EventSubscription, consumer jetstream.Consumer, nc *natsgo.Conn, ackWait time.Duration) *puller {
+// startPuller starts taking s's events from the consumer named consumer
+// of stream.
+func startPuller(s *EventSubscription, nc *natsgo.Conn, stream, consumer string, ackWait time.Duration) (*puller, error) {
 	p := &puller{
-		s: s, consumer: consumer, nc: nc,
+		s: s, nc: nc, next: "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer,
 		keep: max(ackWait/4, time.Millisecond), fresh: ackWait / 100,
 		held:  make([]heldEvent, 0, eventPullBatch),
 		ready: make(chan struct{}, 1), room: make(chan struct{}, 1),
 		fetched: make(chan struct{}), worked: make(chan struct{}),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	inbox, err := nc.Subscribe(nc.NewInbox(), p.arrive)
+	if err != nil {
+		p.cancel()
+		return nil, err
+	}
+	p.inbox = inbox
 	go p.fetch()
 	go p.work()
-	return p
+	return p, nil
 }
 
 // stop makes p stop taking events and gives those waiting back to the
-// stream at once; the subscriber finishes the one it handles, and wait
-// returns then.
+// stream at once, and those still arriving as they arrive; the
+// subscriber finishes the one it handles, and wait returns then.
 func (p *puller) stop() {
 	p.cancel()
 	p.release()
@@ -107,11 +140,52 @@ func wake(ch chan struct{}) {
 	}
 }
 
+// arrive takes what the server sends to p's inbox: an event, which it
+// holds for the subscriber (or, once p has stopped, gives back at once),
+// or a status message about the open pull request.
+func (p *puller) arrive(m *natsgo.Msg) {
+	now := time.Now()
+	if status := m.Header.Get(statusHeader); status != "" && len(m.Data) == 0 {
+		p.mu.Lock()
+		p.heard = now
+		ended := status != "100" // a heartbeat; anything else ends the request
+		if ended {
+			p.asked = 0
+			if status != "404" && status != "408" {
+				p.ended = status + " " + m.Header.Get(descriptionHeader)
+			}
+		}
+		p.mu.Unlock()
+		if ended {
+			wake(p.room)
+		}
+		return
+	}
+	p.mu.Lock()
+	p.heard = now
+	done := false // the open request has brought all it asked for
+	if p.asked > 0 {
+		p.asked--
+		done = p.asked == 0
+	}
+	if p.ctx.Err() != nil {
+		p.mu.Unlock()
+		_ = m.Nak()
+		return
+	}
+	p.held = append(p.held, heldEvent{m: m, touched: now})
+	p.mu.Unlock()
+	wake(p.ready)
+	if done {
+		wake(p.room)
+	}
+}
+
 // work hands the events to the subscriber until p stops.
 func (p *puller) work() {
 	defer close(p.worked)
 	for {
-		e, ok := p.next()
+		e, ok := p.nextEvent()
 		if !ok {
 			p.release()
 			return
@@ -122,7 +196,7 @@ func (p *puller) work() {
 		p.s.receiveStored(e.m)
 		p.mu.Lock()
 		p.busy = false
-		roomNow := len(p.held)-p.head == eventPullBatch/2 // room for a batch from now
+		roomNow := p.asked == 0 && p.takenLocked() == eventPullBatch/2 // room for a batch from now
 		p.mu.Unlock()
 		if roomNow {
 			wake(p.room)
@@ -130,9 +204,9 @@ func (p *puller) work() {
 	}
 }
 
-// next returns the oldest waiting event, waiting for one, or false once
-// p has stopped.
-func (p *puller) next() (heldEvent, bool) {
+// nextEvent returns the oldest waiting event, waiting for one, or false
+// once p has stopped.
+func (p *puller) nextEvent() (heldEvent, bool) {
 	for {
 		p.mu.Lock()
 		if p.ctx.Err() != nil {
@@ -170,40 +244,19 @@ func (p *puller) release() {
 	}
 }
 
-// hold queues m for the subscriber, or once p has stopped gives it back
-// at once, as release did with those waiting then.
-func (p *puller) hold(m jetstream.Msg) {
-	p.mu.Lock()
-	if p.ctx.Err() != nil {
-		p.mu.Unlock()
-		_ = m.Nak()
-		return
-	}
-	p.held = append(p.held, heldEvent{m: m, touched: time.Now()})
-	p.mu.Unlock()
-	wake(p.ready)
-}
-
-// roomLeft returns how many more events p may take now: 0 until at least
-// half the batch is free, so that it takes them in batches.
-func (p *puller) roomLeft() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// takenLocked returns the events p holds or handles. p.mu is held.
+func (p *puller) takenLocked() int {
 	taken := len(p.held) - p.head
 	if p.busy {
 		taken++
 	}
-	if n := eventPullBatch - taken; n >= eventPullBatch/2 {
-		return n
-	}
-	return 0
+	return taken
 }
 
 // keepAlive sends an in-progress acknowledgement for each waiting event
 // not kept alive for a while.
-func (p *puller) keepAlive() {
-	now := time.Now()
-	var due []jetstream.Msg
+func (p *puller) keepAlive(now time.Time) {
+	var due []*natsgo.Msg
 	p.mu.Lock()
 	for i := p.head; i < len(p.held); i++ {
 		if now.Sub(p.held[i].touched) >= p.keep {
@@ -217,88 +270,115 @@ func (p *puller) keepAlive() {
 	}
 }
 
-// fetch takes events with pull requests until p stops or the connection
-// closes, which stops p too.
+// ask returns the events p should ask for now, and notes them asked: 0
+// while a request is open, or until half a batch is free, so that it
+// asks in batches. A request the server has not spoken of for two
+// heartbeats, or made before the connection was lost, is taken as lost
+// (the server restarted): if it was not, it brings events beyond the
+// batch, no more than another batch.
+func (p *puller) ask(now time.Time, reconnected bool) (n int, ended string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ended, p.ended = p.ended, ""
+	if p.asked > 0 && (reconnected || now.Sub(p.heard) > 2*eventPullHeartbeat) {
+		p.asked = 0
+	}
+	if p.asked > 0 || ended != "" {
+		return 0, ended
+	}
+	if n = eventPullBatch - p.takenLocked(); n < eventPullBatch/2 {
+		return 0, ""
+	}
+	p.asked, p.heard = n, now
+	return n, ""
+}
+
+// fetch asks for events until p stops or the connection closes (which
+// stops p too), keeping the waiting events alive; then it drains p's
+// inbox, so that every event the server had sent reaches arrive, which
+// gives it back.
 func (p *puller) fetch() {
 	defer close(p.fetched)
 	defer p.cancel()
-	closed := p.nc.StatusChanged(natsgo.CLOSED)
-	defer p.nc.RemoveStatusListener(closed)
-	keep := time.NewTicker(p.keep)
-	defer keep.Stop()
+	status := p.nc.StatusChanged(natsgo.CONNECTED, natsgo.CLOSED)
+	defer p.nc.RemoveStatusListener(status)
+	tick := time.NewTicker(min(p.keep, eventPullHeartbeat))
+	defer tick.Stop()
 	var retry time.Duration
+	reconnected := false
 	for p.ctx.Err() == nil && !p.nc.IsClosed() {
-		n := p.roomLeft()
-		if n == 0 {
-			select {
-			case <-p.ctx.Done():
-			case <-closed:
-			case <-keep.C:
-				p.keepAlive()
-			case <-p.room:
+		n, ended := p.ask(time.Now(), reconnected)
+		reconnected = false
+		var err error
+		switch {
+		case ended != "":
+			err = fmt.Errorf("the server ended a pull request: %s", ended)
+		case n > 0:
+			body, _ := json.Marshal(pullRequest{Batch: n, Expires: eventPullExpiry, Heartbeat: eventPullHeartbeat})
+			if err = p.nc.PublishRequest(p.next, p.inbox.Subject, body); err != nil {
+				p.mu.Lock()
+				p.asked = 0
+				p.mu.Unlock()
+			} else {
+				retry = 0
 			}
+		}
+		if err == nil {
+			reconnected = p.await(status, tick.C, nil)
 			continue
 		}
-		err := p.take(n, keep.C, closed)
-		if err == nil || p.ctx.Err() != nil || p.nc.IsClosed() {
-			retry = 0
-			continue
-		}
-		// Wait before the next request: NATS is down, or the consumer
-		// went away; the events wait in the stream meanwhile.
+		// NATS is down, or the consumer went away: the events wait in
+		// the stream meanwhile.
 		retry = min(max(2*retry, 50*time.Millisecond), 2*time.Second)
 		p.s.r.ev.Logger.LogAttrs(p.ctx, slog.LevelWarn, "nats: taking events failed; trying again",
 			slog.String("event", p.s.spec.Name), slog.String("subscriber", p.s.spec.Subscriber),
 			slog.String("consumer", p.s.consumer), slog.Duration("in", retry), slog.Any("error", err))
-		p.pause(retry, keep.C, closed)
+		t := time.NewTimer(retry)
+		reconnected = p.await(status, tick.C, t.C)
+		t.Stop()
 	}
+	p.drain()
 }
 
-// pause waits for d, or until p stops or the connection closes, keeping
-// the waiting events alive meanwhile.
-func (p *puller) pause(d time.Duration, keep <-chan time.Time, closed <-chan natsgo.Status) {
-	t := time.NewTimer(d)
-	defer t.Stop()
+// await waits for something that may let fetch ask for more: without
+// pause, the next tick, room, or a change of the connection; with pause,
+// until it fires or the connection is back. It keeps the waiting events
+// alive meanwhile, and reports whether the connection came back.
+func (p *puller) await(status <-chan natsgo.Status, tick <-chan time.Time, pause <-chan time.Time) (reconnected bool) {
 	for {
 		select {
 		case <-p.ctx.Done():
-			return
-		case <-closed:
-			return
-		case <-t.C:
-			return
-		case <-keep:
-			p.keepAlive()
+			return false
+		case st := <-status:
+			return st == natsgo.CONNECTED
+		case now := <-tick:
+			p.keepAlive(now)
+			if pause == nil {
+				return false
+			}
+		case <-p.room:
+			if pause == nil {
+				return false
+			}
+		case <-pause:
+			return false
 		}
 	}
 }
 
-// take makes one pull request for n events and holds each as it comes,
-// keeping the waiting ones alive meanwhile. It returns the request's
-// error, nil when it ended normally (all n came, or it expired).
-func (p *puller) take(n int, keep <-chan time.Time, closed <-chan natsgo.Status) error {
-	ctx, cancel := context.WithTimeout(p.ctx, eventPullExpiry)
-	defer cancel()
-	batch, err := p.consumer.Fetch(n, jetstream.FetchContext(ctx), jetstream.FetchHeartbeat(eventPullHeartbeat))
-	if err != nil {
-		return err
+// drain ends p's inbox: it drains it while the server is there to say
+// that everything it sent has arrived, and unsubscribes otherwise.
+func (p *puller) drain() {
+	drained := p.inbox.StatusChanged(natsgo.SubscriptionClosed)
+	down := p.nc.StatusChanged(natsgo.DISCONNECTED, natsgo.RECONNECTING, natsgo.CLOSED)
+	defer p.nc.RemoveStatusListener(down)
+	if !p.nc.IsConnected() || p.inbox.Drain() != nil {
+		_ = p.inbox.Unsubscribe()
+		return
 	}
-	msgs := batch.Messages()
-	for {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-					return err
-				}
-				return nil
-			}
-			p.hold(m)
-		case <-keep:
-			p.keepAlive()
-		case <-closed:
-			cancel() // the batch ends; what it holds comes again after AckWait
-			closed = nil
-		}
+	select {
+	case <-drained:
+	case <-down:
+		_ = p.inbox.Unsubscribe()
 	}
 }

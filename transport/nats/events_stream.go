@@ -123,11 +123,14 @@ func (r *Receiver) consume(s *EventSubscription) error {
 	if err := r.deliverPolicy(ctx, &want); err != nil {
 		return fmt.Errorf("%w: subscribe %s: consumer %s on stream %s: %w", ErrTransport, s.spec, s.consumer, r.ev.Stream, err)
 	}
-	consumer, err := r.js.CreateOrUpdateConsumer(ctx, r.ev.Stream, want)
-	if err != nil {
+	if _, err := r.js.CreateOrUpdateConsumer(ctx, r.ev.Stream, want); err != nil {
 		return fmt.Errorf("%w: subscribe %s: consumer %s on stream %s: %w", ErrTransport, s.spec, s.consumer, r.ev.Stream, err)
 	}
-	s.pull = startPuller(s, consumer, r.nc, r.ev.AckWait)
+	pull, err := startPuller(s, r.nc, r.ev.Stream, s.consumer, r.ev.AckWait)
+	if err != nil {
+		return fmt.Errorf("%w: subscribe %s: consuming %s: %w", ErrTransport, s.spec, s.consumer, err)
+	}
+	s.pull = pull
 	return nil
 }
 
@@ -159,17 +162,17 @@ func (r *Receiver) deliverPolicy(ctx context.Context, want *jetstream.ConsumerCo
 // last delivery, or at once when it is not an event of its type. The
 // subscriber's context carries the event's identity, the same on every
 // delivery.
-func (s *EventSubscription) receiveStored(m jetstream.Msg) {
+func (s *EventSubscription) receiveStored(m *natsgo.Msg) {
 	s.received.Add(1)
 	ev := &s.r.ev
-	h := identified(m.Headers())
+	h := identified(m.Header)
 	meta, err := m.Metadata()
 	if err != nil {
 		s.refuse(err)
 		_ = m.Term() // not a JetStream delivery: nothing to keep
 		return
 	}
-	payload, err := s.open(m.Data())
+	payload, err := s.open(m.Data)
 	if err != nil {
 		s.refuse(err)
 		s.bury(m, h, meta, "bad_request", err)
@@ -229,19 +232,19 @@ const deadLetterHeadroom = 2048
 // or two instances buried it) is kept once. If the dead-letter stream
 // does not take it, the event is delivered again later rather than
 // lost.
-func (s *EventSubscription) bury(m jetstream.Msg, h natsgo.Header, meta *jetstream.MsgMetadata, code string, cause error) {
+func (s *EventSubscription) bury(m *natsgo.Msg, h natsgo.Header, meta *natsgo.MsgMetadata, code string, cause error) {
 	letter := make(natsgo.Header, len(h)+6)
 	maps.Copy(letter, h)
 	id, _ := identityOf(h)
 	letter.Set(jetstream.MsgIDHeader, deadKey(id.ID, replaysOf(h)))
 	letter.Set(headerErrorCode, code)
 	letter.Set(headerError, headerSafe(cause.Error()))
-	letter.Set(headerEventSubject, m.Subject())
+	letter.Set(headerEventSubject, m.Subject)
 	letter.Set(headerEventSubscriber, s.spec.Subscriber)
 	letter.Set(headerEventDeliveries, strconv.FormatUint(meta.NumDelivered, 10))
 	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.timeout)
 	defer cancel()
-	_, err := s.r.js.PublishMsg(ctx, &natsgo.Msg{Subject: s.dead, Data: m.Data(), Header: letter},
+	_, err := s.r.js.PublishMsg(ctx, &natsgo.Msg{Subject: s.dead, Data: m.Data, Header: letter},
 		jetstream.WithExpectStream(s.r.ev.DeadLetterStream))
 	if err != nil {
 		s.r.ev.Logger.LogAttrs(ctx, slog.LevelError, "nats: keeping an unhandled event failed; it will be delivered again",
