@@ -89,6 +89,7 @@ type puller struct {
 	asked int         // events the open pull request may still bring; 0 when none is open
 	heard time.Time   // when the server last sent anything for the open request
 	ended string      // why the server ended the last request, if not as usual
+	fine  bool        // the server sent something usual since ask last looked
 
 	ready   chan struct{} // signalled when held grows
 	room    chan struct{} // signalled when the puller may ask for more
@@ -151,9 +152,11 @@ func (p *puller) arrive(m *natsgo.Msg) {
 		ended := status != "100" // a heartbeat; anything else ends the request
 		if ended {
 			p.asked = 0
-			if status != "404" && status != "408" {
-				p.ended = status + " " + m.Header.Get(descriptionHeader)
-			}
+		}
+		if ended && status != "404" && status != "408" {
+			p.ended = status + " " + m.Header.Get(descriptionHeader)
+		} else {
+			p.fine = true
 		}
 		p.mu.Unlock()
 		if ended {
@@ -162,7 +165,7 @@ func (p *puller) arrive(m *natsgo.Msg) {
 		return
 	}
 	p.mu.Lock()
-	p.heard = now
+	p.heard, p.fine = now, true
 	done := false // the open request has brought all it asked for
 	if p.asked > 0 {
 		p.asked--
@@ -275,22 +278,25 @@ func (p *puller) keepAlive(now time.Time) {
 // asks in batches. A request the server has not spoken of for two
 // heartbeats, or made before the connection was lost, is taken as lost
 // (the server restarted): if it was not, it brings events beyond the
-// batch, no more than another batch.
-func (p *puller) ask(now time.Time, reconnected bool) (n int, ended string) {
+// batch, no more than another batch. It also returns why the server
+// ended the last request, if not as usual, and whether the server sent
+// anything usual since the last call.
+func (p *puller) ask(now time.Time, reconnected bool) (n int, ended string, fine bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ended, p.ended = p.ended, ""
+	fine, p.fine = p.fine, false
 	if p.asked > 0 && (reconnected || now.Sub(p.heard) > 2*eventPullHeartbeat) {
 		p.asked = 0
 	}
 	if p.asked > 0 || ended != "" {
-		return 0, ended
+		return 0, ended, fine
 	}
 	if n = eventPullBatch - p.takenLocked(); n < eventPullBatch/2 {
-		return 0, ""
+		return 0, "", fine
 	}
 	p.asked, p.heard = n, now
-	return n, ""
+	return n, "", fine
 }
 
 // fetch asks for events until p stops or the connection closes (which
@@ -307,8 +313,17 @@ func (p *puller) fetch() {
 	var retry time.Duration
 	reconnected := false
 	for p.ctx.Err() == nil && !p.nc.IsClosed() {
-		n, ended := p.ask(time.Now(), reconnected)
+		if !p.nc.IsConnected() {
+			// A request sent now would wait in the reconnect buffer,
+			// and each sent meanwhile bring a batch once it is back.
+			reconnected = p.await(status, tick.C, nil)
+			continue
+		}
+		n, ended, fine := p.ask(time.Now(), reconnected)
 		reconnected = false
+		if fine {
+			retry = 0
+		}
 		var err error
 		switch {
 		case ended != "":
@@ -319,8 +334,6 @@ func (p *puller) fetch() {
 				p.mu.Lock()
 				p.asked = 0
 				p.mu.Unlock()
-			} else {
-				retry = 0
 			}
 		}
 		if err == nil {
