@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -885,4 +886,46 @@ func TestEventsDurableStopGivesBackWhatWasTakenAhead(t *testing.T) {
 	assert.Zero(t, lost)
 	assert.Zero(t, duplicated)
 	assert.Equal(t, 1, seen.instance("first"), "first handled only the event it had started")
+}
+
+// TestEventsDurableConsumerDeletedBacksOff: when an operator deletes a
+// subscriber's consumer, the receiver logs why its pull requests fail and
+// asks again with a growing back-off, not every 50 ms; once the consumer
+// is made again, it takes events again and loses none.
+func TestEventsDurableConsumerDeletedBacksOff(t *testing.T) {
+	ns := startEventServer(t, true)
+	url := ns.ClientURL()
+	var logs syncBuffer
+	ev := cqrsnats.EventConfig{Durable: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	r := receiver(t, url, ev)
+	seen := newTally()
+	sub, err := cqrsnats.Subscribe(r, "email", seen.subscriber("email", "first"))
+	require.NoError(t, err)
+	js, err := jetstream.New(connect(t, url))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, js.DeleteConsumer(ctx, "CQRS_EVENTS", sub.Stats().Consumer))
+	failures := func() int { return strings.Count(logs.String(), "taking events failed") }
+	require.Eventually(t, func() bool { return failures() > 0 }, 5*time.Second, 10*time.Millisecond)
+	assert.Regexp(t, "Consumer Deleted|the consumer does not exist", logs.String())
+	time.Sleep(2 * time.Second) // the failures of 2 s, at 50, 100, 200 ms...
+	assert.LessOrEqual(t, failures(), 8, "no back-off: %s", logs.String())
+
+	// Another instance makes the consumer again: the first takes events
+	// again too.
+	second := receiver(t, url, ev)
+	_, err = cqrsnats.Subscribe(second, "email", seen.subscriber("email", "second"))
+	require.NoError(t, err)
+	p := publisher(t, url, ev)
+	n := 0
+	for seen.instance("first") == 0 && ctx.Err() == nil {
+		n++
+		require.NoError(t, cqrsnats.Publish(ctx, p, ParcelShipped{Parcel: n}))
+		time.Sleep(10 * time.Millisecond) // a stream of events while the first backs off
+	}
+	require.Positive(t, seen.instance("first"), "the first instance never took events again")
+	require.True(t, seen.await([]string{"email"}, n, 10*time.Second))
+	lost, duplicated := seen.count("email", n)
+	assert.Zero(t, lost+duplicated)
 }

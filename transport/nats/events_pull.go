@@ -155,6 +155,9 @@ func (p *puller) arrive(m *natsgo.Msg) {
 		}
 		if ended && status != "404" && status != "408" {
 			p.ended = status + " " + m.Header.Get(descriptionHeader)
+			if status == "503" {
+				p.ended = "503 no responders: the consumer does not exist"
+			}
 		} else {
 			p.fine = true
 		}
