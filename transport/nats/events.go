@@ -740,11 +740,10 @@ func (s *EventSubscription) stop(ctx context.Context) error {
 		// just ends (with core NATS, what the server has not sent is
 		// lost to this instance anyway).
 		down := s.r.nc.StatusChanged(natsgo.DISCONNECTED, natsgo.RECONNECTING, natsgo.CLOSED)
-		var drained <-chan natsgo.SubStatus
-		if s.r.nc.IsConnected() && s.core.Drain() == nil {
-			drained = s.core.StatusChanged(natsgo.SubscriptionClosed)
-		} else {
+		drained := s.core.StatusChanged(natsgo.SubscriptionClosed) // before Drain, which may end at once
+		if !s.r.nc.IsConnected() || s.core.Drain() != nil {
 			_ = s.core.Unsubscribe()
+			drained = nil
 		}
 		go func() {
 			defer close(s.stopped)
