@@ -32,12 +32,18 @@ var ErrEventStream = errors.New("nats: stream unusable for events")
 //
 // With core NATS (Durable false) an event reaches the subscribers
 // connected when it is published, at most once each: one that is down,
-// slow beyond NATS's buffers, or fails loses it. With JetStream (Durable
-// true) every event is kept in a stream until each subscriber name has
-// handled it, at least once: see [Subscribe].
+// slow beyond NATS's buffers, or fails loses it, and so do all of them
+// while the NATS server restarts, with no error for the publisher. The
+// losses are not counted, since nobody can tell them; what can be told
+// is counted ([Publisher.Stats] Buffered, [EventStats] Interruptions and
+// Dropped). With JetStream (Durable true) every event is kept in a
+// stream until each subscriber name has handled it, at least once: see
+// [Subscribe]. Use JetStream for any event whose loss matters.
 type EventConfig struct {
 	// Durable carries events through JetStream, at least once, rather
-	// than core NATS, at most once.
+	// than core NATS, at most once and with silent losses when a
+	// connection or the server fails. Use it for any event whose loss
+	// matters.
 	Durable bool
 	// Stream names the JetStream stream of the events. The default is the
 	// prefix in upper case, each character other than a letter, digit,
@@ -48,7 +54,10 @@ type EventConfig struct {
 	// subjects prefix + ".stored.>", interest retention (an event is kept
 	// until every subscriber name's consumer of its type has acknowledged
 	// it, so one published before any name subscribed to its type is not
-	// kept at all), file storage, one replica and no limits.
+	// kept at all), file storage, one replica and no limits. With
+	// interest retention, a subscriber name subscribed for the first time
+	// gets the events published from then on; with another retention,
+	// every event the stream keeps.
 	Stream string
 	// DeadLetterStream names the stream that keeps the events a
 	// subscriber could not handle (see [Subscribe]) until they are
@@ -68,8 +77,11 @@ type EventConfig struct {
 	// AckWait is how long a subscriber may take over an event before
 	// JetStream gives it to another instance, as after a crash: keep it
 	// above the longest a subscriber takes, and bound subscribers that may
-	// take longer with a timeout below it (middleware.Timeout). If AckWait
-	// is less than or equal to 0, it is 30s.
+	// take longer with a timeout below it (middleware.Timeout). It counts
+	// from when the subscriber starts on the event, however long the
+	// event waited its turn behind others the instance took ahead, which
+	// are kept alive meanwhile. If AckWait is less than or equal to 0, it
+	// is 30s.
 	AckWait time.Duration
 	// BackOff is how long an event a subscriber failed waits before its
 	// next delivery to that subscriber: BackOff[0] after the first
@@ -207,6 +219,8 @@ type Publisher struct {
 	types  sync.Map // reflect.Type → *eventType
 
 	streamMu sync.Mutex // serialises making the stream
+
+	published, failed, buffered atomic.Uint64
 }
 
 // NewPublisher returns a publisher of events over nc, with core NATS or,
@@ -265,20 +279,34 @@ func (p *Publisher) typeOf(spec func() cqrs.Spec, t reflect.Type) (*eventType, e
 //	err := cqrsnats.Publish(ctx, publisher, OrderPlaced{Order: 7})
 //
 // The event travels with its type's identity, which the receiving side
-// checks, and with the trace context of ctx ([WithPropagator]).
+// checks, with the trace context of ctx ([WithPropagator]), and with its
+// own identity in the headers [HeaderID], [HeaderCorrelationID] and
+// [HeaderCausationID]: [cqrs.NextIdentity] of ctx, so that an event
+// published by a handler joins the conversation of the message it
+// handles, and one published from a context made with
+// [cqrs.ContextWithIdentity] has the identity set there. Every subscriber
+// reads it with [cqrs.IdentityOf], the same on every delivery. With
+// JetStream the ID is also the event's Nats-Msg-Id, so that the stream's
+// duplicate window (two minutes by default) keeps one copy of an event
+// published twice with one identity, as a retry after a lost
+// acknowledgement does.
 //
 // Publish returns once NATS has the event: with core NATS, once it is
 // in the connection's buffer (while the connection is reconnecting, NATS
-// keeps it until it is back, within its reconnect buffer); with
-// JetStream, once the stream has stored it. A subscriber's failure never
-// comes back to the publisher. Errors: [ErrInvalidSubject] or
-// [ErrUnexportedFields] for a type that cannot travel ([Forward] says
-// why), [ErrPayloadTooLarge], an error wrapping [ErrTransport] when NATS
-// does not take the event (with JetStream, ctx bounds the wait for the
-// stream), [ErrEventStream] when another stream than the configured one
-// took it (it is then in that stream, where no subscriber sees it: a
-// misconfiguration the first publish reports). A nil p is
-// [cqrs.ErrNilBus], a nil ctx [cqrs.ErrNilContext].
+// keeps it until it is back, within its reconnect buffer, and sends it
+// then to the subscribers already back: [Publisher.Stats] counts these
+// as Buffered); with JetStream, once the stream has stored it. A
+// subscriber's failure never comes back to the publisher. Errors:
+// [ErrInvalidSubject] or [ErrUnexportedFields] for a type that cannot
+// travel ([Forward] says why); [ErrPayloadTooLarge] for an event whose
+// encoding is over [WithMaxPayload], or which with its envelope and
+// headers is over the max_payload of the NATS server (less 2 KiB with
+// JetStream, kept for the headers of its dead letter); an error wrapping
+// [ErrTransport] when NATS does not take the event (with JetStream, ctx
+// bounds the wait for the stream); [ErrEventStream] when another stream
+// than the configured one took it (it is then in that stream, where no
+// subscriber sees it: a misconfiguration the first publish reports). A
+// nil p is [cqrs.ErrNilBus], a nil ctx [cqrs.ErrNilContext].
 func Publish[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](ctx context.Context, p *Publisher, evt E) error {
 	if p == nil {
 		return fmt.Errorf("%w: publishing an event over NATS without a publisher", cqrs.ErrNilBus)
@@ -286,15 +314,25 @@ func Publish[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](ctx context.Context,
 	if ctx == nil {
 		return fmt.Errorf("%w: publishing an event over NATS", cqrs.ErrNilContext)
 	}
-	et, err := p.typeOf(eventSpec[E], reflect.TypeFor[E]())
-	if err != nil {
-		return err
-	}
-	return p.publish(ctx, et, evt)
+	return publishAs(ctx, p, evt, cqrs.NextIdentity(ctx))
 }
 
-// publish encodes evt and sends it.
-func (p *Publisher) publish(ctx context.Context, et *eventType, evt any) error {
+// publishAs publishes evt with identity id, and counts the outcome.
+func publishAs[E any](ctx context.Context, p *Publisher, evt E, id cqrs.Identity) error {
+	et, err := p.typeOf(eventSpec[E], reflect.TypeFor[E]())
+	if err == nil {
+		err = p.publish(ctx, et, evt, id)
+	}
+	if err != nil {
+		p.failed.Add(1)
+		return err
+	}
+	p.published.Add(1)
+	return nil
+}
+
+// publish encodes evt and sends it with identity id.
+func (p *Publisher) publish(ctx context.Context, et *eventType, evt any, id cqrs.Identity) error {
 	data, err := p.cfg.codec.Marshal(evt)
 	if err != nil {
 		return fmt.Errorf("nats: %s: encoding the event: %w", et.spec, err)
@@ -302,21 +340,82 @@ func (p *Publisher) publish(ctx context.Context, et *eventType, evt any) error {
 	if len(data) > p.cfg.maxPayload {
 		return tooLarge(et.spec, "event", len(data), p.cfg.maxPayload)
 	}
-	m := &natsgo.Msg{Subject: et.subject, Data: sealEvent(et.id, data)}
+	m := &natsgo.Msg{Subject: et.subject, Data: sealEvent(et.id, data), Header: natsgo.Header{}}
+	setIdentity(m.Header, id)
+	if p.js != nil {
+		m.Header.Set(jetstream.MsgIDHeader, storedKey(id.ID, 0))
+	}
 	if p.traced {
-		m.Header = natsgo.Header{}
 		p.cfg.propagator.Inject(ctx, propagation.HeaderCarrier(m.Header))
-		if len(m.Header) == 0 {
-			m.Header = nil
-		}
+	}
+	if err := p.fits(et, m); err != nil {
+		return err
 	}
 	if p.js == nil {
+		reconnecting := p.nc.IsReconnecting()
 		if err := p.nc.PublishMsg(m); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
+			return p.notTaken(et, err)
+		}
+		if reconnecting {
+			p.buffered.Add(1)
 		}
 		return nil
 	}
 	return p.store(ctx, et, m)
+}
+
+// fits checks m, with its envelope and headers, against the max_payload
+// of the NATS server, which refuses a larger message; with JetStream it
+// leaves room for the headers of the event's dead letter. The server's
+// limit is known once connected; until then NATS checks it as it sends.
+func (p *Publisher) fits(et *eventType, m *natsgo.Msg) error {
+	limit := p.nc.MaxPayload()
+	if limit <= 0 {
+		return nil
+	}
+	what := "event with its envelope and headers"
+	if p.js != nil {
+		limit -= deadLetterHeadroom
+		what = "event with its envelope and headers (with JetStream 2 KiB under NATS's max_payload are kept for those of its dead letter)"
+	}
+	if n := m.Size() - len(m.Subject) - len(m.Reply); int64(n) > limit {
+		return tooLarge(et.spec, what, n, int(max(limit, 0)))
+	}
+	return nil
+}
+
+// notTaken returns the error of an event NATS did not take: the
+// transport's, or [ErrPayloadTooLarge] when the message was too large
+// for NATS (or, with JetStream, for the stream's max_msg_size).
+func (p *Publisher) notTaken(et *eventType, err error) error {
+	if errors.Is(err, natsgo.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+		return fmt.Errorf("%w: %s: %w", ErrPayloadTooLarge, et.spec, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
+}
+
+// PublisherStats are the counts of a [Publisher], in this process, as
+// [Publisher.Stats] returns them: a plain value.
+type PublisherStats struct {
+	// Published counts the events [Publish] and [ForwardEvents] handed
+	// to NATS (they returned nil); Failed those they returned an error
+	// for.
+	Published uint64 `json:"published"`
+	Failed    uint64 `json:"failed"`
+	// Buffered counts, with core NATS, the events among Published that
+	// were published while the connection was reconnecting: NATS kept
+	// them and sent them once it was back, to the subscribers that were
+	// back by then; those that were not lost them, with no error. The
+	// events published into a connection that had failed but that NATS
+	// had not yet seen fail (up to a few seconds of them, depending on
+	// the ping interval) are lost too, and counted nowhere. With
+	// JetStream it is 0: an event is published once stored, or fails.
+	Buffered uint64 `json:"buffered"`
+}
+
+// Stats returns the counts of p. It is safe for concurrent use.
+func (p *Publisher) Stats() PublisherStats {
+	return PublisherStats{Published: p.published.Load(), Failed: p.failed.Load(), Buffered: p.buffered.Load()}
 }
 
 // store publishes m to the events' stream, in one round trip, and checks
@@ -336,7 +435,7 @@ func (p *Publisher) store(ctx context.Context, et *eventType, m *natsgo.Msg) err
 	}
 	switch {
 	case err != nil:
-		return fmt.Errorf("%w: %s: %w", ErrTransport, et.spec, err)
+		return p.notTaken(et, err)
 	case ack.Stream != p.ev.Stream:
 		return fmt.Errorf("%w: publish %s: subject %s is stored by stream %s, not %s, where no subscriber will see it",
 			ErrEventStream, et.spec, m.Subject, ack.Stream, p.ev.Stream)
@@ -370,7 +469,10 @@ const ForwarderName = "nats"
 //
 // The forwarding runs as any subscriber of events does, with its
 // strategy and interceptors: a NATS failure is that subscriber's error
-// (a [*cqrs.SubscriberError] naming "nats"). Forwarding E twice on one
+// (a [*cqrs.SubscriberError] naming "nats"). The event keeps the identity
+// its local publish gave it ([cqrs.IdentityOf] of the forwarding
+// subscriber's context; a new one if it has none): the remote
+// subscribers read the same as the local ones. Forwarding E twice on one
 // bus fails with [cqrs.ErrHandlerExists]; a type that cannot travel with
 // the error [Publish] would give. Cancel the returned subscription to
 // stop forwarding.
@@ -382,7 +484,9 @@ func ForwardEvents[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](events *cqrs.E
 		return nil, err
 	}
 	return cqrs.Subscribe(events, ForwarderName, func(ctx context.Context, evt E) error {
-		return Publish(ctx, p, evt)
+		// The same event, carried on: it keeps the identity its local
+		// publish gave it.
+		return publishAs(ctx, p, evt, sentIdentity(ctx))
 	})
 }
 
@@ -428,11 +532,12 @@ type EventSubscription struct {
 	local   *cqrs.Subscription
 	deliver func(ctx context.Context, payload []byte) error
 
-	core     *natsgo.Subscription     // core NATS
-	consume  jetstream.ConsumeContext // JetStream
-	consumer string                   // the durable consumer's name
-	replay   string                   // the subject of replays to this subscriber
-	dead     string                   // the subject of its dead letters
+	core     *natsgo.Subscription // core NATS
+	pull     *puller              // JetStream
+	consumer string               // the durable consumer's name
+	replay   string               // the subject of replays to this subscriber
+	dead     string               // the subject of its dead letters
+	since    uint64               // the connection's reconnects when it subscribed
 
 	gate     sync.RWMutex // core NATS: handlers read-lock; stop write-locks
 	closed   bool
@@ -470,15 +575,24 @@ type EventSubscription struct {
 // deliveries, then kept in the dead-letter stream; an instance that dies
 // mid-event loses nothing (another, or itself restarted, gets the event
 // after AckWait). Events published while no instance of name is up wait
-// in the stream. fn may thus see an event more than once: make it
-// idempotent.
+// in the stream. Each instance takes up to 32 events ahead, keeping those
+// that wait their turn alive, so that AckWait bounds fn's own time on an
+// event. fn may see an event more than once (its instance died before
+// its acknowledgement reached the server, or fn took longer than
+// AckWait): make it idempotent, keyed by the event's ID.
 //
 // The context fn gets carries the publisher's trace context and has no
 // deadline, in either mode: nobody waits for an event, and a timer per
 // event costs more than the rest of its delivery (it wakes the runtime's
 // network poller). Give a subscriber that may hang a timeout in mws, such
 // as middleware.Timeout; with JetStream, below AckWait, after which the
-// event goes to another instance anyway.
+// event goes to another instance anyway. It also carries the event's
+// identity ([cqrs.IdentityOf]): the one its publisher gave it, the same
+// for every subscriber name and on every delivery, replays included; the
+// events fn publishes from it join its conversation. A message another
+// program published without a Cqrs-Id header has the identity of its
+// Nats-Msg-Id header, or else a new one, made at its receipt (with
+// JetStream, made again on each delivery).
 //
 // Events of one type reach one instance's fn one at a time, in the order
 // that instance receives them. An event is decoded into a new E only if
@@ -558,7 +672,7 @@ func (r *Receiver) add(local *cqrs.Subscription, deliver func(context.Context, [
 	if err != nil {
 		return nil, err
 	}
-	s := &EventSubscription{r: r, et: et, spec: spec, local: local, deliver: deliver}
+	s := &EventSubscription{r: r, et: et, spec: spec, local: local, deliver: deliver, since: r.nc.Stats().Reconnects}
 	if r.js == nil {
 		s.core, err = r.nc.QueueSubscribe(et.subject, spec.Subscriber, s.receive)
 		if err == nil {
@@ -582,10 +696,14 @@ func (r *Receiver) add(local *cqrs.Subscription, deliver func(context.Context, [
 func (s *EventSubscription) Spec() cqrs.Spec { return s.spec }
 
 // Stop stops s receiving events, then waits, bounded by ctx, for the
-// event it is handling, if any. With JetStream the consumer stays: the
-// events published after Stop wait in the stream for another instance,
-// or for a later Subscribe of the same name. Stop may be called more
-// than once; when ctx ends first it returns ctx's error, wrapped.
+// event it is handling, if any. With core NATS the events already
+// received are handled first, if the server is there to drain the
+// subscription. With JetStream the events taken ahead and not started go
+// back to the stream at once, for another instance (each counts as a
+// delivery towards MaxDeliver), and the consumer stays: the events
+// published after Stop wait in the stream for another instance, or for a
+// later Subscribe of the same name. Stop may be called more than once;
+// when ctx ends first it returns ctx's error, wrapped.
 func (s *EventSubscription) Stop(ctx context.Context) error {
 	s.r.mu.Lock()
 	for i, x := range s.r.subs {
@@ -606,31 +724,41 @@ func (s *EventSubscription) finished() bool { return s.ended.Load() }
 func (s *EventSubscription) stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.stopped = make(chan struct{})
-		var drained <-chan natsgo.SubStatus
-		if s.core != nil {
-			// Draining hands the events already received to the
-			// subscriber, and new ones to the other members.
-			drained = s.core.StatusChanged(natsgo.SubscriptionClosed)
-			if s.core.Drain() != nil {
-				_ = s.core.Unsubscribe()
-				drained = nil
-			}
-		} else {
-			s.consume.Drain()
+		if s.core == nil {
+			s.pull.stop() // what was taken ahead goes back at once
+			go func() {
+				defer close(s.stopped)
+				defer s.ended.Store(true)
+				s.pull.wait()
+				s.local.Cancel()
+			}()
+			return
+		}
+		// Draining hands the events already received to the subscriber,
+		// and new ones to the other members; it needs the server, so
+		// without one, or if it goes away meanwhile, the subscription
+		// just ends (with core NATS, what the server has not sent is
+		// lost to this instance anyway).
+		down := s.r.nc.StatusChanged(natsgo.DISCONNECTED, natsgo.RECONNECTING, natsgo.CLOSED)
+		drained := s.core.StatusChanged(natsgo.SubscriptionClosed) // before Drain, which may end at once
+		if !s.r.nc.IsConnected() || s.core.Drain() != nil {
+			_ = s.core.Unsubscribe()
+			drained = nil
 		}
 		go func() {
 			defer close(s.stopped)
 			defer s.ended.Store(true)
-			if s.core != nil {
-				if drained != nil {
-					<-drained
+			if drained != nil {
+				select {
+				case <-drained:
+				case <-down:
+					_ = s.core.Unsubscribe()
 				}
-				s.gate.Lock() // waits for the handler under way
-				s.closed = true
-				s.gate.Unlock()
-			} else {
-				<-s.consume.Closed()
 			}
+			s.r.nc.RemoveStatusListener(down)
+			s.gate.Lock() // waits for the handler under way
+			s.closed = true
+			s.gate.Unlock()
 			s.local.Cancel()
 		}()
 	})
@@ -681,7 +809,7 @@ func (s *EventSubscription) receive(m *natsgo.Msg) {
 	// No deadline: nobody waits for an event, and a timer per event
 	// would cost more than the rest of its delivery. A subscriber that
 	// may hang gets a timeout from its middleware (middleware.Timeout).
-	ctx := s.context(m.Header)
+	ctx := withIdentity(s.context(m.Header), m.Header)
 	err = s.deliver(ctx, payload)
 	switch {
 	case err == nil:
@@ -771,6 +899,12 @@ type EventStats struct {
 	// Dropped counts the events NATS dropped because the subscription's
 	// buffer was full (core NATS).
 	Dropped uint64 `json:"dropped"`
+	// Interruptions counts the times the connection was lost since the
+	// subscriber subscribed, the present one included if it is down now.
+	// With core NATS, each may have lost events, with no count of them:
+	// those published until the subscriber was back, and those the server
+	// had not yet sent it; with JetStream they wait in the stream.
+	Interruptions uint64 `json:"interruptions"`
 }
 
 // Stats returns the counts of each current subscriber of r, in the order
@@ -819,6 +953,10 @@ func (s *EventSubscription) Stats() EventStats {
 		if n, err := s.core.Dropped(); err == nil {
 			st.Dropped = uint64(max(n, 0))
 		}
+	}
+	st.Interruptions = s.r.nc.Stats().Reconnects - s.since
+	if !s.r.nc.IsConnected() {
+		st.Interruptions++
 	}
 	return st
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -23,10 +24,6 @@ const (
 	headerEventSubscriber = "Cqrs-Subscriber" // the subscriber that could not handle it
 	headerEventDeliveries = "Cqrs-Deliveries" // how many times it was delivered to it
 )
-
-// eventPullBatch bounds the events one instance has pulled and not yet
-// handled, for each subscriber: each waits its turn within AckWait.
-const eventPullBatch = 32
 
 // eventStream returns the info of the events' stream, made if missing,
 // after checking that it can keep events.
@@ -111,7 +108,7 @@ func (r *Receiver) consume(s *EventSubscription) error {
 	if err := takes(r.streams[1], []string{s.dead}, ErrEventStream); err != nil {
 		return fmt.Errorf("nats: subscribe %s: %w", s.spec, err)
 	}
-	consumer, err := r.js.CreateOrUpdateConsumer(ctx, r.ev.Stream, jetstream.ConsumerConfig{
+	want := jetstream.ConsumerConfig{
 		Durable:        s.consumer,
 		Description:    s.spec.String(),
 		FilterSubjects: []string{s.et.subject, s.replay},
@@ -122,183 +119,142 @@ func (r *Receiver) consume(s *EventSubscription) error {
 		// event whose last delivery had no outcome still reaches the dead
 		// letters instead of staying in the stream, never delivered.
 		MaxDeliver: -1,
-	})
-	if err != nil {
+	}
+	if err := r.deliverPolicy(ctx, &want); err != nil {
 		return fmt.Errorf("%w: subscribe %s: consumer %s on stream %s: %w", ErrTransport, s.spec, s.consumer, r.ev.Stream, err)
 	}
-	cc, err := consumer.Consume(s.receiveStored, jetstream.PullMaxMessages(eventPullBatch))
+	if _, err := r.js.CreateOrUpdateConsumer(ctx, r.ev.Stream, want); err != nil {
+		return fmt.Errorf("%w: subscribe %s: consumer %s on stream %s: %w", ErrTransport, s.spec, s.consumer, r.ev.Stream, err)
+	}
+	pull, err := startPuller(s, r.nc, r.ev.Stream, s.consumer, r.ev.AckWait)
 	if err != nil {
 		return fmt.Errorf("%w: subscribe %s: consuming %s: %w", ErrTransport, s.spec, s.consumer, err)
 	}
-	s.consume = cc
+	s.pull = pull
+	return nil
+}
+
+// deliverPolicy sets where a consumer to be made starts: with interest
+// retention at the events published from now on, since the stream keeps
+// the older ones only for the names whose consumers existed then (a new
+// name would get whichever of them some other name has not acknowledged
+// yet, a matter of timing); with any other retention at the oldest event
+// the stream keeps. A consumer that exists keeps the policy it was made
+// with, which JetStream does not let change. r.mu is held.
+func (r *Receiver) deliverPolicy(ctx context.Context, want *jetstream.ConsumerConfig) error {
+	c, err := r.js.Consumer(ctx, r.ev.Stream, want.Durable)
+	switch {
+	case err == nil:
+		have := c.CachedInfo().Config
+		want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
+		return nil
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return err
+	case r.streams[0].Config.Retention == jetstream.InterestPolicy:
+		want.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
 	return nil
 }
 
 // receiveStored handles one JetStream delivery: it acknowledges the
 // event once the subscriber has handled it, delivers it again after the
 // back-off when it failed, and moves it to the dead letters after the
-// last delivery, or at once when it is not an event of its type.
-func (s *EventSubscription) receiveStored(m jetstream.Msg) {
+// last delivery, or at once when it is not an event of its type. The
+// subscriber's context carries the event's identity, the same on every
+// delivery.
+func (s *EventSubscription) receiveStored(m *natsgo.Msg) {
 	s.received.Add(1)
 	ev := &s.r.ev
+	h := identified(m.Header)
 	meta, err := m.Metadata()
 	if err != nil {
 		s.refuse(err)
 		_ = m.Term() // not a JetStream delivery: nothing to keep
 		return
 	}
-	payload, err := s.open(m.Data())
+	payload, err := s.open(m.Data)
 	if err != nil {
 		s.refuse(err)
-		s.bury(m, meta, "bad_request", err)
+		s.bury(m, h, meta, "bad_request", err)
 		return
 	}
 	if meta.NumDelivered > uint64(ev.MaxDeliver) {
 		// Delivered MaxDeliver times already, the last without an
 		// outcome (the process died) or whose dead letter failed.
-		s.bury(m, meta, "max_deliver", fmt.Errorf("nats: %s: delivered %d times", s.spec, meta.NumDelivered-1))
+		s.bury(m, h, meta, "max_deliver", fmt.Errorf("nats: %s: delivered %d times", s.spec, meta.NumDelivered-1))
 		return
 	}
 	// No deadline, as with core NATS: see Subscribe.
-	err = s.deliver(s.context(m.Headers()), payload)
+	err = s.deliver(withIdentity(s.context(h), h), payload)
 	switch {
 	case err == nil:
 		s.handled.Add(1)
 		_ = m.Ack() // if it is lost, the event comes again: at least once
 	case isUndecodable(err):
 		s.refuse(err)
-		s.bury(m, meta, "bad_request", err)
+		s.bury(m, h, meta, "bad_request", err)
 	case meta.NumDelivered >= uint64(ev.MaxDeliver):
 		s.failed.Add(1)
-		s.bury(m, meta, codeOf(s.r.cfg.errors, err), err)
+		s.bury(m, h, meta, codeOf(s.r.cfg.errors, err), err)
 	default:
 		s.failed.Add(1)
 		_ = m.NakWithDelay(ev.backOffAfter(meta.NumDelivered))
 	}
 }
 
-// bury stores m in the dead-letter stream, with why it died, then
-// terminates its delivery. If the dead-letter stream does not take it,
-// the event is delivered again later rather than lost.
-func (s *EventSubscription) bury(m jetstream.Msg, meta *jetstream.MsgMetadata, code string, cause error) {
-	h := natsgo.Header{}
-	for k, v := range m.Headers() {
-		h[k] = v
+// identified returns h, or, when h carries no identity (a message that
+// another program stored), a copy of h with a new one: its subscriber
+// and its dead letter then share it.
+func identified(h natsgo.Header) natsgo.Header {
+	if _, ok := identityOf(h); ok {
+		return h
 	}
-	h.Set(headerErrorCode, code)
-	h.Set(headerError, headerSafe(cause.Error()))
-	h.Set(headerEventSubject, m.Subject())
-	h.Set(headerEventSubscriber, s.spec.Subscriber)
-	h.Set(headerEventDeliveries, strconv.FormatUint(meta.NumDelivered, 10))
+	c := make(natsgo.Header, len(h)+1)
+	maps.Copy(c, h)
+	setIdentity(c, cqrs.Identity{ID: cqrs.NewID()})
+	return c
+}
+
+// deadLetterHeadroom is what a JetStream event must leave free under
+// NATS's max_payload for the headers its dead letter adds (a longer
+// Nats-Msg-Id, Nats-Service-Error-Code of up to 64 bytes and
+// Nats-Service-Error of up to 256, Cqrs-Subject of up to 1,160,
+// Cqrs-Subscriber of up to 128, Cqrs-Deliveries, and Cqrs-Id for an
+// event that came without one: at most about 1,820 bytes with their
+// names), so that a dead letter, and its replay, always fits.
+const deadLetterHeadroom = 2048
+
+// bury stores m, whose headers with its identity are h, in the
+// dead-letter stream, with why it died, then terminates its delivery.
+// The letter keeps every header of the event, its identity among them,
+// and is stored with the de-duplication key of the event buried after
+// its replays so far: a letter stored twice (its termination was lost,
+// or two instances buried it) is kept once. If the dead-letter stream
+// does not take it, the event is delivered again later rather than
+// lost.
+func (s *EventSubscription) bury(m *natsgo.Msg, h natsgo.Header, meta *natsgo.MsgMetadata, code string, cause error) {
+	letter := make(natsgo.Header, len(h)+6)
+	maps.Copy(letter, h)
+	id, _ := identityOf(h)
+	letter.Set(jetstream.MsgIDHeader, deadKey(id.ID, replaysOf(h)))
+	letter.Set(headerErrorCode, code)
+	letter.Set(headerError, headerSafe(cause.Error()))
+	letter.Set(headerEventSubject, m.Subject)
+	letter.Set(headerEventSubscriber, s.spec.Subscriber)
+	letter.Set(headerEventDeliveries, strconv.FormatUint(meta.NumDelivered, 10))
 	ctx, cancel := context.WithTimeout(context.Background(), s.r.cfg.timeout)
 	defer cancel()
-	_, err := s.r.js.PublishMsg(ctx, &natsgo.Msg{Subject: s.dead, Data: m.Data(), Header: h},
+	_, err := s.r.js.PublishMsg(ctx, &natsgo.Msg{Subject: s.dead, Data: m.Data, Header: letter},
 		jetstream.WithExpectStream(s.r.ev.DeadLetterStream))
 	if err != nil {
 		s.r.ev.Logger.LogAttrs(ctx, slog.LevelError, "nats: keeping an unhandled event failed; it will be delivered again",
-			slog.String("event", s.spec.Name), slog.String("subscriber", s.spec.Subscriber), slog.Any("error", err))
+			slog.String("event", s.spec.Name), slog.String("subscriber", s.spec.Subscriber), slog.Any("id", id), slog.Any("error", err))
 		_ = m.NakWithDelay(s.r.ev.backOffAfter(meta.NumDelivered))
 		return
 	}
 	s.buried.Add(1)
 	s.r.ev.Logger.LogAttrs(ctx, slog.LevelError, "nats: an event went to the dead letters",
-		slog.String("event", s.spec.Name), slog.String("subscriber", s.spec.Subscriber),
+		slog.String("event", s.spec.Name), slog.String("subscriber", s.spec.Subscriber), slog.Any("id", id),
 		slog.String("stream", s.r.ev.DeadLetterStream), slog.String("code", code), slog.Any("error", cause))
 	_ = m.Term()
-}
-
-// ReplayUnhandled moves the dead letters of the subscriber named
-// subscriber (of every event type) back to the events' stream, on the
-// subject that its consumers alone take, so that it, and no other
-// subscriber name, gets each of them once more. It returns how many it
-// moved. Each is removed from the dead-letter stream only once the
-// events' stream has stored it again, so a replay that fails halfway
-// loses nothing and may be run again (an event stored but not yet
-// removed when it failed is replayed twice). Replay after fixing what
-// made the subscriber fail; an event replayed to a subscriber name that no
-// longer has a consumer is dropped by a stream with interest retention.
-//
-// ev and opts must be those of the receivers: their prefix and streams;
-// the timeout ([WithTimeout]) bounds each request, and ctx the whole
-// replay. A name that is not a subscriber's is [cqrs.ErrInvalidName].
-func ReplayUnhandled(ctx context.Context, nc *natsgo.Conn, ev EventConfig, subscriber string, opts ...Option) (int, error) {
-	cfg := newConfig(opts)
-	if cfg.err != nil {
-		return 0, cfg.err
-	}
-	if nc == nil {
-		return 0, fmt.Errorf("%w: replaying events: no connection", ErrTransport)
-	}
-	if !validSubscriberName(subscriber) {
-		return 0, fmt.Errorf("%w: replaying events: %q is not a subscriber name", cqrs.ErrInvalidName, subscriber)
-	}
-	ev = ev.withDefaults(cfg.prefix)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return 0, fmt.Errorf("%w: replaying events: %w", ErrTransport, err)
-	}
-	dead, err := js.Stream(ctx, ev.DeadLetterStream)
-	if err != nil {
-		return 0, fmt.Errorf("%w: replaying events: stream %s: %w", ErrTransport, ev.DeadLetterStream, err)
-	}
-	from := cfg.prefix + "." + unhandledToken + "." + subscriber + "."
-	to := cfg.prefix + "." + storedToken + "." + replayToken + "." + subscriber + "."
-	moved := 0
-	for seq := uint64(1); ; {
-		rctx, cancel := context.WithTimeout(ctx, cfg.timeout)
-		m, err := dead.GetMsg(rctx, seq, jetstream.WithGetMsgSubject(from+">"))
-		if err == nil {
-			err = replayOne(rctx, js, dead, ev, m, to+strings.TrimPrefix(m.Subject, from))
-		} else if errors.Is(err, jetstream.ErrMsgNotFound) {
-			err = errReplayed
-		} else {
-			err = fmt.Errorf("%w: replaying events: reading %s: %w", ErrTransport, ev.DeadLetterStream, err)
-		}
-		cancel()
-		if errors.Is(err, errReplayed) {
-			return moved, nil
-		}
-		if err != nil {
-			return moved, err
-		}
-		moved++
-		seq = m.Sequence + 1
-	}
-}
-
-// errReplayed ends a replay: no dead letter is left.
-var errReplayed = errors.New("replayed")
-
-// replayOne stores the dead letter m again in the events' stream, on
-// subject, then removes it from the dead letters.
-func replayOne(ctx context.Context, js jetstream.JetStream, dead jetstream.Stream, ev EventConfig, m *jetstream.RawStreamMsg, subject string) error {
-	h := natsgo.Header{}
-	for k, v := range m.Header {
-		switch k {
-		case headerErrorCode, headerError, headerEventSubject, headerEventSubscriber, headerEventDeliveries:
-		default:
-			h[k] = v // the event's own, such as its trace context
-		}
-	}
-	if _, err := js.PublishMsg(ctx, &natsgo.Msg{Subject: subject, Data: m.Data, Header: h}, jetstream.WithExpectStream(ev.Stream)); err != nil {
-		return fmt.Errorf("%w: replaying events: storing %s: %w", ErrTransport, subject, err)
-	}
-	if err := dead.DeleteMsg(ctx, m.Sequence); err != nil {
-		return fmt.Errorf("%w: replaying events: removing dead letter %d of %s, already replayed (remove it by hand): %w", ErrTransport, m.Sequence, ev.DeadLetterStream, err)
-	}
-	return nil
-}
-
-// validSubscriberName reports whether name follows cqrs.Subscribe's
-// rules, which make it one subject token.
-func validSubscriberName(name string) bool {
-	if name == "" || len(name) > 128 {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if !isPlain(c) || c == '/' {
-			return false
-		}
-	}
-	return true
 }

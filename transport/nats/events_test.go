@@ -114,6 +114,13 @@ func (t *tally) instance(name string) int {
 	return t.byInstance[name]
 }
 
+// has reports whether name has had parcel.
+func (t *tally) has(name string, parcel int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byName[name][parcel] > 0
+}
+
 // count returns, for name and parcels 1 to n, how many were never
 // delivered and how many deliveries were extra.
 func (t *tally) count(name string, n int) (lost, duplicated int) {
@@ -325,6 +332,9 @@ func TestEventsMalformedAreRefused(t *testing.T) {
 			publishParcels(t, p, 2, 3)
 			require.True(t, seen.await([]string{"email"}, 3, 5*time.Second))
 			require.Eventually(t, func() bool { return sub.Stats().Malformed == uint64(len(bad)) }, 5*time.Second, 10*time.Millisecond)
+			// The subscriber records an event before the receiver counts
+			// it handled: wait for the count.
+			require.Eventually(t, func() bool { return sub.Stats().Handled >= 3 }, 5*time.Second, time.Millisecond)
 
 			st := sub.Stats()
 			assert.Equal(t, uint64(3), st.Handled)
@@ -665,4 +675,89 @@ func TestEventsBusStrategyIgnored(t *testing.T) {
 	require.Eventually(t, func() bool { return n.Load() == 2 }, 5*time.Second, time.Millisecond, "the failed event was not delivered again")
 	require.Eventually(t, func() bool { return sub.Stats().Handled == 1 }, 5*time.Second, time.Millisecond)
 	assert.Equal(t, uint64(1), sub.Stats().Failed)
+}
+
+// TestEventsPayloadLimitCountsTheEnvelope: an event under WithMaxPayload
+// but over the server's max_payload once its envelope and headers are
+// added is refused with ErrPayloadTooLarge, not ErrTransport, in both
+// modes; the largest event Publish takes arrives, and with JetStream its
+// dead letter and its replay fit too. Before, such an event failed as
+// ErrTransport (issue #18, item 7).
+func TestEventsPayloadLimitCountsTheEnvelope(t *testing.T) {
+	const limit = 8 << 10 // the server's max_payload
+	type Big struct {
+		cqrs.Event
+		Text string
+	}
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Core", true: "JetStream"}[durable], func(t *testing.T) {
+			opts := &server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: limit}
+			if durable {
+				opts.JetStream, opts.StoreDir = true, t.TempDir()
+			}
+			ns, err := server.NewServer(opts)
+			require.NoError(t, err)
+			go ns.Start()
+			require.True(t, ns.ReadyForConnections(10*time.Second))
+			t.Cleanup(func() {
+				ns.Shutdown()
+				ns.WaitForShutdown()
+			})
+			url := ns.ClientURL()
+			ev := cqrsnats.EventConfig{Durable: durable, MaxDeliver: 1}
+			r := receiver(t, url, ev)
+			var fixed atomic.Bool
+			got := make(chan int, 4)
+			sub, err := cqrsnats.Subscribe(r, "email", func(_ context.Context, e Big) error {
+				if durable && !fixed.Load() {
+					return errors.New("mail server down")
+				}
+				got <- len(e.Text)
+				return nil
+			})
+			require.NoError(t, err)
+			p := publisher(t, url, ev)
+			ctx := context.Background()
+
+			// Under WithMaxPayload (1 MiB) and under max_payload, but not
+			// with the envelope and the headers.
+			err = cqrsnats.Publish(ctx, p, Big{Text: strings.Repeat("x", limit-20)})
+			require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+			assert.NotErrorIs(t, err, cqrsnats.ErrTransport)
+			// The largest event Publish takes.
+			size := limit
+			for ; size > 0; size-- {
+				err = cqrsnats.Publish(ctx, p, Big{Text: strings.Repeat("x", size)})
+				if err == nil {
+					break
+				}
+				require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge, "%d bytes", size)
+			}
+			t.Logf("the largest event: a text of %d bytes, under a max_payload of %d", size, limit)
+			if durable {
+				assert.Less(t, size, limit-2048, "JetStream keeps room for the dead letter's headers")
+				// A stream whose operator bounds its messages: its refusal
+				// is ErrPayloadTooLarge too.
+				js, err := jetstream.New(connect(t, url))
+				require.NoError(t, err)
+				_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMALL_EVENTS", Subjects: []string{"small.stored.>"}, MaxMsgSize: 512})
+				require.NoError(t, err)
+				err = cqrsnats.Publish(ctx, publisher(t, url, ev, cqrsnats.WithPrefix("small")), Big{Text: strings.Repeat("x", 600)})
+				require.ErrorIs(t, err, cqrsnats.ErrPayloadTooLarge)
+				assert.NotErrorIs(t, err, cqrsnats.ErrTransport)
+				require.Eventually(t, func() bool { return sub.Stats().DeadLettered == 1 }, 10*time.Second, 10*time.Millisecond, "the dead letter did not fit")
+				fixed.Store(true)
+				n, err := cqrsnats.ReplayUnhandled(ctx, connect(t, url), ev, "email")
+				require.NoError(t, err)
+				assert.Equal(t, 1, n)
+			}
+			select {
+			case n := <-got:
+				assert.Equal(t, size, n)
+			case <-time.After(10 * time.Second):
+				t.Fatal("the largest event did not arrive")
+			}
+			assert.Zero(t, sub.Stats().Malformed)
+		})
+	}
 }

@@ -311,3 +311,59 @@ func ExampleReceiver_Metrics() {
 	// Output:
 	// nats_test.OrderPlaced stock: 2 calls, 1 errors
 }
+
+func ExampleSubscribe_identity() {
+	url, stop := eventsNATS(true)
+	defer stop()
+	ev := cqrsnats.EventConfig{Durable: true, BackOff: []time.Duration{time.Millisecond}}
+	nc := dialNATS(url)
+	defer nc.Close()
+
+	// Each delivery's context carries the event's identity: the same on
+	// every delivery, so that an idempotent subscriber keys by its ID.
+	r, _ := cqrsnats.NewReceiver(nc, ev)
+	defer func() { _ = r.Stop(context.Background()) }()
+	got := make(chan string, 4)
+	deliveries := 0
+	_, err := cqrsnats.Subscribe(r, "email", func(ctx context.Context, e OrderPlaced) error {
+		id, _ := cqrs.IdentityOf(ctx)
+		if deliveries++; deliveries == 1 {
+			got <- fmt.Sprintf("delivery 1 of %s fails", id.ID)
+			return errors.New("mail server down")
+		}
+		got <- fmt.Sprintf("delivery 2 of %s, conversation %s", id.ID, id.CorrelationID)
+		return nil
+	})
+	if err != nil {
+		panic(err)
+	}
+
+	// The publisher chooses the identity, here for an HTTP request's
+	// conversation; by default each event gets a new ID.
+	p, _ := cqrsnats.NewPublisher(nc, ev)
+	ctx := cqrs.ContextWithIdentity(context.Background(), cqrs.Identity{ID: "order-7-placed", CorrelationID: "request-42"})
+	if err := cqrsnats.Publish(ctx, p, OrderPlaced{Order: 7}); err != nil {
+		panic(err)
+	}
+	printSorted(2, got)
+	// Output:
+	// delivery 1 of order-7-placed fails
+	// delivery 2 of order-7-placed, conversation request-42
+}
+
+func ExamplePublisher_Stats() {
+	url, stop := eventsNATS(false)
+	defer stop()
+	nc := dialNATS(url)
+	defer nc.Close()
+	p, _ := cqrsnats.NewPublisher(nc, cqrsnats.EventConfig{}, cqrsnats.WithMaxPayload(16))
+	_ = cqrsnats.Publish(context.Background(), p, OrderPlaced{Order: 1})
+	err := cqrsnats.Publish(context.Background(), p, OrderPlaced{Order: 1 << 62}) // over 16 bytes
+	fmt.Println(errors.Is(err, cqrsnats.ErrPayloadTooLarge))
+	// With core NATS, Buffered counts the events published while the
+	// connection was reconnecting: at risk of being lost, with no error.
+	fmt.Printf("%+v\n", p.Stats())
+	// Output:
+	// true
+	// {Published:1 Failed:1 Buffered:0}
+}
