@@ -92,11 +92,12 @@ func rawEvents(b *testing.B, url string, durable, headers bool) fanOut {
 }
 
 // identityHeaders returns the headers of a new event's identity, as this
-// package sends them: an ID and its correlation, and with JetStream the
-// ID as Nats-Msg-Id.
+// package sends them for a conversation's first message: its ID (its
+// correlation, the same, is left out), and with JetStream the ID as
+// Nats-Msg-Id.
 func identityHeaders(durable bool) natsgo.Header {
 	id := cqrs.NewID()
-	h := natsgo.Header{cqrsnats.HeaderID: {id}, cqrsnats.HeaderCorrelationID: {id}}
+	h := natsgo.Header{cqrsnats.HeaderID: {id}}
 	if durable {
 		h.Set(jetstream.MsgIDHeader, id)
 	}

@@ -55,10 +55,13 @@ func deadKey(id string, replays uint64) string {
 	return id + ".dead." + strconv.FormatUint(replays, 10)
 }
 
-// setIdentity writes id into h.
+// setIdentity writes id into h. A correlation that is the message's own
+// ID, as that of a message that starts a conversation, is left out: the
+// receiving side fills it in so ([cqrs.ContextWithIdentity]), and a
+// header costs NATS its parsing at both ends.
 func setIdentity(h natsgo.Header, id cqrs.Identity) {
 	h.Set(HeaderID, id.ID)
-	if id.CorrelationID != "" {
+	if id.CorrelationID != "" && id.CorrelationID != id.ID {
 		h.Set(HeaderCorrelationID, id.CorrelationID)
 	}
 	if id.CausationID != "" {
@@ -77,6 +80,9 @@ func identityOf(h natsgo.Header) (cqrs.Identity, bool) {
 	}
 	if id.ID == "" {
 		id.ID = h.Get(jetstream.MsgIDHeader)
+	}
+	if id.CorrelationID == "" {
+		id.CorrelationID = id.ID // left out by setIdentity
 	}
 	return id, id.ID != ""
 }
