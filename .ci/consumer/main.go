@@ -1,6 +1,6 @@
 // Command consumer is what a user of the released modules writes: a
-// module that requires the core, middleware/otel and transport/nats by
-// version, with no replace directive. .ci/run copies it into a new module
+// module that requires the core, middleware/otel, transport/nats and
+// outbox by version, with no replace directive. .ci/run copies it into a new module
 // outside the repository and builds, vets, tests and runs it against the
 // modules zipped from the working tree (see .ci/modproxy and
 // docs/releasing.md). It is not part of any module here: the go command
@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -22,11 +23,18 @@ import (
 
 	"github.com/typedcqrs/dispatch/cqrs"
 	"github.com/typedcqrs/dispatch/middleware/otel"
+	"github.com/typedcqrs/dispatch/outbox"
 	cqrsnats "github.com/typedcqrs/dispatch/transport/nats"
 )
 
 // Greet is the command sent across NATS; its result is the greeting.
 type Greet struct {
+	Name string `json:"name"`
+}
+
+// Greeted is the event written to the outbox with the greeting.
+type Greeted struct {
+	cqrs.Event
 	Name string `json:"name"`
 }
 
@@ -99,5 +107,43 @@ func run(ctx context.Context, w io.Writer) (err error) {
 	for _, s := range spans.Ended() {
 		fmt.Fprintln(w, "span:", s.Name())
 	}
+	return writeOutbox(ctx, w)
+}
+
+// writeOutbox writes an event in a transaction of an SQLite database's
+// outbox, commits, and writes how many messages wait for a relay.
+func writeOutbox(ctx context.Context, w io.Writer) (err error) {
+	dir, err := os.MkdirTemp("", "consumer")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	db, err := outbox.OpenSQLite(filepath.Join(dir, "app.db"))
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, db.Close()) }()
+	ob, err := outbox.New(db, outbox.Config{Dialect: outbox.SQLite})
+	if err != nil {
+		return err
+	}
+	if err := ob.Migrate(ctx); err != nil {
+		return err
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := outbox.Publish(ctx, ob, tx, Greeted{Name: "consumer"}); err != nil {
+		return errors.Join(err, tx.Rollback())
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	lag, err := ob.Lag(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "outbox pending:", lag.Pending)
 	return nil
 }

@@ -17,6 +17,6 @@ func TestMain(m *testing.M) {
 func TestRun(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, run(context.Background(), &out))
-	assert.Equal(t, "hello, consumer\nspan: command main.Greet\nspan: command main.Greet\n", out.String(),
-		"the reply, and a span on each side of the wire")
+	assert.Equal(t, "hello, consumer\nspan: command main.Greet\nspan: command main.Greet\noutbox pending: 1\n", out.String(),
+		"the reply, a span on each side of the wire, and the event the outbox holds")
 }

@@ -4,8 +4,8 @@ go 1.26.0
 
 require (
 	github.com/stretchr/testify v1.12.1
-	github.com/typedcqrs/dispatch v0.1.0
-	github.com/typedcqrs/dispatch/middleware/otel v0.1.0
+	github.com/typedcqrs/dispatch v0.2.0
+	github.com/typedcqrs/dispatch/middleware/otel v0.2.0
 	go.opentelemetry.io/otel/exporters/stdout/stdouttrace v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0

@@ -6,9 +6,9 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/stretchr/testify v1.12.1
-	github.com/typedcqrs/dispatch v0.1.0
-	github.com/typedcqrs/dispatch/middleware/otel v0.1.0
-	github.com/typedcqrs/dispatch/transport/nats v0.1.0
+	github.com/typedcqrs/dispatch v0.2.0
+	github.com/typedcqrs/dispatch/middleware/otel v0.2.0
+	github.com/typedcqrs/dispatch/transport/nats v0.2.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
 	go.uber.org/goleak v1.3.0
