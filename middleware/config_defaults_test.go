@@ -344,6 +344,37 @@ var zeroDefaults = map[string]func(t *testing.T){
 		assert.Equal(t, "required", verr.Fields[0].Tag)
 	},
 
+	"MemoryInboxConfig.TTL": func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			in := middleware.NewMemoryInbox(middleware.MemoryInboxConfig{})
+			once := func() bool {
+				ran, err := in.Once(context.Background(), "c", "m-1", func(context.Context) error { return nil })
+				require.NoError(t, err)
+				return ran
+			}
+			require.True(t, once())
+			time.Sleep(24*time.Hour - time.Second)
+			assert.False(t, once(), "remembered for 24h")
+			time.Sleep(2 * time.Second)
+			assert.True(t, once(), "forgotten after 24h")
+		})
+	},
+	"MemoryInboxConfig.MaxEntries": func(t *testing.T) {
+		in := middleware.NewMemoryInbox(middleware.MemoryInboxConfig{})
+		ctx := context.Background()
+		nop := func(context.Context) error { return nil }
+		for i := range 100_000 {
+			_, err := in.Once(ctx, "c", strconv.Itoa(i), nop)
+			require.NoError(t, err)
+		}
+		assert.Equal(t, 100_000, in.Len(), "100,000 remembered")
+		ran, err := in.Once(ctx, "c", "0", nop)
+		require.NoError(t, err)
+		assert.False(t, ran, "the oldest is still remembered at 100,000")
+		_, err = in.Once(ctx, "c", "100000", nop)
+		require.NoError(t, err)
+		assert.Equal(t, 100_000, in.Len(), "no more than 100,000")
+	},
 	"RecoveryConfig.Logger": func(t *testing.T) {
 		logged := defaultLog(func() {
 			bus, _ := jobBus(t, middleware.Recovery(middleware.RecoveryConfig{}))

@@ -495,6 +495,12 @@ func TestStats(t *testing.T) {
 		_, _ = cqrs.Dispatch[Order](context.Background(), commands, PlaceOrder{ID: 1, Item: "x", Do: do})
 	}
 
+	// The server counts a call once its reply is sent: the caller can
+	// have the reply first.
+	require.Eventually(t, func() bool {
+		local := srv.Stats()
+		return len(local) == 1 && local[0].Calls == 3
+	}, 10*time.Second, time.Millisecond, "the server counts the three calls")
 	local := srv.Stats()
 	require.Len(t, local, 1)
 	assert.Equal(t, "shop.command.github.com/typedcqrs/dispatch/transport/nats_test.PlaceOrder", local[0].Subject)
