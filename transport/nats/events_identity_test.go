@@ -26,7 +26,9 @@ type eventIdentities struct {
 	got map[string][]cqrs.Identity // name/parcel → one per delivery
 }
 
-func newEventIdentities() *eventIdentities { return &eventIdentities{got: map[string][]cqrs.Identity{}} }
+func newEventIdentities() *eventIdentities {
+	return &eventIdentities{got: map[string][]cqrs.Identity{}}
+}
 
 func (ids *eventIdentities) record(ctx context.Context, name string, parcel int) {
 	id, _ := cqrs.IdentityOf(ctx)
