@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	natsgo "github.com/nats-io/nats.go"
+
 	"github.com/typedcqrs/dispatch/cqrs"
 	"github.com/typedcqrs/dispatch/middleware"
 )
@@ -351,6 +353,21 @@ func decodeError(table []ErrorCode, spec cqrs.Spec, code, header string, body []
 		e.wrapped = append(e.wrapped, context.DeadlineExceeded)
 	}
 	return e
+}
+
+// notConnected returns an error wrapping ErrTransport that says nc is
+// not connected to a NATS server, doing what needs one, or nil when it
+// is.
+func notConnected(nc *natsgo.Conn, doing string) error {
+	if nc.IsConnected() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %s", ErrTransport, doing, unconnected(nc))
+}
+
+// unconnected says that nc is not connected, and what to do.
+func unconnected(nc *natsgo.Conn) string {
+	return fmt.Sprintf("not connected to a NATS server (the connection is %s): check the server's URL and that it runs, and set up once connected", nc.Status())
 }
 
 func tooLarge(spec cqrs.Spec, what string, n, limit int) error {
