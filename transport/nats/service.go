@@ -26,7 +26,8 @@ import (
 //	var Errors = []cqrsnats.ErrorCode{{Code: "orders.not_found", Err: ErrNotFound}}
 //
 // A Service is a plain value, read by the call it is given to and not
-// kept: its buses are used, its slices copied. The zero value has
+// kept: its buses are used, its slices copied, so one Service may be
+// given to several calls, from several goroutines. The zero value has
 // nothing to serve or forward, which ServeService refuses.
 type Service struct {
 	// Commands, Queries and Events are the service's buses. On the

@@ -287,6 +287,7 @@ func TestServeServiceChecksBeforeServing(t *testing.T) {
 		cqrs.Event
 		secret int
 	}
+	_ = hiddenReserved{secret: 1} // what JSON would drop
 	svc := w.service()
 	svc.Routes = []cqrsnats.Route{cqrsnats.EventRouteFor[Reserved](), cqrsnats.EventRouteFor[hiddenReserved]()}
 	_, err := cqrsnats.ServeService(nc, svc)
@@ -310,6 +311,7 @@ func TestForwardServiceChecksBeforeRegistering(t *testing.T) {
 		cqrs.Query[Reservation]
 		id int
 	}
+	_ = hiddenLookup{id: 1} // what JSON would drop
 	commands, queries, events := cqrs.NewCommandBus(), cqrs.NewQueryBus(), cqrs.NewEventBus()
 	full := cqrsnats.Service{Commands: commands, Queries: queries, Events: events, Subscriber: "customer"}
 	withRoutes := func(svc cqrsnats.Service, routes ...cqrsnats.Route) cqrsnats.Service {

@@ -35,9 +35,10 @@ type streamType[Q, R any] struct{}
 // items are of type R, as registered on a bus with [cqrs.HandleStream] or
 // [cqrs.RegisterStream].
 //
-// A serving process must name its stream types because the bus cannot
-// run a stream whose types it is not given: [cqrs.StreamOf] takes them as
-// type arguments.
+// ServeStreams takes the stream types it serves from these, each run
+// through [cqrs.StreamOf] with its item type known at compile time;
+// [ServeService] serves every stream of a bus without them, through
+// [cqrs.QueryBus.ExecuteStream], which boxes each item.
 func StreamTypeFor[Q, R any]() StreamType { return streamType[Q, R]{} }
 
 func (streamType[Q, R]) types() (reflect.Type, reflect.Type) {
