@@ -38,7 +38,7 @@ type streamType[Q, R any] struct{}
 // ServeStreams takes the stream types it serves from these, each run
 // through [cqrs.StreamOf] with its item type known at compile time;
 // [ServeService] serves every stream of a bus without them, through
-// [cqrs.QueryBus.ExecuteStream], which boxes each item.
+// [cqrs.QueryBus.ExecuteStream].
 func StreamTypeFor[Q, R any]() StreamType { return streamType[Q, R]{} }
 
 func (streamType[Q, R]) types() (reflect.Type, reflect.Type) {
