@@ -277,3 +277,53 @@ func TestServiceAbruptKillMidTraffic(t *testing.T) {
 	assert.Zero(t, res.MisroutedEvents, "misrouted events")
 	assert.Positive(t, served["survivor"])
 }
+
+// TestServiceStopAnswersEveryStreamRequest: a Stop that starts while a
+// burst of stream requests is arriving answers each request the process
+// received, with a stream or a refusal, before it returns, so that
+// closing the connection right after loses none: each caller gets items,
+// ErrUnavailable, or ErrNoResponders, never a wait for its deadline.
+func TestServiceStopAnswersEveryStreamRequest(t *testing.T) {
+	ns := startServer(t, -1)
+	w := newWarehouse(t, "w1")
+	serving := connect(t, ns.ClientURL())
+	srv, err := cqrsnats.ServeService(serving, w.service())
+	require.NoError(t, err)
+	c := forwardWarehouse(t, connect(t, ns.ClientURL()), cqrsnats.EventConfig{})
+
+	const callers = 200
+	start, first := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	outcomes := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			outcome := "ok"
+			for _, err := range cqrs.Stream(ctx, c.queries, Picks{ID: i, N: 1}) {
+				if err != nil {
+					outcome = errorKind(err)
+				} else {
+					once.Do(func() { close(first) })
+				}
+			}
+			mu.Lock()
+			outcomes[outcome]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	<-first // the burst is arriving: stop in the middle of it
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, srv.Stop(ctx))
+	serving.Close()
+	wg.Wait()
+	t.Logf("stream requests during Stop: %v", outcomes)
+	for outcome := range outcomes {
+		assert.Contains(t, []string{"ok", "unavailable", "no responders"}, outcome, "a request the stopping process received went unanswered")
+	}
+}
