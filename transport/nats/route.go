@@ -266,18 +266,14 @@ func (r eventRoute[E]) forward(c *serviceSide) error {
 		return err
 	}
 	events := c.svc.Events
-	sub, err := Subscribe(rc, c.svc.Subscriber, func(ctx context.Context, evt E) error {
+	_, err = Subscribe(rc, c.svc.Subscriber, func(ctx context.Context, evt E) error {
 		id := sentIdentity(ctx)
 		ctx = context.WithValue(cqrs.ContextWithIdentity(ctx, id), receivedKey{}, id.ID)
 		// Synchronous, whatever the bus's strategy: with JetStream the
 		// event is acknowledged once every local subscriber has it.
 		return cqrs.PublishWith(ctx, events, cqrs.Sequential(), evt)
 	})
-	if err != nil {
-		return err
-	}
-	c.subscriptions = append(c.subscriptions, sub)
-	return nil
+	return err
 }
 
 // receivedKey marks the context of the local publish of an event that

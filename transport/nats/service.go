@@ -77,9 +77,8 @@ type serviceSide struct {
 	forwarders []*cqrs.Subscription
 
 	// The calling side's.
-	client        *Client
-	receiver      *Receiver
-	subscriptions []*EventSubscription
+	client   *Client
+	receiver *Receiver // stops every subscription it made
 }
 
 // newServiceSide reads svc and opts, refusing what neither side can use.
