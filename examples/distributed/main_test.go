@@ -16,6 +16,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// TestRunAllSharesTheLoad runs every role in one process: both handlers
+// serve some of the resizes, and the caller gets the whole service.
 func TestRunAllSharesTheLoad(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, runAll(context.Background(), &out, 200))
@@ -29,4 +31,10 @@ func TestRunAllSharesTheLoad(t *testing.T) {
 		total += n
 	}
 	assert.Equal(t, 200, total)
+	// The rest of the service: its own error, its query, its stream and
+	// the event of every resize.
+	assert.Contains(t, out.String(), "refused: huge.png at 10000: too wide\n")
+	assert.Contains(t, out.String(), "widths: [320 640 1280]\n")
+	assert.Contains(t, out.String(), "tiles of img-00.png: 4\n")
+	assert.Contains(t, out.String(), "the gallery saw 200 of 200 resizes\n")
 }

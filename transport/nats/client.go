@@ -66,7 +66,11 @@ func NewClient(nc *natsgo.Conn, opts ...Option) *Client {
 // encoding/json would leave out: the value would arrive zeroed with no
 // error. Such types are refused rather than documented, because the loss
 // is silent and shows only on the other side; give them exported fields,
-// or MarshalJSON and UnmarshalJSON.
+// or MarshalJSON and UnmarshalJSON. A declared streaming query fails with
+// [cqrs.ErrInvalidMessageType] and an error that says to forward it with
+// [ForwardDeclaredStream] or [ForwardStream].
+//
+// For a declared command or query, [ForwardDeclared] infers R.
 func Forward[C, R any](bus cqrs.Bus, c *Client, mws ...cqrs.Middleware[C, R]) error {
 	if c == nil || c.nc == nil {
 		return fmt.Errorf("%w: forwarding over NATS without a client", cqrs.ErrNilHandler)
@@ -87,7 +91,7 @@ func Forward[C, R any](bus cqrs.Bus, c *Client, mws ...cqrs.Middleware[C, R]) er
 	if c.cfg.legacy {
 		f.legacySubject, _ = legacySubject(c.cfg.prefix, spec)
 	}
-	return cqrs.Register(bus, cqrs.Handler[C, R](f), mws...)
+	return misforwarded[C, R](cqrs.Register(bus, cqrs.Handler[C, R](f), mws...))
 }
 
 // forwarder is the handler Forward registers.

@@ -21,6 +21,23 @@
 //	err := cqrsnats.Forward[PlaceOrder, OrderID](commands, client)
 //	id, err := cqrs.Dispatch[OrderID](ctx, commands, PlaceOrder{...})
 //
+// For a declared message ([cqrs.Command], [cqrs.Query],
+// [cqrs.StreamQuery]), [ForwardDeclared] and [ForwardDeclaredStream]
+// write only its type. A whole service, its commands, queries, streaming
+// queries and events, is served with one call and called with another,
+// each with one Stop, both sides sharing its routes and error codes
+// (see [Service], [RouteFor] and [EventRouteFor]):
+//
+//	srv, err := cqrsnats.ServeService(nc, cqrsnats.Service{
+//		Commands: commands, Queries: queries, Events: events,
+//		Routes: orders.Routes, Errors: orders.Errors,
+//	})
+//	remote, err := cqrsnats.ForwardService(nc, cqrsnats.Service{
+//		Commands: commands, Queries: queries, Events: events,
+//		Routes: orders.Routes, Errors: orders.Errors, Subscriber: "shipping",
+//	})
+//	id, err := cqrs.Send(ctx, commands, orders.PlaceOrder{...})
+//
 // # Subjects
 //
 // A message type's subject is keyed by its Go type's full path, encoded

@@ -148,8 +148,10 @@ func deadStream(ctx context.Context, js jetstream.JetStream, cfg DurableConfig, 
 // openStream returns the stream named in want, or makes it as want says
 // if there is none. An existing stream is never changed. A stream that
 // cannot be made because another takes its subjects is an error wrapping
-// incompatible (ErrStreamIncompatible, ErrEventStream). Durable commands
-// and events share it.
+// incompatible (ErrStreamIncompatible, ErrEventStream); one that nothing
+// answers, because the server has JetStream off, an error that says so
+// and wraps jetstream.ErrJetStreamNotEnabled. Durable commands and events
+// share it.
 func openStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, incompatible error) (jetstream.Stream, error) {
 	stream, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -160,6 +162,12 @@ func openStream(ctx context.Context, js jetstream.JetStream, want jetstream.Stre
 		if apiCode(err) == codeStreamSubjectsTaken {
 			return nil, fmt.Errorf("%w: making stream %s: another stream takes %s: %w", incompatible, want.Name, want.Subjects[0], err)
 		}
+	}
+	if errors.Is(err, natsgo.ErrNoResponders) {
+		// Nothing answers JetStream's API: NATS's own error does not say
+		// why, which is nearly always this.
+		return nil, fmt.Errorf("%w: stream %s: nothing answers JetStream's API, so the NATS server runs without it: enable it (nats-server -js, or a jetstream block in its configuration): %w: %w",
+			ErrTransport, want.Name, jetstream.ErrJetStreamNotEnabled, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: stream %s: %w", ErrTransport, want.Name, err)

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/typedcqrs/dispatch/cqrs"
 	"github.com/typedcqrs/dispatch/middleware"
@@ -93,7 +96,9 @@ type ErrorCode struct {
 //	cqrsnats.NewClient(nc, cqrsnats.WithErrors(orders.Errors...))
 //
 // A code the calling side does not know still arrives, as a
-// [*RemoteError] with the code and the message. [Serve] and [Forward]
+// [*RemoteError] with the code and the message, whose text says that
+// errors.Is cannot find its sentinel without the same table here. A
+// [Service] gives both sides one table, in its Errors. [Serve] and [Forward]
 // return an error wrapping [ErrInvalidErrorCode] for an empty, malformed,
 // reserved or repeated code, or a nil error. Options given later add to
 // the table.
@@ -302,10 +307,22 @@ type RemoteError struct {
 	Caller bool
 
 	wrapped []error
+	// unknown: the code names a sentinel on the serving side, such as
+	// one of its WithErrors table, that this side does not know.
+	unknown bool
 }
 
-// Error returns the remote error's text.
-func (e *RemoteError) Error() string { return e.Message }
+// Error returns the remote error's text. When its code is one the
+// serving side gave a sentinel of its own and this side does not know,
+// so that errors.Is cannot find that sentinel here, the text says so and
+// how to mend it: register the same code on this side ([WithErrors], or
+// the Errors of a [Service]).
+func (e *RemoteError) Error() string {
+	if e.unknown {
+		return e.Message + " (error code " + strconv.Quote(e.Code) + " of the serving side is unknown here, so errors.Is cannot match its sentinel: give this side the same codes, with WithErrors or a Service's Errors)"
+	}
+	return e.Message
+}
 
 // Unwrap returns the sentinel of the error's code, if any, the validation
 // error, if any, and, for a caller's error, a [middleware.Permanent] mark.
@@ -330,9 +347,11 @@ func decodeError(table []ErrorCode, spec cqrs.Spec, code, header string, body []
 	// A remote cancellation was the serving process's (it was stopping),
 	// never this caller's, whose own ends its wait locally: it wraps no
 	// context.Canceled, which would make it a caller's error here.
-	if target := errorOf(table, code); target != nil && !errors.Is(target, context.Canceled) {
+	target := errorOf(table, code)
+	if target != nil && !errors.Is(target, context.Canceled) {
 		e.wrapped = append(e.wrapped, target)
 	}
+	e.unknown = target == nil && code != otherCode
 	if e.Caller {
 		e.wrapped = append(e.wrapped, middleware.Permanent(errRemoteCaller))
 	}
@@ -351,6 +370,32 @@ func decodeError(table []ErrorCode, spec cqrs.Spec, code, header string, body []
 		e.wrapped = append(e.wrapped, context.DeadlineExceeded)
 	}
 	return e
+}
+
+// notConnected returns an error wrapping ErrTransport that says nc is
+// not connected to a NATS server, doing what needs one, or nil when it
+// is.
+func notConnected(nc *natsgo.Conn, doing string) error {
+	if nc.IsConnected() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %s", ErrTransport, doing, unconnected(nc))
+}
+
+// setupError returns the error of setting up over nc, doing what, which
+// NATS refused with err. When nc is not connected it says so, and in
+// what state: NATS's own error ("nats: timeout", from a flush that no
+// server answered) does not.
+func setupError(nc *natsgo.Conn, doing string, err error) error {
+	if nc.IsConnected() {
+		return fmt.Errorf("%w: %s: %w", ErrTransport, doing, err)
+	}
+	return fmt.Errorf("%w: %s: %s: %w", ErrTransport, doing, unconnected(nc), err)
+}
+
+// unconnected says that nc is not connected, and what to do.
+func unconnected(nc *natsgo.Conn) string {
+	return fmt.Sprintf("not connected to a NATS server (the connection is %s): check the server's URL and that it runs, and set up once connected", nc.Status())
 }
 
 func tooLarge(spec cqrs.Spec, what string, n, limit int) error {

@@ -115,7 +115,10 @@ type worker struct {
 // Serve fails with [ErrInvalidSubject] for a type that cannot have a
 // subject of its own ([Subject]), and, with the [JSON] codec, with
 // [ErrUnexportedFields] for a message or result type that has unexported
-// fields ([Forward] says why).
+// fields ([Forward] says why). When NATS refuses a subscription, or no
+// server confirms them within 10 seconds, it fails with an error wrapping
+// [ErrTransport] and NATS's own, which says, when the connection is not
+// connected to a server, so and in what state it is.
 //
 // Each served type counts its requests, errors and latency: [Server.Stats]
 // returns them, and a request to the subject prefix + "._stats" (such as
@@ -186,24 +189,24 @@ func Serve(nc *natsgo.Conn, bus cqrs.Bus, opts ...Option) (*Server, error) {
 			}
 			sub, err := nc.QueueSubscribe(subject, cfg.queueGroup, e.receive)
 			if err != nil {
-				return fail(fmt.Errorf("%w: serve %s: %w", ErrTransport, e.spec, err))
+				return fail(setupError(nc, "serve "+e.spec.String(), err))
 			}
 			s.subs = append(s.subs, sub)
 			e.subs = append(e.subs, sub)
 			// receive hands each request on at once; NATS's own buffer
 			// only holds the requests that arrive faster than that.
 			if err := sub.SetPendingLimits(4*cfg.pendingMsgs, 4*cfg.pendingBytes); err != nil {
-				return fail(fmt.Errorf("%w: serve %s: %w", ErrTransport, e.spec, err))
+				return fail(setupError(nc, "serve "+e.spec.String(), err))
 			}
 		}
 	}
 	statsSub, err := nc.Subscribe(cfg.prefix+"._stats", s.serveStats)
 	if err != nil {
-		return fail(fmt.Errorf("%w: serve: %w", ErrTransport, err))
+		return fail(setupError(nc, "serve", err))
 	}
 	s.subs = append(s.subs, statsSub)
 	if err := nc.Flush(); err != nil {
-		return fail(fmt.Errorf("%w: serve: %w", ErrTransport, err))
+		return fail(setupError(nc, "serve", err))
 	}
 	return s, nil
 }

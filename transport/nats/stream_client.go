@@ -84,7 +84,11 @@ import (
 // ForwardStream fails with [cqrs.ErrNilBus] for a nil bus,
 // [cqrs.ErrNilHandler] without a client, as [Forward] does for a type
 // that cannot have a subject or has unexported fields under [JSON], and
-// as [cqrs.RegisterStream] does.
+// as [cqrs.RegisterStream] does; a declared command or query with one
+// result with [cqrs.ErrInvalidMessageType] and an error that says to
+// forward it with [ForwardDeclared] or [Forward].
+//
+// For a declared streaming query, [ForwardDeclaredStream] infers R.
 func ForwardStream[Q, R any](bus *cqrs.QueryBus, c *Client, opts ...Option) error {
 	if bus == nil {
 		return fmt.Errorf("%w: forwarding a stream over NATS", cqrs.ErrNilBus)
@@ -105,7 +109,7 @@ func ForwardStream[Q, R any](bus *cqrs.QueryBus, c *Client, opts ...Option) erro
 		c: c, spec: spec, subject: subject, id: id, item: item, scfg: streamConfigOf(opts),
 		control: c.cfg.prefix + "." + streamInfix + controlToken + ".",
 	}
-	return cqrs.RegisterStream(bus, cqrs.StreamHandler[Q, R](f))
+	return misforwardedStream[Q, R](cqrs.RegisterStream(bus, cqrs.StreamHandler[Q, R](f)))
 }
 
 // streamForwarder is the stream handler ForwardStream registers.

@@ -35,9 +35,10 @@ type streamType[Q, R any] struct{}
 // items are of type R, as registered on a bus with [cqrs.HandleStream] or
 // [cqrs.RegisterStream].
 //
-// A serving process must name its stream types because the bus cannot
-// run a stream whose types it is not given: [cqrs.StreamOf] takes them as
-// type arguments.
+// ServeStreams takes the stream types it serves from these, each run
+// through [cqrs.StreamOf] with its item type known at compile time;
+// [ServeService] serves every stream of a bus without them, through
+// [cqrs.QueryBus.ExecuteStream].
 func StreamTypeFor[Q, R any]() StreamType { return streamType[Q, R]{} }
 
 func (streamType[Q, R]) types() (reflect.Type, reflect.Type) {
@@ -111,7 +112,8 @@ type StreamServer struct {
 	mu       sync.RWMutex
 	streams  map[string]*serverStream
 	closed   bool
-	done     chan struct{} // closed once closed and no stream runs
+	drained  bool          // the request subscriptions have ended
+	done     chan struct{} // closed once drained and no stream runs
 	doneOnce sync.Once
 
 	malformed, stray atomic.Uint64
@@ -264,7 +266,8 @@ func (s *StreamServer) endpointsOf(bus *cqrs.QueryBus, types []StreamType) error
 // Stop stops serving streams: the subscriptions to requests drain (NATS
 // gives new streams to the other members of the queue group, and the
 // requests already delivered are refused with [ErrUnavailable]), and Stop
-// returns nil once no stream runs.
+// returns nil once they have ended and no stream runs, so that the
+// connection may be closed next without leaving a request unanswered.
 //
 // When ctx ends first, Stop cancels the producers' contexts, so that
 // their callers' streams end with an error wrapping [ErrUnavailable], and
@@ -277,11 +280,37 @@ func (s *StreamServer) Stop(ctx context.Context) error {
 	s.closed = true
 	s.mu.Unlock()
 	if first {
+		// Drain hands the requests already delivered to receive, which
+		// refuses them, and ends the subscription after: wait for that,
+		// or a Close right after Stop drops them unanswered; within ctx,
+		// and while the connection is up, which draining needs.
+		down := s.nc.StatusChanged(natsgo.DISCONNECTED, natsgo.RECONNECTING, natsgo.CLOSED)
+		var drained []<-chan natsgo.SubStatus
 		for _, sub := range s.subs[1:] {
+			ch := sub.StatusChanged(natsgo.SubscriptionClosed)
 			if !s.nc.IsConnected() || sub.Drain() != nil {
 				_ = sub.Unsubscribe()
+				continue
+			}
+			drained = append(drained, ch)
+		}
+	wait:
+		for _, ch := range drained {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				break wait
+			case <-down:
+				break wait
 			}
 		}
+		s.nc.RemoveStatusListener(down)
+		for _, sub := range s.subs[1:] {
+			_ = sub.Unsubscribe() // ended already, unless the wait was cut short
+		}
+		s.mu.Lock()
+		s.drained = true
+		s.mu.Unlock()
 		s.checkDone()
 	}
 	select {
@@ -302,10 +331,10 @@ func (s *StreamServer) Stop(ctx context.Context) error {
 	return fmt.Errorf("nats: stop streams: %w: %d streams still running: %s", ctx.Err(), len(running), strings.Join(running, ", "))
 }
 
-// checkDone closes done once the server is closed and no stream runs.
+// checkDone closes done once the server is drained and no stream runs.
 func (s *StreamServer) checkDone() {
 	s.mu.RLock()
-	idle := s.closed && len(s.streams) == 0
+	idle := s.drained && len(s.streams) == 0
 	s.mu.RUnlock()
 	if idle {
 		s.doneOnce.Do(func() {
