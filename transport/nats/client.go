@@ -107,7 +107,20 @@ type forwarder[C, R any] struct {
 func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	var zero R
 	cfg := &f.c.cfg
-	data, err := cfg.codec.Marshal(msg)
+	// The JSON codec encodes into a pooled buffer, after room for the
+	// envelope; another codec's encoding is copied into one.
+	var data []byte
+	var err error
+	var enc *encoder
+	room := sealedSize(f.id, nil)
+	if _, ok := cfg.codec.(JSON); ok {
+		enc, data, err = encodeJSON(msg, room)
+		if enc != nil {
+			defer enc.release() // once the request is sent, and the legacy one made from data
+		}
+	} else {
+		data, err = cfg.codec.Marshal(msg)
+	}
 	if err != nil {
 		return zero, fmt.Errorf("nats: %s: encoding the message: %w", f.spec, err)
 	}
@@ -133,7 +146,12 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	if timeout <= 0 {
 		return zero, context.DeadlineExceeded
 	}
-	sealed := seal(make([]byte, 0, sealedSize(f.id, data)), timeout, deadline, f.id, data)
+	var sealed []byte
+	if enc != nil {
+		sealed = sealInPlace(enc.buf, room, timeout, deadline, f.id)
+	} else {
+		sealed = seal(make([]byte, 0, sealedSize(f.id, data)), timeout, deadline, f.id, data)
+	}
 	if len(sealed) > cfg.maxPayload {
 		return zero, tooLarge(f.spec, "message with its envelope", len(sealed), cfg.maxPayload)
 	}

@@ -42,17 +42,38 @@ const (
 
 // seal appends the envelope of payload to dst.
 func seal(dst []byte, timeout time.Duration, deadline time.Time, id string, payload []byte) []byte {
-	dst = append(dst, envelopeMark)
-	dst = binary.AppendUvarint(dst, uint64(max(timeout, 0)))
-	dst = binary.AppendUvarint(dst, uint64(max(deadline.UnixNano(), 0)))
-	dst = binary.AppendUvarint(dst, uint64(len(id)))
+	var head [envelopeHead]byte
+	dst = append(dst, sealHead(head[:0], timeout, deadline, len(id))...)
 	dst = append(dst, id...)
 	return append(dst, payload...)
 }
 
+// envelopeHead bounds the envelope's bytes before the id.
+const envelopeHead = 1 + 3*binary.MaxVarintLen64
+
+// sealHead appends the envelope's bytes before the id to dst.
+func sealHead(dst []byte, timeout time.Duration, deadline time.Time, idLen int) []byte {
+	dst = append(dst, envelopeMark)
+	dst = binary.AppendUvarint(dst, uint64(max(timeout, 0)))
+	dst = binary.AppendUvarint(dst, uint64(max(deadline.UnixNano(), 0)))
+	return binary.AppendUvarint(dst, uint64(idLen))
+}
+
+// sealInPlace writes the envelope into the room bytes of buf before the
+// payload, buf[room:], where room is sealedSize(id, nil), and returns the
+// envelope with its payload: seal's bytes, without a copy of the payload.
+func sealInPlace(buf []byte, room int, timeout time.Duration, deadline time.Time, id string) []byte {
+	var head [envelopeHead]byte
+	h := sealHead(head[:0], timeout, deadline, len(id))
+	start := room - len(id) - len(h)
+	copy(buf[start:], h)
+	copy(buf[start+len(h):], id)
+	return buf[start:]
+}
+
 // sealedSize returns an upper bound of the envelope's size.
 func sealedSize(id string, payload []byte) int {
-	return 1 + 3*binary.MaxVarintLen64 + len(id) + len(payload)
+	return envelopeHead + len(id) + len(payload)
 }
 
 var (

@@ -534,7 +534,16 @@ func (e *endpoint) answer(r request) (byHandler bool, err error) {
 	if err != nil {
 		return true, err
 	}
-	body, err := e.s.cfg.codec.Marshal(res)
+	var body []byte
+	if _, ok := e.s.cfg.codec.(JSON); ok {
+		var enc *encoder
+		enc, body, err = encodeJSON(res, 0)
+		if enc != nil {
+			defer enc.release() // Respond copies body before it returns
+		}
+	} else {
+		body, err = e.s.cfg.codec.Marshal(res)
+	}
 	if err != nil {
 		return false, fmt.Errorf("nats: %s: encoding the result: %w", e.spec, err)
 	}
