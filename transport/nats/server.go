@@ -102,9 +102,9 @@ type worker struct {
 // capped by [WithMaxHandlerTime]. A request whose deadline passes before
 // a worker takes it (or with less than a millisecond left, plus the least
 // time its caller's requests took on their way, as its reply needs about
-// as long) is dropped without running, and counted (Expired). Requests wait in a bounded
-// queue ([WithMaxPending], [WithConcurrency]); one that finds it full is
-// refused with [ErrUnavailable].
+// as long) is dropped without running, and counted (Expired). Requests
+// wait in a bounded queue ([WithMaxPending], [WithConcurrency]); one that
+// finds it full is refused with [ErrUnavailable].
 //
 // A request that carries an identity (see [Forward]) gives its handler a
 // context with it, so that the handler reads it with [cqrs.IdentityOf]
