@@ -18,9 +18,10 @@ import (
 // [NewClient]; the zero value is not usable. It is safe for concurrent
 // use.
 type Client struct {
-	nc     *natsgo.Conn
-	cfg    config
-	traced bool // the propagator writes some field
+	nc      *natsgo.Conn
+	cfg     config
+	traced  bool // the propagator writes some field
+	replies replies
 }
 
 // NewClient returns a client that sends over nc. An invalid option makes
@@ -106,7 +107,20 @@ type forwarder[C, R any] struct {
 func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	var zero R
 	cfg := &f.c.cfg
-	data, err := cfg.codec.Marshal(msg)
+	// The JSON codec encodes into a pooled buffer, after room for the
+	// envelope; another codec's encoding is copied into one.
+	var data []byte
+	var err error
+	var enc *encoder
+	room := sealedSize(f.id, nil)
+	if _, ok := cfg.codec.(JSON); ok {
+		enc, data, err = encodeJSON(msg, room)
+		if enc != nil {
+			defer enc.release() // once the request is sent, and the legacy one made from data
+		}
+	} else {
+		data, err = cfg.codec.Marshal(msg)
+	}
 	if err != nil {
 		return zero, fmt.Errorf("nats: %s: encoding the message: %w", f.spec, err)
 	}
@@ -114,14 +128,13 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 		return zero, tooLarge(f.spec, "message", len(data), cfg.maxPayload)
 	}
 	// The call's deadline: the earlier of the context's and the timeout.
+	// When the timeout is the earlier, the wait has a timer of its own
+	// (timed), rather than a context.WithDeadline around ctx.
 	now := time.Now()
 	deadline := now.Add(cfg.timeout)
+	timed := true
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	} else {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
+		deadline, timed = d, false
 	}
 	if !f.c.nc.IsConnected() {
 		return zero, fmt.Errorf("%w: %s: the connection is %s", ErrTransport, f.spec, f.c.nc.Status())
@@ -133,7 +146,12 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	if timeout <= 0 {
 		return zero, context.DeadlineExceeded
 	}
-	sealed := seal(make([]byte, 0, sealedSize(f.id, data)), timeout, deadline, f.id, data)
+	var sealed []byte
+	if enc != nil {
+		sealed = sealInPlace(enc.buf, room, timeout, deadline, f.id)
+	} else {
+		sealed = seal(make([]byte, 0, sealedSize(f.id, data)), timeout, deadline, f.id, data)
+	}
 	if len(sealed) > cfg.maxPayload {
 		return zero, tooLarge(f.spec, "message with its envelope", len(sealed), cfg.maxPayload)
 	}
@@ -153,7 +171,7 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 		}
 		setIdentity(req.Header, sentIdentity(ctx))
 	}
-	reply, err := f.c.nc.RequestMsgWithContext(ctx, req)
+	reply, err := f.c.replies.request(ctx, f.c.nc, req, deadline, timed)
 	if f.legacySubject != "" {
 		switch {
 		case errors.Is(err, natsgo.ErrNoResponders) && f.legacySubject != f.subject,
@@ -161,8 +179,13 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 			// Nobody took the request (or a v0.1.0 server refused it),
 			// so it did not run: ask in v0.1.0's form (WithLegacyWire).
 			req = f.legacyRequest(req, deadline, data)
-			reply, err = f.c.nc.RequestMsgWithContext(ctx, req)
+			reply, err = f.c.replies.request(ctx, f.c.nc, req, deadline, timed)
 		}
+	}
+	// The wait ended: by ctx, or at the client's timeout.
+	ended := ctx.Err()
+	if ended == nil && errors.Is(err, context.DeadlineExceeded) {
+		ended = err
 	}
 	switch {
 	case err == nil:
@@ -175,10 +198,10 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 			ErrPayloadTooLarge, f.spec, len(req.Data), f.c.nc.MaxPayload(), err)
 	case errors.Is(err, natsgo.ErrBadSubject):
 		return zero, fmt.Errorf("%w: %s on %s: %w", ErrInvalidSubject, f.spec, req.Subject, err)
-	case ctx.Err() != nil && !f.c.nc.IsConnected():
-		return zero, fmt.Errorf("%w: %s: the connection is %s: %w", ErrTransport, f.spec, f.c.nc.Status(), ctx.Err())
-	case ctx.Err() != nil:
-		return zero, ctx.Err()
+	case ended != nil && !f.c.nc.IsConnected():
+		return zero, fmt.Errorf("%w: %s: the connection is %s: %w", ErrTransport, f.spec, f.c.nc.Status(), ended)
+	case ended != nil:
+		return zero, ended
 	default:
 		return zero, fmt.Errorf("%w: %s: %w", ErrTransport, f.spec, err)
 	}

@@ -25,7 +25,9 @@ import (
 // under load is milliseconds; the wall-clock deadline corrects for it
 // when the clocks agree, by at most a quarter of the remaining time, so
 // that a serving clock that runs ahead cannot shorten a deadline by more
-// (see deadlineOf). The remaining time travels without a NATS header: a header makes
+// (see deadlineOf); and, beyond that quarter, by the time beyond the
+// least that the same caller's recent requests took (see deadlineAfter
+// and lags). The remaining time travels without a NATS header: a header makes
 // NATS parse a MIME block at both ends, which costs about a seventh of a
 // small round trip.
 //
@@ -42,17 +44,38 @@ const (
 
 // seal appends the envelope of payload to dst.
 func seal(dst []byte, timeout time.Duration, deadline time.Time, id string, payload []byte) []byte {
-	dst = append(dst, envelopeMark)
-	dst = binary.AppendUvarint(dst, uint64(max(timeout, 0)))
-	dst = binary.AppendUvarint(dst, uint64(max(deadline.UnixNano(), 0)))
-	dst = binary.AppendUvarint(dst, uint64(len(id)))
+	var head [envelopeHead]byte
+	dst = append(dst, sealHead(head[:0], timeout, deadline, len(id))...)
 	dst = append(dst, id...)
 	return append(dst, payload...)
 }
 
+// envelopeHead bounds the envelope's bytes before the id.
+const envelopeHead = 1 + 3*binary.MaxVarintLen64
+
+// sealHead appends the envelope's bytes before the id to dst.
+func sealHead(dst []byte, timeout time.Duration, deadline time.Time, idLen int) []byte {
+	dst = append(dst, envelopeMark)
+	dst = binary.AppendUvarint(dst, uint64(max(timeout, 0)))
+	dst = binary.AppendUvarint(dst, uint64(max(deadline.UnixNano(), 0)))
+	return binary.AppendUvarint(dst, uint64(idLen))
+}
+
+// sealInPlace writes the envelope into the room bytes of buf before the
+// payload, buf[room:], where room is sealedSize(id, nil), and returns the
+// envelope with its payload: seal's bytes, without a copy of the payload.
+func sealInPlace(buf []byte, room int, timeout time.Duration, deadline time.Time, id string) []byte {
+	var head [envelopeHead]byte
+	h := sealHead(head[:0], timeout, deadline, len(id))
+	start := room - len(id) - len(h)
+	copy(buf[start:], h)
+	copy(buf[start+len(h):], id)
+	return buf[start:]
+}
+
 // sealedSize returns an upper bound of the envelope's size.
 func sealedSize(id string, payload []byte) int {
-	return 1 + 3*binary.MaxVarintLen64 + len(id) + len(payload)
+	return envelopeHead + len(id) + len(payload)
 }
 
 var (
@@ -109,13 +132,39 @@ func open(data []byte) (envelope, error) {
 // the time the request spent on its way when the caller's wall clock
 // tells it, by at most a quarter of the remaining time.
 func (e envelope) deadlineOf(now time.Time, limit time.Duration) time.Time {
+	return e.deadlineAfter(now, limit, 0, false)
+}
+
+// lag returns how much less time the caller's wall-clock deadline leaves
+// the request, on this clock at now, than the remaining time it carries:
+// its time on the way, plus how far this clock runs ahead of the
+// caller's. ok is false for a request that carries no wall-clock
+// deadline.
+func (e envelope) lag(now time.Time) (lag time.Duration, ok bool) {
+	if e.timeout <= 0 || e.wall <= 0 {
+		return 0, false
+	}
+	return e.timeout - time.Unix(0, e.wall).Sub(now), true
+}
+
+// deadlineAfter is deadlineOf for a request whose caller's recent
+// requests had least as their least lag (known says whether it has had
+// any). The clocks' difference is the same in every lag of one caller,
+// so a lag beyond the least is time on the way, and comes off the
+// remaining time whole, beyond the quarter deadlineOf takes off: on a
+// loaded machine, a request can spend more than a quarter of its time on
+// the way, and a handler started then starts after its caller gave up.
+func (e envelope) deadlineAfter(now time.Time, limit, least time.Duration, known bool) time.Time {
 	if e.timeout <= 0 || e.timeout >= limit {
 		return now.Add(limit)
 	}
 	remaining := e.timeout
-	if e.wall > 0 {
-		byClock := time.Unix(0, e.wall).Sub(now) // on the wall clocks
-		remaining -= min(max(e.timeout-byClock, 0), e.timeout/4)
+	if lag, ok := e.lag(now); ok {
+		cut := min(max(lag, 0), e.timeout/4)
+		if known {
+			cut = max(cut, lag-least)
+		}
+		remaining -= cut
 	}
 	return now.Add(remaining)
 }

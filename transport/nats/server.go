@@ -27,7 +27,9 @@ const (
 // minRemaining is the least time a request must have left for its
 // handler to start: with less, the reply could not reach the caller in
 // time, and the slack covers the request's trip to this process, which
-// the remaining time it carries does not count.
+// the remaining time it carries does not count. Once a caller's requests
+// have told how long their way here takes at least (see lags), a request
+// needs that much more left, up to a quarter of its time.
 const minRemaining = time.Millisecond
 
 // Server serves the handlers of one bus over NATS. Make one with [Serve];
@@ -53,6 +55,8 @@ type Server struct {
 
 	stopping atomic.Bool
 	stopErr  error // written before queue is closed, read after done
+
+	lags lags // each caller's least lag, to tell time on the way
 }
 
 // request is one received request, waiting for a worker.
@@ -60,7 +64,8 @@ type request struct {
 	e        *endpoint
 	m        *natsgo.Msg
 	env      envelope
-	deadline time.Time // arrival + the caller's remaining time, capped
+	deadline time.Time     // arrival + the caller's remaining time, capped
+	margin   time.Duration // the least time left for the handler to start
 }
 
 // worker runs requests one at a time.
@@ -90,12 +95,16 @@ type worker struct {
 //
 // The handler's context ends at the caller's deadline, which travels with
 // the request, measured from the request's arrival in this process (and
-// corrected for its time on the way when the two machines' clocks agree)
-// and capped by [WithMaxHandlerTime]. A request whose deadline passes before
-// a worker takes it (or with less than a millisecond left) is dropped
-// without running, and counted (Expired). Requests wait in a bounded
-// queue ([WithMaxPending], [WithConcurrency]); one that finds it full is
-// refused with [ErrUnavailable].
+// corrected for its time on the way: by the caller's wall clock, by up to
+// a quarter of the remaining time whatever the clocks' difference, and
+// wholly for the time beyond the least that the same caller's recent
+// requests took, since the clocks' difference is the same in each) and
+// capped by [WithMaxHandlerTime]. A request whose deadline passes before
+// a worker takes it (or with less than a millisecond left, plus the least
+// time its caller's requests took on their way, as its reply needs about
+// as long) is dropped without running, and counted (Expired). Requests
+// wait in a bounded queue ([WithMaxPending], [WithConcurrency]); one that
+// finds it full is refused with [ErrUnavailable].
 //
 // A request that carries an identity (see [Forward]) gives its handler a
 // context with it, so that the handler reads it with [cqrs.IdentityOf]
@@ -321,7 +330,7 @@ func (s *Server) work(w *worker) {
 			s.replyError(r.e, r.m, fmt.Errorf("%w: %s: the serving process is stopping", ErrUnavailable, r.e.spec), false, r.env.fromLegacyCaller())
 		default:
 			now := time.Now()
-			if r.deadline.Sub(now) < minRemaining {
+			if r.deadline.Sub(now) < r.margin {
 				r.e.expired.Add(1) // its caller has given up: nobody waits for a reply
 				continue
 			}
@@ -468,7 +477,23 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 		e.legacy.Add(1)
 	}
 	deadline := env.deadlineOf(now, s.cfg.maxHandlerTime)
-	if deadline.Sub(now) < minRemaining {
+	margin := minRemaining
+	// A lag below minus the whole remaining time (a wall-clock deadline
+	// more than twice as far as the remaining time) tells a caller's clock
+	// set far ahead, or set again, rather than time on the way: it gets
+	// the quarter alone, and does not count as its caller's least.
+	if lag, ok := env.lag(now); ok && lag > -env.timeout {
+		least, known := s.lags.least(m.Reply, lag, now)
+		deadline = env.deadlineAfter(now, s.cfg.maxHandlerTime, least, known)
+		if known {
+			// The reply's way back takes about as long as the request's
+			// least: with less left, it would reach the caller too late.
+			// A quarter of the time at most, as the lag holds the
+			// clocks' difference too.
+			margin += min(max(least, 0), env.timeout/4)
+		}
+	}
+	if deadline.Sub(now) < margin {
 		e.expired.Add(1)
 		return
 	}
@@ -482,7 +507,7 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 		err = fmt.Errorf("%w: %s: the serving process has %d bytes of requests queued", ErrUnavailable, e.spec, s.cfg.pendingBytes)
 	default:
 		select {
-		case s.queue <- request{e: e, m: m, env: env, deadline: deadline}:
+		case s.queue <- request{e: e, m: m, env: env, deadline: deadline, margin: margin}:
 		default:
 			s.queued.Add(-size)
 			err = fmt.Errorf("%w: %s: the serving process has %d requests queued", ErrUnavailable, e.spec, s.cfg.pendingMsgs)
@@ -534,7 +559,16 @@ func (e *endpoint) answer(r request) (byHandler bool, err error) {
 	if err != nil {
 		return true, err
 	}
-	body, err := e.s.cfg.codec.Marshal(res)
+	var body []byte
+	if _, ok := e.s.cfg.codec.(JSON); ok {
+		var enc *encoder
+		enc, body, err = encodeJSON(res, 0)
+		if enc != nil {
+			defer enc.release() // Respond copies body before it returns
+		}
+	} else {
+		body, err = e.s.cfg.codec.Marshal(res)
+	}
 	if err != nil {
 		return false, fmt.Errorf("nats: %s: encoding the result: %w", e.spec, err)
 	}

@@ -217,6 +217,34 @@ func TestSkewedClockShortensAQuarterAtMost(t *testing.T) {
 	}
 }
 
+// TestTimeOnTheWayComesOffTheDeadline: once a caller's requests have
+// shown how long their way takes at least, a request that spent longer
+// on its way (as under load: more than the quarter of its time that its
+// wall-clock deadline alone may take off) gets a deadline no later than
+// its caller's, and a handler that starts before the caller gives up.
+func TestTimeOnTheWayComesOffTheDeadline(t *testing.T) {
+	ns := startServer(t, -1)
+	seen := deadlineServer(t, ns.ClientURL(), false)
+	nc := connect(t, ns.ClientURL())
+	for _, tc := range []struct {
+		timeout, wall time.Duration // the caller's remaining time, and its wall-clock deadline from now
+		want          time.Duration // the handler's deadline, from now
+	}{
+		{time.Second, time.Second, time.Second},                       // quick: it tells the least lag
+		{time.Second, 400 * time.Millisecond, 400 * time.Millisecond}, // 600 ms on its way
+	} {
+		start := time.Now()
+		data := binary.AppendUvarint([]byte{0x01}, uint64(tc.timeout))
+		data = binary.AppendUvarint(data, uint64(start.Add(tc.wall).UnixNano()))
+		data = binary.AppendUvarint(data, uint64(len(placeOrderID)))
+		data = append(append(data, placeOrderID...), `{"id":1,"item":"x"}`...)
+		_, err := nc.Request(placeOrderSubject, data, 5*time.Second)
+		require.NoError(t, err)
+		d, _ := seen.Load().(time.Time)
+		assert.WithinDuration(t, start.Add(tc.want), d, 30*time.Millisecond, "wall deadline %v", tc.wall)
+	}
+}
+
 // flood publishes n requests of about size bytes each for PlaceOrder,
 // with reply subjects under the inbox, and returns a counter of the
 // replies.
