@@ -172,8 +172,13 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	if r.nils != neverNil && isNil(r.nils, unsafe.Pointer(&evt)) {
 		return fmt.Errorf("%w: %s", ErrNilMessage, r.spec)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	// A ctx whose Done is nil never ends (the context package's
+	// contract): one call rather than Err's and Done's.
+	done := ctx.Done()
+	if done != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
 	if ids := r.bus.cfg.identity; ids || used.Load() {
 		ctx = identify(ctx, ids) // one identity for every subscriber
@@ -185,10 +190,16 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 		return enqueue(ctx, r, evt)
 	}
 	l := r.acquire()
-	defer l.release()
 	if len(l.subs) == 0 {
+		l.release()
 		return r.bus.noSubscribers(r.spec.MessageType, r.spec.Name)
 	}
+	if s.mode != modeConcurrent && l.fns != nil && done == nil {
+		// Plain functions and a ctx that never ends: the loop a caller
+		// would write by hand.
+		return direct(ctx, l, s.mode == modeStopOnError, evt)
+	}
+	defer l.release()
 	switch s.mode {
 	case modeStopOnError:
 		_, err, ended := inOrder(ctx, l, 0, evt)
@@ -199,8 +210,42 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	case modeConcurrent:
 		return concurrent(ctx, l.subs, s, evt)
 	default:
-		return sequential(ctx, l, evt)
+		return sequential(ctx, l, 0, nil, evt)
 	}
+}
+
+// direct calls l's subscribers, every one a plain function, in order,
+// for a ctx that never ends, and releases l. Stop says whether to stop
+// at the first failure; else the rest are called as sequential does. One
+// deferred call releases l and recovers a subscriber's panic, and calls
+// recover only when a subscriber did not return, as a dispatch does.
+func direct[E any](ctx context.Context, l *subscriberList[E], stop bool, evt E) (err error) {
+	fns := l.fns
+	i := 0
+	returned := false
+	defer func() {
+		if !returned {
+			if v := recover(); v != nil {
+				sub := l.subs[i]
+				err = sub.failed(panicked(ctx, sub.log, sub.spec, v))
+				if !stop {
+					err = sequential(ctx, l, i+1, []error{err}, evt)
+				}
+			}
+		}
+		l.release()
+	}()
+	for ; i < len(fns); i++ {
+		if e := fns[i](ctx, evt); e != nil {
+			err = l.subs[i].failed(e)
+			if !stop {
+				err = sequential(ctx, l, i+1, []error{err}, evt)
+			}
+			break
+		}
+	}
+	returned = true
+	return err
 }
 
 // inOrder calls subs[from:] in order, and returns at the first failure,
@@ -254,10 +299,10 @@ func ctxEnded(done <-chan struct{}) bool {
 	}
 }
 
-// sequential calls every subscriber in order and joins their failures.
-func sequential[E any](ctx context.Context, l *subscriberList[E], evt E) error {
-	var errs []error
-	for i := 0; i < len(l.subs); {
+// sequential calls every subscriber in order from index from, and joins
+// their failures to errs, those of the subscribers before it.
+func sequential[E any](ctx context.Context, l *subscriberList[E], from int, errs []error, evt E) error {
+	for i := from; i < len(l.subs); {
 		var err error
 		var ended bool
 		i, err, ended = inOrder(ctx, l, i, evt)
