@@ -540,6 +540,8 @@ type eventRoute[E any] struct {
 	// draining holds the generations replaced while publishes may still
 	// read them; guarded by bus.mu.
 	draining []*subscriberList[E]
+	// jobs recycles the jobs of asynchronous publishes: see getJob.
+	jobs jobList[E]
 }
 
 // subscriberList is one immutable generation of an event's subscribers.

@@ -1047,3 +1047,89 @@ func TestFlushCountsPublishesThatFailed(t *testing.T) {
 	require.NoError(t, events.Flush(done), "a refused publish is not waited for")
 	require.NoError(t, events.Close(ctx))
 }
+
+// TestAsyncSubscriberKeepsItsContext: the bus recycles what it queues, but
+// a subscriber that keeps its ctx after it returned (for a goroutine of its
+// own, say) goes on seeing the values of the publish it was called for,
+// whatever is published after, with the same context or another; and so
+// does the subscriber of an event published from that ctx, on the
+// queue's worker.
+func TestAsyncSubscriberKeepsItsContext(t *testing.T) {
+	t.Parallel()
+	type key struct{}
+	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()))
+	var mu sync.Mutex
+	kept := map[int]context.Context{}
+	keep := func(id int, ctx context.Context) {
+		mu.Lock()
+		defer mu.Unlock()
+		kept[id] = ctx
+	}
+	subscribe(t, events, "keeper", func(ctx context.Context, e orderPlaced) error {
+		keep(e.ID, ctx)
+		if e.ID == 1 {
+			// Published from the subscriber's ctx, on the worker.
+			return cqrs.Publish(ctx, events, orderShipped{ID: 1001})
+		}
+		return nil
+	})
+	subscribe(t, events, "shipper", func(ctx context.Context, e orderShipped) error {
+		keep(e.ID, ctx)
+		return nil
+	})
+
+	a, cancelA := context.WithCancelCause(context.WithValue(context.Background(), key{}, "a"))
+	b := context.WithValue(context.Background(), key{}, "b")
+	want := map[int]string{1: "a", 2: "b", 3: "a", 4: "a", 1001: "a"}
+	require.NoError(t, cqrs.Publish(a, events, orderPlaced{ID: 1}))
+	require.NoError(t, cqrs.Publish(b, events, orderPlaced{ID: 2}))
+	require.NoError(t, cqrs.Publish(a, events, orderPlaced{ID: 3}))
+	require.NoError(t, cqrs.Publish(a, events, orderPlaced{ID: 4}))
+	require.NoError(t, events.Flush(context.Background()))
+	cancelA(errMail)
+	// Later publishes, from other contexts, reuse what the first queued.
+	for i := range 100 {
+		c := context.WithValue(context.Background(), key{}, fmt.Sprint("later-", i))
+		require.NoError(t, cqrs.Publish(c, events, orderPlaced{ID: 2000 + i}))
+		want[2000+i] = fmt.Sprint("later-", i)
+	}
+	require.NoError(t, events.Flush(context.Background()))
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, kept, len(want))
+	for id, v := range want {
+		ctx := kept[id]
+		assert.Equal(t, v, ctx.Value(key{}), "event %d", id)
+		assert.NoError(t, ctx.Err(), "event %d: the caller's cancellation", id)
+		assert.NoError(t, context.Cause(ctx), "event %d: the caller's cause", id)
+		assert.Nil(t, ctx.Done(), "event %d", id)
+		_, ok := ctx.Deadline()
+		assert.False(t, ok, "event %d", id)
+	}
+	require.NoError(t, events.Close(context.Background()))
+}
+
+// TestAsyncPublishAllocatesNothingInSteadyState: a publish that finds its
+// job given back by the worker, from a context it published from before,
+// allocates nothing.
+func TestAsyncPublishAllocatesNothingInSteadyState(t *testing.T) {
+	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()))
+	handled := make(chan int, 1)
+	subscribe(t, events, "counter", func(_ context.Context, e orderPlaced) error {
+		handled <- e.ID
+		return nil
+	})
+	ctx := context.Background()
+	publish := func() {
+		if err := cqrs.Publish(ctx, events, orderPlaced{ID: 7}); err != nil {
+			t.Fatal(err)
+		}
+		if id := <-handled; id != 7 {
+			t.Fatalf("handled %d", id)
+		}
+	}
+	publish() // the first makes the job and the queue
+	assert.Zero(t, testing.AllocsPerRun(100, publish))
+	require.NoError(t, events.Close(ctx))
+}

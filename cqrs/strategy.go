@@ -391,7 +391,8 @@ func joined(errs []error) error {
 type eventQueue struct {
 	start   sync.Once
 	mu      sync.RWMutex // senders read-lock; Close write-locks to close jobs
-	jobs    chan func()
+	jobs    chan queuedJob
+	size    int // of jobs, set by run: the free lists of the routes' jobs are as long
 	closed  bool
 	workers sync.WaitGroup
 	done    chan struct{} // closed when the workers have ended
@@ -399,6 +400,10 @@ type eventQueue struct {
 	closingInit sync.Once
 	closingOnce sync.Once
 	closing     chan struct{} // closed first by Close, so that blocked senders leave
+
+	// lastCtx is the context of the last asynchronous publish's
+	// subscribers: see queuedContext.
+	lastCtx atomic.Pointer[queuedCtx]
 
 	// pending counts the events queued and not yet handled; Flush waits
 	// for it to be 0. A worker that brings it to 0 while a Flush waits
@@ -433,6 +438,106 @@ func (q *eventQueue) closingCh() chan struct{} {
 // queue's own workers, so it must not wait for room in the queue.
 type workerKey struct{}
 
+// queuedCtx is the context a queued event's subscribers get: the
+// caller's values, without its cancellation or deadline
+// (context.WithoutCancel), and marked as the queue's (workerKey). It
+// never changes once made, so a subscriber may keep it after it returned
+// (in a goroutine of its own, say): it goes on showing the values of the
+// publish it was made for.
+type queuedCtx struct {
+	context.Context                 // context.WithoutCancel(parent)
+	parent          context.Context // the publisher's, whose values it shows
+	q               *eventQueue
+}
+
+func (c *queuedCtx) Value(key any) any {
+	if key == (workerKey{}) {
+		return c.q
+	}
+	return c.Context.Value(key)
+}
+
+// queuedContext returns the queuedCtx of parent: the one made for the
+// last asynchronous publish on q if that came from the same context, else
+// a new one, remembered for the next. A caller that publishes again and
+// again from one context, as a loop or a long-lived worker does, so
+// allocates nothing for it; one whose every publish has a context of its
+// own pays two allocations, the context.WithoutCancel and the queuedCtx.
+func (q *eventQueue) queuedContext(parent context.Context) *queuedCtx {
+	if c := q.lastCtx.Load(); c != nil && sameContext(c.parent, parent) {
+		return c
+	}
+	c := &queuedCtx{Context: context.WithoutCancel(parent), parent: parent, q: q}
+	q.lastCtx.Store(c)
+	return c
+}
+
+// sameContext reports whether a and b hold the same dynamic type and the
+// same data word: for a pointer, as every context of the context package
+// is, the same object. A boxed value is never changed, so two interfaces
+// that share both words hold equal contexts. It does not compare with ==,
+// which panics on a context type that is not comparable; it may say false
+// for two equal values boxed apart, which only costs a new queuedCtx.
+func sameContext(a, b context.Context) bool {
+	return *(*[2]unsafe.Pointer)(unsafe.Pointer(&a)) == *(*[2]unsafe.Pointer)(unsafe.Pointer(&b))
+}
+
+// queuedJob is an asynchronous publish waiting in an eventQueue.
+type queuedJob interface{ run() }
+
+// asyncJob is the queuedJob of an event of type E, recycled through its
+// route's jobList once a worker took it: a steady flow of asynchronous
+// publishes allocates no job.
+type asyncJob[E any] struct {
+	r   *eventRoute[E]
+	ctx *queuedCtx
+	evt E
+}
+
+// run hands the event to the subscribers, having given the job back
+// first: the job is only the queue's envelope, and the subscribers see
+// the event and the queuedCtx, never the job.
+func (j *asyncJob[E]) run() {
+	r, ctx, evt := j.r, j.ctx, j.evt
+	r.jobs.put(j)
+	r.handleQueued(ctx, evt)
+}
+
+// jobList keeps the asyncJobs no publish uses, for one event type: a
+// free list as long as the queue can hold jobs, made by the first
+// asynchronous publish of the type. A worker gives each job it took back,
+// and a publish takes one, or makes one when none is free, so a steady
+// flow of publishes allocates none; the list keeps as many as were ever
+// queued at once, never more than the queue's size. Unlike a sync.Pool,
+// it is not emptied by the garbage collector, nor, under the race
+// detector, at random.
+type jobList[E any] struct {
+	once sync.Once
+	free chan *asyncJob[E]
+}
+
+// get returns a free job, or a new one; size is the queue's.
+func (l *jobList[E]) get(size int) *asyncJob[E] {
+	l.once.Do(func() { l.free = make(chan *asyncJob[E], size) })
+	select {
+	case j := <-l.free:
+		return j
+	default:
+		return new(asyncJob[E])
+	}
+}
+
+// put clears j, which then keeps no event or context alive, and keeps it
+// if the list has room. Only a job get returned is put back, so the list
+// is made.
+func (l *jobList[E]) put(j *asyncJob[E]) {
+	*j = asyncJob[E]{}
+	select {
+	case l.free <- j:
+	default:
+	}
+}
+
 // enqueue queues the handling of evt by r's subscribers.
 func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 	b := r.bus
@@ -440,8 +545,14 @@ func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 	q.start.Do(func() { q.run(b.cfg.events.queue) })
 	closing := q.closingCh()
 	fromWorker := ctx.Value(workerKey{}) == q
-	values := context.WithValue(context.WithoutCancel(ctx), workerKey{}, q)
-	job := func() { r.handleQueued(values, evt) }
+	job := r.jobs.get(q.size)
+	job.r, job.ctx, job.evt = r, q.queuedContext(ctx), evt
+	queued := false
+	defer func() {
+		if !queued {
+			r.jobs.put(job)
+		}
+	}()
 
 	q.mu.RLock()
 	defer q.mu.RUnlock()
@@ -449,7 +560,6 @@ func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 		return fmt.Errorf("%w: publishing %s", ErrClosed, r.spec)
 	}
 	q.pending.Add(1)
-	queued := false
 	defer func() {
 		if !queued {
 			q.finished()
@@ -490,15 +600,16 @@ func (q *eventQueue) run(cfg EventQueue) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.size = size
 	if q.closed {
 		return
 	}
-	q.jobs = make(chan func(), size)
+	q.jobs = make(chan queuedJob, size)
 	q.done = make(chan struct{})
 	for range workers {
 		q.workers.Go(func() {
 			for job := range q.jobs {
-				job()
+				job.run()
 				q.finished()
 			}
 		})
