@@ -540,8 +540,10 @@ type eventRoute[E any] struct {
 	// draining holds the generations replaced while publishes may still
 	// read them; guarded by bus.mu.
 	draining []*subscriberList[E]
-	// jobs recycles the jobs of asynchronous publishes: see getJob.
+	// jobs recycles the jobs of asynchronous publishes, runs the states
+	// of concurrent ones.
 	jobs jobList[E]
+	runs runList[E]
 }
 
 // subscriberList is one immutable generation of an event's subscribers.

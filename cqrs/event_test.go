@@ -1133,3 +1133,92 @@ func TestAsyncPublishAllocatesNothingInSteadyState(t *testing.T) {
 	assert.Zero(t, testing.AllocsPerRun(100, publish))
 	require.NoError(t, events.Close(ctx))
 }
+
+// TestConcurrentPublishesReuseTheirStateWhole: a concurrent publish's
+// state is recycled for the next, its slots too; a publish cut short by a
+// failure, having taken a slot for a subscriber it then did not start,
+// must not leave the next publish one slot short (with a limit of 1, it
+// would wait for ever).
+func TestConcurrentPublishesReuseTheirStateWhole(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Concurrent(1).CancelOnError()))
+		var calls atomic.Int64
+		for i := range 3 {
+			subscribe(t, events, fmt.Sprintf("s%d", i), func(_ context.Context, e orderPlaced) error {
+				calls.Add(1)
+				if e.ID == 1 {
+					return errMail
+				}
+				return nil
+			})
+		}
+		for range 20 {
+			calls.Store(0)
+			require.ErrorIs(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 1}), errMail)
+			assert.Equal(t, int64(1), calls.Load(), "the first failed: the others did not start")
+			calls.Store(0)
+			require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 2}))
+			assert.Equal(t, int64(3), calls.Load())
+		}
+
+		// The caller's ctx ends just after the publish took the first
+		// subscriber's slot: nobody is called, and the next publish with
+		// the same limit finds its slot free.
+		ending := &endingCtx{Context: context.Background(), done: make(chan struct{}), after: 1}
+		require.ErrorIs(t, cqrs.PublishWith(ending, events, cqrs.Concurrent(1), orderPlaced{ID: 3}), context.Canceled)
+		calls.Store(0)
+		require.NoError(t, cqrs.PublishWith(context.Background(), events, cqrs.Concurrent(1), orderPlaced{ID: 4}))
+		assert.Equal(t, int64(3), calls.Load())
+	})
+}
+
+// endingCtx is a context that ends while it is being used: once its Err
+// has been asked after times, it is cancelled.
+type endingCtx struct {
+	context.Context
+	done  chan struct{}
+	after int
+	mu    sync.Mutex
+	asked int
+}
+
+func (c *endingCtx) Done() <-chan struct{} { return c.done }
+
+func (c *endingCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.asked++; c.asked == c.after+1 {
+		close(c.done)
+	}
+	if c.asked > c.after {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestConcurrentPublishAllocations: a concurrent publish allocates at most
+// once per subscriber (issue #21); in the steady state of one publisher,
+// nothing: its state is recycled and its goroutines need no closure.
+func TestConcurrentPublishAllocations(t *testing.T) {
+	for _, n := range []int{1, 8} {
+		events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Concurrent(0)))
+		var calls atomic.Int64
+		for i := range n {
+			subscribe(t, events, fmt.Sprintf("s%d", i), func(context.Context, orderPlaced) error {
+				calls.Add(1)
+				return nil
+			})
+		}
+		publish := func() {
+			if err := cqrs.Publish(context.Background(), events, orderPlaced{ID: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		publish()
+		allocs := testing.AllocsPerRun(100, publish)
+		assert.LessOrEqual(t, allocs, float64(n), "%d subscribers", n)
+		assert.Equal(t, int64(102*n), calls.Load())
+		t.Logf("%d subscribers: %v allocations per publish", n, allocs)
+	}
+}

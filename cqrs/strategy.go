@@ -208,7 +208,7 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 		}
 		return err
 	case modeConcurrent:
-		return concurrent(ctx, l.subs, s, evt)
+		return concurrent(ctx, r, l.subs, s, evt)
 	default:
 		return sequential(ctx, l, 0, nil, evt)
 	}
@@ -318,46 +318,128 @@ func sequential[E any](ctx context.Context, l *subscriberList[E], from int, errs
 }
 
 // concurrent calls the subscribers in goroutines, s.limit at a time.
-func concurrent[E any](ctx context.Context, subs []*subscriber[E], s Strategy, evt E) error {
+func concurrent[E any](ctx context.Context, r *eventRoute[E], subs []*subscriber[E], s Strategy, evt E) error {
 	limit := s.limit
 	if limit < 1 || limit > len(subs) {
 		limit = len(subs)
 	}
-	caller := ctx
-	cancel := context.CancelCauseFunc(func(error) {})
+	c := r.runs.get()
+	c.subs, c.ctx, c.evt, c.cancelOnError = subs, ctx, evt, s.cancelOnError
 	if s.cancelOnError {
-		ctx, cancel = context.WithCancelCause(ctx)
+		c.ctx, c.cancel = context.WithCancelCause(ctx)
 	}
-	defer cancel(nil)
-
-	errs := make([]error, len(subs)+1) // the last for the caller's ctx
-	slots := make(chan struct{}, limit)
-	var wg sync.WaitGroup
-	for i, sub := range subs {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
+	if n := len(subs) + 1; cap(c.errs) < n { // the last for the caller's ctx
+		c.errs = make([]error, n)
+	} else {
+		c.errs = c.errs[:n]
+	}
+	var slots chan struct{}
+	if limit < len(subs) {
+		if cap(c.slots) != limit {
+			c.slots = make(chan struct{}, limit)
 		}
-		if ctx.Err() != nil {
+		slots = c.slots
+	}
+	c.limited = slots != nil
+	done := c.ctx.Done()
+	for range subs {
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+			case <-done:
+			}
+		}
+		if done != nil && c.ctx.Err() != nil {
 			// A failure cancelled the rest, or the caller gave up: those
 			// not started do not start. Failures report themselves; the
 			// caller's end is reported here.
-			errs[len(subs)] = caller.Err()
+			c.errs[len(subs)] = ctx.Err()
 			break
 		}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			if err := sub.call(ctx, evt); err != nil {
-				if s.cancelOnError && errors.Is(err, context.Canceled) && errors.Is(context.Cause(ctx), errSubscriberFailed) {
-					return // stopped because another failed: not a failure of its own
-				}
-				errs[i] = sub.failed(err)
-				cancel(errSubscriberFailed)
-			}
-		})
+		c.wg.Add(1)
+		go c.start() // a func value made once: no closure per goroutine
 	}
-	wg.Wait()
-	return joined(errs)
+	c.wg.Wait()
+	if c.cancel != nil {
+		c.cancel(nil)
+	}
+	for len(slots) > 0 {
+		// The slot taken for a subscriber that was then not started,
+		// since ctx had ended: the next run of c must find them all.
+		<-slots
+	}
+	err := joined(c.errs)
+	r.runs.put(c)
+	return err
+}
+
+// concurrentRun is one concurrent publish, shared by the goroutines it
+// starts, each of which calls the next subscriber. It is recycled by its
+// route's runList once every goroutine has ended, so a concurrent publish
+// allocates neither its state nor a closure per goroutine.
+type concurrentRun[E any] struct {
+	wg            sync.WaitGroup
+	next          atomic.Int64 // the index of the next subscriber to call
+	subs          []*subscriber[E]
+	ctx           context.Context // the subscribers'
+	cancel        context.CancelCauseFunc
+	cancelOnError bool
+	evt           E
+	errs          []error       // by subscriber, then the caller's ctx's
+	slots         chan struct{} // kept for the next run of the same limit
+	limited       bool          // slots is in use: a goroutine frees its slot
+	start         func()        // run, made once
+}
+
+// run calls the next subscriber, in a goroutine of its own.
+func (c *concurrentRun[E]) run() {
+	defer c.wg.Done() // last: then the run may be recycled
+	if c.limited {
+		defer func() { <-c.slots }()
+	}
+	i := int(c.next.Add(1) - 1)
+	sub := c.subs[i]
+	if err := sub.call(c.ctx, c.evt); err != nil {
+		if c.cancelOnError && errors.Is(err, context.Canceled) && errors.Is(context.Cause(c.ctx), errSubscriberFailed) {
+			return // stopped because another failed: not a failure of its own
+		}
+		c.errs[i] = sub.failed(err)
+		if c.cancel != nil {
+			c.cancel(errSubscriberFailed)
+		}
+	}
+}
+
+// runList keeps the concurrentRuns no publish uses: one in last, which a
+// publisher alone always finds, even under the race detector, and the
+// others in spare.
+type runList[E any] struct {
+	last  atomic.Pointer[concurrentRun[E]]
+	spare sync.Pool
+}
+
+func (l *runList[E]) get() *concurrentRun[E] {
+	if c := l.last.Swap(nil); c != nil {
+		return c
+	}
+	if c, ok := l.spare.Get().(*concurrentRun[E]); ok {
+		return c
+	}
+	c := &concurrentRun[E]{}
+	c.start = c.run
+	return c
+}
+
+// put clears c, which then keeps no event, context or error alive, and
+// keeps it.
+func (l *runList[E]) put(c *concurrentRun[E]) {
+	var zero E
+	clear(c.errs)
+	c.subs, c.ctx, c.cancel, c.evt, c.errs = nil, nil, nil, zero, c.errs[:0]
+	c.next.Store(0)
+	if !l.last.CompareAndSwap(nil, c) {
+		l.spare.Put(c)
+	}
 }
 
 // errSubscriberFailed is the cause with which a concurrent publish that
