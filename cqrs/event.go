@@ -578,15 +578,18 @@ func newSubscriberList[E any](subs []*subscriber[E]) *subscriberList[E] {
 const retired = 1 << 62
 
 // acquire returns the current generation, counted as read until release.
+// The count itself says whether the generation was retired before it:
+// then the cancellation that retired it may not have seen this reader,
+// so the generation is let go and the current one loaded again. Retired
+// after it, the generation is waited for by its cancellation, which saw
+// this reader in the count. One atomic addition and one load, the fewest
+// a reader can do that a cancellation must see.
 func (r *eventRoute[E]) acquire() *subscriberList[E] {
 	for {
 		l := r.list.Load()
-		l.readers.Add(1)
-		if r.list.Load() == l {
+		if l.readers.Add(1) < retired {
 			return l
 		}
-		// Replaced between the two loads: the cancellation may not have
-		// seen this reader, so do not use the old generation.
 		l.release()
 	}
 }
