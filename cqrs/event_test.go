@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1220,5 +1221,38 @@ func TestConcurrentPublishAllocations(t *testing.T) {
 		assert.LessOrEqual(t, allocs, float64(n), "%d subscribers", n)
 		assert.Equal(t, int64(102*n), calls.Load())
 		t.Logf("%d subscribers: %v allocations per publish", n, allocs)
+	}
+}
+
+// TestSubscriberEndingItsGoroutineReleasesThePublish: a subscriber that
+// calls runtime.Goexit ends the publishing goroutine, not the bus: the
+// publish lets go of its subscribers, so a later Cancel does not wait for
+// it for ever, whatever the strategy and the subscribers' shape.
+func TestSubscriberEndingItsGoroutineReleasesThePublish(t *testing.T) {
+	t.Parallel()
+	for _, s := range []cqrs.Strategy{cqrs.Sequential(), cqrs.StopOnError()} {
+		for _, decorated := range []bool{false, true} {
+			synctest.Test(t, func(t *testing.T) {
+				events := cqrs.NewEventBus()
+				var mws []cqrs.Middleware[orderPlaced, cqrs.NoResult]
+				if decorated {
+					mws = append(mws, func(next cqrs.Handler[orderPlaced, cqrs.NoResult]) cqrs.Handler[orderPlaced, cqrs.NoResult] {
+						return next
+					})
+				}
+				sub := subscribe(t, events, "quitter", func(context.Context, orderPlaced) error {
+					runtime.Goexit()
+					return nil
+				}, mws...)
+				ended := make(chan struct{})
+				go func() {
+					defer close(ended)
+					_ = cqrs.PublishWith(context.Background(), events, s, orderPlaced{ID: 1})
+				}()
+				<-ended
+				sub.Cancel() // would wait for ever for the publish
+				assert.Empty(t, events.Specs(), "%s, decorated %v", s, decorated)
+			})
+		}
 	}
 }

@@ -197,7 +197,16 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	if s.mode != modeConcurrent && l.fns != nil && done == nil {
 		// Plain functions and a ctx that never ends: the loop a caller
 		// would write by hand.
-		return direct(ctx, l, s.mode == modeStopOnError, evt)
+		next, err := direct(ctx, l, evt)
+		if err == nil {
+			l.release()
+			return nil
+		}
+		defer l.release()
+		if s.mode == modeStopOnError {
+			return err
+		}
+		return sequential(ctx, l, next, []error{err}, evt)
 	}
 	defer l.release()
 	switch s.mode {
@@ -215,37 +224,35 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 }
 
 // direct calls l's subscribers, every one a plain function, in order,
-// for a ctx that never ends, and releases l. Stop says whether to stop
-// at the first failure; else the rest are called as sequential does. One
-// deferred call releases l and recovers a subscriber's panic, and calls
-// recover only when a subscriber did not return, as a dispatch does.
-func direct[E any](ctx context.Context, l *subscriberList[E], stop bool, evt E) (err error) {
-	fns := l.fns
-	i := 0
+// for a ctx that never ends, until one fails; it returns the failure and
+// the index of the next subscriber. It keeps l, which the caller
+// releases, but if a subscriber ends its goroutine (runtime.Goexit). Its
+// deferred call recovers a panic, and calls recover only when a
+// subscriber did not return, as a dispatch does; it holds as few words as
+// it can, since it is built on every publish: not the event.
+func direct[E any](ctx context.Context, l *subscriberList[E], evt E) (next int, err error) {
 	returned := false
 	defer func() {
-		if !returned {
-			if v := recover(); v != nil {
-				sub := l.subs[i]
-				err = sub.failed(panicked(ctx, sub.log, sub.spec, v))
-				if !stop {
-					err = sequential(ctx, l, i+1, []error{err}, evt)
-				}
-			}
+		if returned {
+			return
 		}
-		l.release()
+		v := recover()
+		if v == nil { // runtime.Goexit: nobody goes on with l
+			l.release()
+			return
+		}
+		sub := l.subs[next]
+		err, next = sub.failed(panicked(ctx, sub.log, sub.spec, v)), next+1
 	}()
-	for ; i < len(fns); i++ {
-		if e := fns[i](ctx, evt); e != nil {
-			err = l.subs[i].failed(e)
-			if !stop {
-				err = sequential(ctx, l, i+1, []error{err}, evt)
-			}
+	fns := l.fns
+	for ; next < len(fns); next++ {
+		if e := fns[next](ctx, evt); e != nil {
+			err, next = l.subs[next].failed(e), next+1
 			break
 		}
 	}
 	returned = true
-	return err
+	return next, err
 }
 
 // inOrder calls subs[from:] in order, and returns at the first failure,
