@@ -202,12 +202,15 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 			l.release()
 			return nil
 		}
-		defer l.release()
-		if s.mode == modeStopOnError {
-			return err
-		}
-		return sequential(ctx, l, next, []error{err}, evt)
+		return afterFailure(ctx, l, s, next, err, evt)
 	}
+	return held(ctx, r, l, s, evt)
+}
+
+// held publishes evt to the subscribers of l, which it releases. The
+// defers are here, not in publishTyped, whose many returns would make the
+// compiler run them through the runtime on every publish.
+func held[E any](ctx context.Context, r *eventRoute[E], l *subscriberList[E], s Strategy, evt E) error {
 	defer l.release()
 	switch s.mode {
 	case modeStopOnError:
@@ -221,6 +224,17 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	default:
 		return sequential(ctx, l, 0, nil, evt)
 	}
+}
+
+// afterFailure ends a direct publish whose subscriber failed with err:
+// StopOnError stops there, Sequential calls the rest from next. It
+// releases l.
+func afterFailure[E any](ctx context.Context, l *subscriberList[E], s Strategy, next int, err error, evt E) error {
+	defer l.release()
+	if s.mode == modeStopOnError {
+		return err
+	}
+	return sequential(ctx, l, next, []error{err}, evt)
 }
 
 // direct calls l's subscribers, every one a plain function, in order,
