@@ -123,7 +123,9 @@ func (s Strategy) String() string {
 // makes publishers wait when it is full.
 type EventQueue struct {
 	// Size bounds the events waiting to be handled. If Size is less than
-	// 1, 1,024 is used.
+	// 1, 1,024 is used. For each event type published asynchronously, the
+	// bus keeps, for reuse, as many queued jobs (a few words and the
+	// event) as were ever waiting at once, at most Size.
 	Size int
 	// Workers is the number of goroutines handling queued events. With
 	// one, events are handled in the order they were queued. If Workers
