@@ -1256,3 +1256,51 @@ func TestSubscriberEndingItsGoroutineReleasesThePublish(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriberPanickingWithNilUnderPanicNil: with GODEBUG=panicnil=1 a
+// subscriber's panic(nil) recovers as nil, as runtime.Goexit does; the
+// publish must let go of its subscribers once, not twice, so a later
+// Cancel neither waits for ever nor returns while another publish runs.
+func TestSubscriberPanickingWithNilUnderPanicNil(t *testing.T) {
+	t.Setenv("GODEBUG", "panicnil=1")
+	synctest.Test(t, func(t *testing.T) {
+		events := cqrs.NewEventBus()
+		var calls atomic.Int64
+		sub := subscribe(t, events, "nil", func(_ context.Context, e orderPlaced) error {
+			calls.Add(1)
+			if e.ID == 1 {
+				panic(nil)
+			}
+			return nil
+		})
+		_ = cqrs.Publish(context.Background(), events, orderPlaced{ID: 1})
+		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 2}))
+		assert.Equal(t, int64(2), calls.Load())
+
+		// A publish under way holds Cancel up: the count was not taken
+		// below zero by a second release.
+		entered, release := make(chan struct{}), make(chan struct{})
+		subscribe(t, events, "slow", func(_ context.Context, e orderPlaced) error {
+			if e.ID == 3 {
+				close(entered)
+				<-release
+			}
+			return nil
+		})
+		go func() { _ = cqrs.Publish(context.Background(), events, orderPlaced{ID: 3}) }()
+		<-entered
+		cancelled := make(chan struct{})
+		go func() {
+			sub.Cancel()
+			close(cancelled)
+		}()
+		synctest.Wait()
+		select {
+		case <-cancelled:
+			t.Fatal("Cancel returned while a publish that may call the subscriber ran")
+		default:
+		}
+		close(release)
+		<-cancelled
+	})
+}

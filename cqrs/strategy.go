@@ -201,7 +201,9 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 		// would write by hand.
 		next, err := direct(ctx, l, evt)
 		if err == nil {
-			l.release()
+			if next >= 0 { // else direct let go of l
+				l.release()
+			}
 			return nil
 		}
 		return afterFailure(ctx, l, s, next, err, evt)
@@ -242,7 +244,9 @@ func afterFailure[E any](ctx context.Context, l *subscriberList[E], s Strategy, 
 // direct calls l's subscribers, every one a plain function, in order,
 // for a ctx that never ends, until one fails; it returns the failure and
 // the index of the next subscriber. It keeps l, which the caller
-// releases, but if a subscriber ends its goroutine (runtime.Goexit). Its
+// releases, but if a subscriber ends its goroutine (runtime.Goexit), or
+// panics with nil under GODEBUG=panicnil=1, which recover cannot tell
+// apart: then it releases l itself and returns -1 and no error. Its
 // deferred call recovers a panic, and calls recover only when a
 // subscriber did not return, as a dispatch does; it holds as few words as
 // it can, since it is built on every publish: not the event.
@@ -255,6 +259,7 @@ func direct[E any](ctx context.Context, l *subscriberList[E], evt E) (next int, 
 		v := recover()
 		if v == nil { // runtime.Goexit: nobody goes on with l
 			l.release()
+			next, err = -1, nil
 			return
 		}
 		sub := l.subs[next]
@@ -568,6 +573,8 @@ func (c *queuedCtx) Value(key any) any {
 // again from one context, as a loop or a long-lived worker does, so
 // allocates nothing for it; one whose every publish has a context of its
 // own pays two allocations, the context.WithoutCancel and the queuedCtx.
+// The queue so keeps the last such context alive until the next
+// asynchronous publish, or the bus, is gone.
 func (q *eventQueue) queuedContext(parent context.Context) *queuedCtx {
 	if c := q.lastCtx.Load(); c != nil && sameContext(c.parent, parent) {
 		return c
