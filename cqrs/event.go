@@ -283,7 +283,9 @@ func (b *EventBus) noSubscribers(t reflect.Type, name string) error {
 // done is ctx.Err(), before any subscriber runs.
 //
 // A Sequential or StopOnError publish allocates nothing unless a
-// subscriber fails.
+// subscriber fails. Once the bus has run a while, neither does a
+// Concurrent one (without CancelOnError), nor an Async one from the same
+// context as the last asynchronous publish: see [EventQueue].
 func Publish[E Message[NoResult, *EventBus]](ctx context.Context, b *EventBus, evt E) error {
 	return PublishWith(ctx, b, Strategy{}, evt)
 }
