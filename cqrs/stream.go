@@ -7,7 +7,6 @@ import (
 	"iter"
 	"log/slog"
 	"reflect"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -257,12 +256,11 @@ func checkDeclaredStream(t reflect.Type, item reflect.Type, stream bool) error {
 //   - before the handler runs, with one error item: [ErrNilBus],
 //     [ErrNilContext], [ErrNilMessage], [ErrHandlerNotFound], or ctx.Err().
 //
-// No goroutine is started, but to cancel the handler's ctx: the timer of
-// [WithFirstItemTimeout], or, when ctx ends while the handler waits on its
-// ctx.Done(), the one that passes the end on. A stream allocates twice
-// (its state, which is also the handler's ctx, and the handler's yield),
-// and a channel if the handler asks for ctx.Done(); reading an item
-// allocates nothing.
+// No goroutine is started (but the timer of [WithFirstItemTimeout]'s). A
+// stream allocates twice (its state, which is also the handler's ctx, and
+// the handler's yield), and twice more if the handler, or a context
+// derived from its ctx, asks for ctx.Done() (a cancellable context);
+// reading an item allocates nothing.
 //
 // The type parameter ItemOfEmbeddedStreamQuery is named for the
 // compiler's message when q embeds no marker, such as a string literal:
@@ -357,8 +355,11 @@ type streamKey struct{}
 // streamState is one run of a stream, and its handler's context: the
 // caller's (its values, deadline and end), cancelled besides when the
 // reader stops or the first item is late. Being the context saves a
-// stream the two allocations of context.WithCancelCause; its Done
-// channel is made only if the handler asks for it.
+// stream the two allocations of context.WithCancelCause, unless the
+// handler (or an interceptor, or a context derived from it) asks for
+// Done: then it makes that cancellable context, inner, and is it from
+// then on, so that contexts derived from it, even through others such as
+// a context.WithValue, are its children as they were before.
 type streamState[R any] struct {
 	yield  func(R, error) bool
 	parent context.Context // the caller's
@@ -376,12 +377,17 @@ type streamState[R any] struct {
 
 	// The context's own state, guarded by mu: the first item's timer
 	// cancels from another goroutine.
-	mu       sync.Mutex
-	done     chan struct{} // made by Done, closed when cancelled
-	ctxErr   error         // context.Canceled, or the caller's error, once cancelled
-	cause    error
-	unfollow func() bool // stops following the caller's end, once Done followed it
-	afters   []*func()   // AfterFunc's functions, not yet run
+	mu     sync.Mutex
+	ctxErr error // context.Canceled once cancelled by the stream
+	cause  error
+	inner  atomic.Pointer[innerCtx] // made by Done
+}
+
+// innerCtx is the cancellable context a stream's context becomes once
+// asked for its Done channel.
+type innerCtx struct {
+	ctx    context.Context // context.WithCancelCause(parent)
+	cancel context.CancelCauseFunc
 }
 
 // errFirstItem is the cause with which a stream's context is cancelled
@@ -397,19 +403,27 @@ func (s *streamState[R]) Deadline() (time.Time, bool) { return s.parent.Deadline
 
 // Done returns a channel closed when the stream's context is cancelled:
 // when the reader stops, the first item is late, the stream ends, or the
-// caller's context ends, which it then follows.
+// caller's context ends. It makes inner, once.
 func (s *streamState[R]) Done() <-chan struct{} {
+	return s.innerCtx().ctx.Done()
+}
+
+func (s *streamState[R]) innerCtx() *innerCtx {
+	if in := s.inner.Load(); in != nil {
+		return in
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.done == nil {
-		s.done = make(chan struct{})
-		if s.ctxErr != nil {
-			close(s.done)
-		} else if s.parent.Done() != nil {
-			s.unfollow = context.AfterFunc(s.parent, s.follow)
-		}
+	if in := s.inner.Load(); in != nil {
+		return in
 	}
-	return s.done
+	ctx, cancel := context.WithCancelCause(s.parent)
+	if s.ctxErr != nil {
+		cancel(s.cause)
+	}
+	in := &innerCtx{ctx: ctx, cancel: cancel}
+	s.inner.Store(in)
+	return in
 }
 
 // Err returns nil until the context is cancelled; it sees the caller's
@@ -421,75 +435,41 @@ func (s *streamState[R]) Err() error {
 	if err != nil {
 		return err
 	}
-	if s.parent.Done() != nil && s.parent.Err() != nil {
-		s.follow()
-		return s.Err()
+	if in := s.inner.Load(); in != nil {
+		return in.ctx.Err()
+	}
+	if s.parent.Done() != nil {
+		return s.parent.Err()
 	}
 	return nil
 }
 
-// Value is the caller's; the stream's state is found by streamKey.
+// Value is the caller's, or inner's once made, which has the caller's
+// and answers for its own cancellation ([context.Cause] and derived
+// contexts ask it); the stream's state is found by streamKey.
 func (s *streamState[R]) Value(key any) any {
 	if key == (streamKey{}) {
 		return s
+	}
+	if in := s.inner.Load(); in != nil {
+		return in.ctx.Value(key)
 	}
 	return s.parent.Value(key)
 }
 
 func (s *streamState[R]) String() string { return "cqrs.Stream" }
 
-// follow cancels the stream's context as the caller's ended.
-func (s *streamState[R]) follow() { s.cancel(s.parent.Err(), context.Cause(s.parent)) }
-
-// cancel cancels the stream's context with err and cause, unless it was
+// cancel cancels the stream's context, with cause, unless it was
 // cancelled before.
-func (s *streamState[R]) cancel(err, cause error) {
+func (s *streamState[R]) cancel(cause error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ctxErr != nil {
 		return
 	}
-	if cause == nil {
-		cause = err
-	}
-	s.ctxErr, s.cause = err, cause
-	if s.done != nil {
-		close(s.done)
-	}
-	if s.unfollow != nil {
-		s.unfollow()
-	}
-	for _, f := range s.afters {
-		go (*f)()
-	}
-	s.afters = nil
-}
-
-// AfterFunc arranges for f to run in a goroutine of its own once the
-// context is cancelled, as [context.AfterFunc] does; stop undoes it if f
-// has not started, and reports whether it did. The context package's own
-// contexts, derived from this one by the handler or an interceptor (a
-// timeout, say), follow its end through it rather than each with a
-// goroutine.
-func (s *streamState[R]) AfterFunc(f func()) (stop func() bool) {
-	s.Done() // from now on, the caller's end is followed
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ctxErr != nil {
-		go f()
-		return func() bool { return false }
-	}
-	p := &f
-	s.afters = append(s.afters, p)
-	return func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		i := slices.Index(s.afters, p)
-		if i < 0 {
-			return false
-		}
-		s.afters = slices.Delete(s.afters, i, i+1)
-		return true
+	s.ctxErr, s.cause = context.Canceled, cause
+	if in := s.inner.Load(); in != nil {
+		in.cancel(cause)
 	}
 }
 
@@ -516,7 +496,7 @@ func (s *streamState[R]) pusher() func(R) bool {
 		s.inBody = false
 		if !more {
 			s.broke, s.halted, s.check = true, true, 0
-			s.cancel(context.Canceled, nil)
+			s.cancel(context.Canceled)
 			return false
 		}
 		return true
@@ -574,11 +554,11 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 	}
 	caller := ctx
 	s := &streamState[R]{yield: yield, parent: ctx, check: checkEvery - 1}
-	defer s.cancel(context.Canceled, nil)
+	defer s.cancel(context.Canceled)
 	s.push = s.pusher()
 	if r.firstItem > 0 {
 		s.check = 0
-		s.first = time.AfterFunc(r.firstItem, func() { s.cancel(context.Canceled, errFirstItem) })
+		s.first = time.AfterFunc(r.firstItem, func() { s.cancel(errFirstItem) })
 		defer s.first.Stop()
 	}
 

@@ -532,15 +532,22 @@ func TestStreamContextFollowsTheReaderAndTheCaller(t *testing.T) {
 			deadline     time.Time
 			err, derived error
 			cause        error
+			at           error // a derived context's error as the reader broke
 		}
 		var got seen
 		require.NoError(t, cqrs.HandleStream(queries, func(ctx context.Context, q listNumbers, yield func(int) bool) error {
 			derived, cancel := context.WithTimeout(ctx, time.Hour)
 			defer cancel()
+			// Derived through another context, as under an interceptor
+			// that adds a value: still a child, cancelled with it, not
+			// by a goroutine of its own later.
+			through, cancelThrough := context.WithCancel(context.WithValue(ctx, key{}, "inner"))
+			defer cancelThrough()
 			got.value = ctx.Value(key{})
 			got.deadline, _ = ctx.Deadline()
 			if !yield(0) { // the reader breaks
-				synctest.Wait() // the derived context's cancellation runs
+				got.at = through.Err()
+				synctest.Wait()
 				got.err, got.derived, got.cause = ctx.Err(), derived.Err(), context.Cause(ctx)
 				return nil
 			}
@@ -560,6 +567,7 @@ func TestStreamContextFollowsTheReaderAndTheCaller(t *testing.T) {
 		assert.ErrorIs(t, got.err, context.Canceled)
 		assert.ErrorIs(t, got.derived, context.Canceled)
 		assert.ErrorIs(t, got.cause, context.Canceled, "the stream's own cause, not the caller's")
+		assert.ErrorIs(t, got.at, context.Canceled, "a derived context is cancelled with the stream's")
 
 		got = seen{}
 		caller, cancel := context.WithCancelCause(context.Background())
