@@ -283,7 +283,9 @@ func (b *EventBus) noSubscribers(t reflect.Type, name string) error {
 // done is ctx.Err(), before any subscriber runs.
 //
 // A Sequential or StopOnError publish allocates nothing unless a
-// subscriber fails.
+// subscriber fails. Once the bus has run a while, neither does a
+// Concurrent one (without CancelOnError), nor an Async one from the same
+// context as the last asynchronous publish: see [EventQueue].
 func Publish[E Message[NoResult, *EventBus]](ctx context.Context, b *EventBus, evt E) error {
 	return PublishWith(ctx, b, Strategy{}, evt)
 }
@@ -540,6 +542,10 @@ type eventRoute[E any] struct {
 	// draining holds the generations replaced while publishes may still
 	// read them; guarded by bus.mu.
 	draining []*subscriberList[E]
+	// jobs recycles the jobs of asynchronous publishes, runs the states
+	// of concurrent ones.
+	jobs jobList[E]
+	runs runList[E]
 }
 
 // subscriberList is one immutable generation of an event's subscribers.
@@ -574,15 +580,18 @@ func newSubscriberList[E any](subs []*subscriber[E]) *subscriberList[E] {
 const retired = 1 << 62
 
 // acquire returns the current generation, counted as read until release.
+// The count itself says whether the generation was retired before it:
+// then the cancellation that retired it may not have seen this reader,
+// so the generation is let go and the current one loaded again. Retired
+// after it, the generation is waited for by its cancellation, which saw
+// this reader in the count. One atomic addition and one load, the fewest
+// a reader can do that a cancellation must see.
 func (r *eventRoute[E]) acquire() *subscriberList[E] {
 	for {
 		l := r.list.Load()
-		l.readers.Add(1)
-		if r.list.Load() == l {
+		if l.readers.Add(1) < retired {
 			return l
 		}
-		// Replaced between the two loads: the cancellation may not have
-		// seen this reader, so do not use the old generation.
 		l.release()
 	}
 }

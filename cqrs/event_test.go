@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1046,4 +1047,260 @@ func TestFlushCountsPublishesThatFailed(t *testing.T) {
 	defer cancel()
 	require.NoError(t, events.Flush(done), "a refused publish is not waited for")
 	require.NoError(t, events.Close(ctx))
+}
+
+// TestAsyncSubscriberKeepsItsContext: the bus recycles what it queues, but
+// a subscriber that keeps its ctx after it returned (for a goroutine of its
+// own, say) goes on seeing the values of the publish it was called for,
+// whatever is published after, with the same context or another; and so
+// does the subscriber of an event published from that ctx, on the
+// queue's worker.
+func TestAsyncSubscriberKeepsItsContext(t *testing.T) {
+	t.Parallel()
+	type key struct{}
+	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()))
+	var mu sync.Mutex
+	kept := map[int]context.Context{}
+	keep := func(id int, ctx context.Context) {
+		mu.Lock()
+		defer mu.Unlock()
+		kept[id] = ctx
+	}
+	subscribe(t, events, "keeper", func(ctx context.Context, e orderPlaced) error {
+		keep(e.ID, ctx)
+		if e.ID == 1 {
+			// Published from the subscriber's ctx, on the worker.
+			return cqrs.Publish(ctx, events, orderShipped{ID: 1001})
+		}
+		return nil
+	})
+	subscribe(t, events, "shipper", func(ctx context.Context, e orderShipped) error {
+		keep(e.ID, ctx)
+		return nil
+	})
+
+	a, cancelA := context.WithCancelCause(context.WithValue(context.Background(), key{}, "a"))
+	b := context.WithValue(context.Background(), key{}, "b")
+	want := map[int]string{1: "a", 2: "b", 3: "a", 4: "a", 1001: "a"}
+	require.NoError(t, cqrs.Publish(a, events, orderPlaced{ID: 1}))
+	require.NoError(t, cqrs.Publish(b, events, orderPlaced{ID: 2}))
+	require.NoError(t, cqrs.Publish(a, events, orderPlaced{ID: 3}))
+	require.NoError(t, cqrs.Publish(a, events, orderPlaced{ID: 4}))
+	require.NoError(t, events.Flush(context.Background()))
+	cancelA(errMail)
+	// Later publishes, from other contexts, reuse what the first queued.
+	for i := range 100 {
+		c := context.WithValue(context.Background(), key{}, fmt.Sprint("later-", i))
+		require.NoError(t, cqrs.Publish(c, events, orderPlaced{ID: 2000 + i}))
+		want[2000+i] = fmt.Sprint("later-", i)
+	}
+	require.NoError(t, events.Flush(context.Background()))
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, kept, len(want))
+	for id, v := range want {
+		ctx := kept[id]
+		assert.Equal(t, v, ctx.Value(key{}), "event %d", id)
+		assert.NoError(t, ctx.Err(), "event %d: the caller's cancellation", id)
+		assert.NoError(t, context.Cause(ctx), "event %d: the caller's cause", id)
+		assert.Nil(t, ctx.Done(), "event %d", id)
+		_, ok := ctx.Deadline()
+		assert.False(t, ok, "event %d", id)
+	}
+	require.NoError(t, events.Close(context.Background()))
+}
+
+// TestAsyncPublishAllocatesNothingInSteadyState: a publish that finds its
+// job given back by the worker, from a context it published from before,
+// allocates nothing.
+func TestAsyncPublishAllocatesNothingInSteadyState(t *testing.T) {
+	events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Async()))
+	handled := make(chan int, 1)
+	subscribe(t, events, "counter", func(_ context.Context, e orderPlaced) error {
+		handled <- e.ID
+		return nil
+	})
+	ctx := context.Background()
+	publish := func() {
+		if err := cqrs.Publish(ctx, events, orderPlaced{ID: 7}); err != nil {
+			t.Fatal(err)
+		}
+		if id := <-handled; id != 7 {
+			t.Fatalf("handled %d", id)
+		}
+	}
+	publish() // the first makes the job and the queue
+	assert.Zero(t, testing.AllocsPerRun(100, publish))
+	require.NoError(t, events.Close(ctx))
+}
+
+// TestConcurrentPublishesReuseTheirStateWhole: a concurrent publish's
+// state is recycled for the next, its slots too; a publish cut short by a
+// failure, having taken a slot for a subscriber it then did not start,
+// must not leave the next publish one slot short (with a limit of 1, it
+// would wait for ever).
+func TestConcurrentPublishesReuseTheirStateWhole(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Concurrent(1).CancelOnError()))
+		var calls atomic.Int64
+		for i := range 3 {
+			subscribe(t, events, fmt.Sprintf("s%d", i), func(_ context.Context, e orderPlaced) error {
+				calls.Add(1)
+				if e.ID == 1 {
+					return errMail
+				}
+				return nil
+			})
+		}
+		for range 20 {
+			calls.Store(0)
+			require.ErrorIs(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 1}), errMail)
+			assert.Equal(t, int64(1), calls.Load(), "the first failed: the others did not start")
+			calls.Store(0)
+			require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 2}))
+			assert.Equal(t, int64(3), calls.Load())
+		}
+
+		// The caller's ctx ends just after the publish took the first
+		// subscriber's slot: nobody is called, and the next publish with
+		// the same limit finds its slot free.
+		ending := &endingCtx{Context: context.Background(), done: make(chan struct{}), after: 1}
+		require.ErrorIs(t, cqrs.PublishWith(ending, events, cqrs.Concurrent(1), orderPlaced{ID: 3}), context.Canceled)
+		calls.Store(0)
+		require.NoError(t, cqrs.PublishWith(context.Background(), events, cqrs.Concurrent(1), orderPlaced{ID: 4}))
+		assert.Equal(t, int64(3), calls.Load())
+	})
+}
+
+// endingCtx is a context that ends while it is being used: once its Err
+// has been asked after times, it is cancelled.
+type endingCtx struct {
+	context.Context
+	done  chan struct{}
+	after int
+	mu    sync.Mutex
+	asked int
+}
+
+func (c *endingCtx) Done() <-chan struct{} { return c.done }
+
+func (c *endingCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.asked++; c.asked == c.after+1 {
+		close(c.done)
+	}
+	if c.asked > c.after {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestConcurrentPublishAllocations: a concurrent publish allocates at most
+// once per subscriber (issue #21); in the steady state of one publisher,
+// nothing: its state is recycled and its goroutines need no closure.
+func TestConcurrentPublishAllocations(t *testing.T) {
+	for _, n := range []int{1, 8} {
+		events := cqrs.NewEventBus(cqrs.WithStrategy(cqrs.Concurrent(0)))
+		var calls atomic.Int64
+		for i := range n {
+			subscribe(t, events, fmt.Sprintf("s%d", i), func(context.Context, orderPlaced) error {
+				calls.Add(1)
+				return nil
+			})
+		}
+		publish := func() {
+			if err := cqrs.Publish(context.Background(), events, orderPlaced{ID: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		publish()
+		allocs := testing.AllocsPerRun(100, publish)
+		assert.LessOrEqual(t, allocs, float64(n), "%d subscribers", n)
+		assert.Equal(t, int64(102*n), calls.Load())
+		t.Logf("%d subscribers: %v allocations per publish", n, allocs)
+	}
+}
+
+// TestSubscriberEndingItsGoroutineReleasesThePublish: a subscriber that
+// calls runtime.Goexit ends the publishing goroutine, not the bus: the
+// publish lets go of its subscribers, so a later Cancel does not wait for
+// it for ever, whatever the strategy and the subscribers' shape.
+func TestSubscriberEndingItsGoroutineReleasesThePublish(t *testing.T) {
+	t.Parallel()
+	for _, s := range []cqrs.Strategy{cqrs.Sequential(), cqrs.StopOnError()} {
+		for _, decorated := range []bool{false, true} {
+			synctest.Test(t, func(t *testing.T) {
+				events := cqrs.NewEventBus()
+				var mws []cqrs.Middleware[orderPlaced, cqrs.NoResult]
+				if decorated {
+					mws = append(mws, func(next cqrs.Handler[orderPlaced, cqrs.NoResult]) cqrs.Handler[orderPlaced, cqrs.NoResult] {
+						return next
+					})
+				}
+				sub := subscribe(t, events, "quitter", func(context.Context, orderPlaced) error {
+					runtime.Goexit()
+					return nil
+				}, mws...)
+				ended := make(chan struct{})
+				go func() {
+					defer close(ended)
+					_ = cqrs.PublishWith(context.Background(), events, s, orderPlaced{ID: 1})
+				}()
+				<-ended
+				sub.Cancel() // would wait for ever for the publish
+				assert.Empty(t, events.Specs(), "%s, decorated %v", s, decorated)
+			})
+		}
+	}
+}
+
+// TestSubscriberPanickingWithNilUnderPanicNil: with GODEBUG=panicnil=1 a
+// subscriber's panic(nil) recovers as nil, as runtime.Goexit does; the
+// publish must let go of its subscribers once, not twice, so a later
+// Cancel neither waits for ever nor returns while another publish runs.
+func TestSubscriberPanickingWithNilUnderPanicNil(t *testing.T) {
+	t.Setenv("GODEBUG", "panicnil=1")
+	synctest.Test(t, func(t *testing.T) {
+		events := cqrs.NewEventBus()
+		var calls atomic.Int64
+		sub := subscribe(t, events, "nil", func(_ context.Context, e orderPlaced) error {
+			calls.Add(1)
+			if e.ID == 1 {
+				panic(nil)
+			}
+			return nil
+		})
+		_ = cqrs.Publish(context.Background(), events, orderPlaced{ID: 1})
+		require.NoError(t, cqrs.Publish(context.Background(), events, orderPlaced{ID: 2}))
+		assert.Equal(t, int64(2), calls.Load())
+
+		// A publish under way holds Cancel up: the count was not taken
+		// below zero by a second release.
+		entered, release := make(chan struct{}), make(chan struct{})
+		subscribe(t, events, "slow", func(_ context.Context, e orderPlaced) error {
+			if e.ID == 3 {
+				close(entered)
+				<-release
+			}
+			return nil
+		})
+		go func() { _ = cqrs.Publish(context.Background(), events, orderPlaced{ID: 3}) }()
+		<-entered
+		cancelled := make(chan struct{})
+		go func() {
+			sub.Cancel()
+			close(cancelled)
+		}()
+		synctest.Wait()
+		select {
+		case <-cancelled:
+			t.Fatal("Cancel returned while a publish that may call the subscriber ran")
+		default:
+		}
+		close(release)
+		<-cancelled
+	})
 }

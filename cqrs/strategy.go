@@ -123,7 +123,9 @@ func (s Strategy) String() string {
 // makes publishers wait when it is full.
 type EventQueue struct {
 	// Size bounds the events waiting to be handled. If Size is less than
-	// 1, 1,024 is used.
+	// 1, 1,024 is used. For each event type published asynchronously, the
+	// bus keeps, for reuse, as many queued jobs (a few words and the
+	// event) as were ever waiting at once, at most Size.
 	Size int
 	// Workers is the number of goroutines handling queued events. With
 	// one, events are handled in the order they were queued. If Workers
@@ -172,8 +174,13 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 	if r.nils != neverNil && isNil(r.nils, unsafe.Pointer(&evt)) {
 		return fmt.Errorf("%w: %s", ErrNilMessage, r.spec)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
+	// A ctx whose Done is nil never ends (the context package's
+	// contract): one call rather than Err's and Done's.
+	done := ctx.Done()
+	if done != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
 	if ids := r.bus.cfg.identity; ids || used.Load() {
 		ctx = identify(ctx, ids) // one identity for every subscriber
@@ -185,10 +192,30 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 		return enqueue(ctx, r, evt)
 	}
 	l := r.acquire()
-	defer l.release()
 	if len(l.subs) == 0 {
+		l.release()
 		return r.bus.noSubscribers(r.spec.MessageType, r.spec.Name)
 	}
+	if s.mode != modeConcurrent && l.fns != nil && done == nil {
+		// Plain functions and a ctx that never ends: the loop a caller
+		// would write by hand.
+		next, err := direct(ctx, l, evt)
+		if err == nil {
+			if next >= 0 { // else direct let go of l
+				l.release()
+			}
+			return nil
+		}
+		return afterFailure(ctx, l, s, next, err, evt)
+	}
+	return held(ctx, r, l, s, evt)
+}
+
+// held publishes evt to the subscribers of l, which it releases. The
+// defers are here, not in publishTyped, whose many returns would make the
+// compiler run them through the runtime on every publish.
+func held[E any](ctx context.Context, r *eventRoute[E], l *subscriberList[E], s Strategy, evt E) error {
+	defer l.release()
 	switch s.mode {
 	case modeStopOnError:
 		_, err, ended := inOrder(ctx, l, 0, evt)
@@ -197,10 +224,56 @@ func (r *eventRoute[E]) publishTyped(ctx context.Context, s Strategy, evt E) err
 		}
 		return err
 	case modeConcurrent:
-		return concurrent(ctx, l.subs, s, evt)
+		return concurrent(ctx, r, l.subs, s, evt)
 	default:
-		return sequential(ctx, l, evt)
+		return sequential(ctx, l, 0, nil, evt)
 	}
+}
+
+// afterFailure ends a direct publish whose subscriber failed with err:
+// StopOnError stops there, Sequential calls the rest from next. It
+// releases l.
+func afterFailure[E any](ctx context.Context, l *subscriberList[E], s Strategy, next int, err error, evt E) error {
+	defer l.release()
+	if s.mode == modeStopOnError {
+		return err
+	}
+	return sequential(ctx, l, next, []error{err}, evt)
+}
+
+// direct calls l's subscribers, every one a plain function, in order,
+// for a ctx that never ends, until one fails; it returns the failure and
+// the index of the next subscriber. It keeps l, which the caller
+// releases, but if a subscriber ends its goroutine (runtime.Goexit), or
+// panics with nil under GODEBUG=panicnil=1, which recover cannot tell
+// apart: then it releases l itself and returns -1 and no error. Its
+// deferred call recovers a panic, and calls recover only when a
+// subscriber did not return, as a dispatch does; it holds as few words as
+// it can, since it is built on every publish: not the event.
+func direct[E any](ctx context.Context, l *subscriberList[E], evt E) (next int, err error) {
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		v := recover()
+		if v == nil { // runtime.Goexit: nobody goes on with l
+			l.release()
+			next, err = -1, nil
+			return
+		}
+		sub := l.subs[next]
+		err, next = sub.failed(panicked(ctx, sub.log, sub.spec, v)), next+1
+	}()
+	fns := l.fns
+	for ; next < len(fns); next++ {
+		if e := fns[next](ctx, evt); e != nil {
+			err, next = l.subs[next].failed(e), next+1
+			break
+		}
+	}
+	returned = true
+	return next, err
 }
 
 // inOrder calls subs[from:] in order, and returns at the first failure,
@@ -254,10 +327,10 @@ func ctxEnded(done <-chan struct{}) bool {
 	}
 }
 
-// sequential calls every subscriber in order and joins their failures.
-func sequential[E any](ctx context.Context, l *subscriberList[E], evt E) error {
-	var errs []error
-	for i := 0; i < len(l.subs); {
+// sequential calls every subscriber in order from index from, and joins
+// their failures to errs, those of the subscribers before it.
+func sequential[E any](ctx context.Context, l *subscriberList[E], from int, errs []error, evt E) error {
+	for i := from; i < len(l.subs); {
 		var err error
 		var ended bool
 		i, err, ended = inOrder(ctx, l, i, evt)
@@ -273,46 +346,128 @@ func sequential[E any](ctx context.Context, l *subscriberList[E], evt E) error {
 }
 
 // concurrent calls the subscribers in goroutines, s.limit at a time.
-func concurrent[E any](ctx context.Context, subs []*subscriber[E], s Strategy, evt E) error {
+func concurrent[E any](ctx context.Context, r *eventRoute[E], subs []*subscriber[E], s Strategy, evt E) error {
 	limit := s.limit
 	if limit < 1 || limit > len(subs) {
 		limit = len(subs)
 	}
-	caller := ctx
-	cancel := context.CancelCauseFunc(func(error) {})
+	c := r.runs.get()
+	c.subs, c.ctx, c.evt, c.cancelOnError = subs, ctx, evt, s.cancelOnError
 	if s.cancelOnError {
-		ctx, cancel = context.WithCancelCause(ctx)
+		c.ctx, c.cancel = context.WithCancelCause(ctx)
 	}
-	defer cancel(nil)
-
-	errs := make([]error, len(subs)+1) // the last for the caller's ctx
-	slots := make(chan struct{}, limit)
-	var wg sync.WaitGroup
-	for i, sub := range subs {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
+	if n := len(subs) + 1; cap(c.errs) < n { // the last for the caller's ctx
+		c.errs = make([]error, n)
+	} else {
+		c.errs = c.errs[:n]
+	}
+	var slots chan struct{}
+	if limit < len(subs) {
+		if cap(c.slots) != limit {
+			c.slots = make(chan struct{}, limit)
 		}
-		if ctx.Err() != nil {
+		slots = c.slots
+	}
+	c.limited = slots != nil
+	done := c.ctx.Done()
+	for range subs {
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+			case <-done:
+			}
+		}
+		if done != nil && c.ctx.Err() != nil {
 			// A failure cancelled the rest, or the caller gave up: those
 			// not started do not start. Failures report themselves; the
 			// caller's end is reported here.
-			errs[len(subs)] = caller.Err()
+			c.errs[len(subs)] = ctx.Err()
 			break
 		}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			if err := sub.call(ctx, evt); err != nil {
-				if s.cancelOnError && errors.Is(err, context.Canceled) && errors.Is(context.Cause(ctx), errSubscriberFailed) {
-					return // stopped because another failed: not a failure of its own
-				}
-				errs[i] = sub.failed(err)
-				cancel(errSubscriberFailed)
-			}
-		})
+		c.wg.Add(1)
+		go c.start() // a func value made once: no closure per goroutine
 	}
-	wg.Wait()
-	return joined(errs)
+	c.wg.Wait()
+	if c.cancel != nil {
+		c.cancel(nil)
+	}
+	for len(slots) > 0 {
+		// The slot taken for a subscriber that was then not started,
+		// since ctx had ended: the next run of c must find them all.
+		<-slots
+	}
+	err := joined(c.errs)
+	r.runs.put(c)
+	return err
+}
+
+// concurrentRun is one concurrent publish, shared by the goroutines it
+// starts, each of which calls the next subscriber. It is recycled by its
+// route's runList once every goroutine has ended, so a concurrent publish
+// allocates neither its state nor a closure per goroutine.
+type concurrentRun[E any] struct {
+	wg            sync.WaitGroup
+	next          atomic.Int64 // the index of the next subscriber to call
+	subs          []*subscriber[E]
+	ctx           context.Context // the subscribers'
+	cancel        context.CancelCauseFunc
+	cancelOnError bool
+	evt           E
+	errs          []error       // by subscriber, then the caller's ctx's
+	slots         chan struct{} // kept for the next run of the same limit
+	limited       bool          // slots is in use: a goroutine frees its slot
+	start         func()        // run, made once
+}
+
+// run calls the next subscriber, in a goroutine of its own.
+func (c *concurrentRun[E]) run() {
+	defer c.wg.Done() // last: then the run may be recycled
+	if c.limited {
+		defer func() { <-c.slots }()
+	}
+	i := int(c.next.Add(1) - 1)
+	sub := c.subs[i]
+	if err := sub.call(c.ctx, c.evt); err != nil {
+		if c.cancelOnError && errors.Is(err, context.Canceled) && errors.Is(context.Cause(c.ctx), errSubscriberFailed) {
+			return // stopped because another failed: not a failure of its own
+		}
+		c.errs[i] = sub.failed(err)
+		if c.cancel != nil {
+			c.cancel(errSubscriberFailed)
+		}
+	}
+}
+
+// runList keeps the concurrentRuns no publish uses: one in last, which a
+// publisher alone always finds, even under the race detector, and the
+// others in spare.
+type runList[E any] struct {
+	last  atomic.Pointer[concurrentRun[E]]
+	spare sync.Pool
+}
+
+func (l *runList[E]) get() *concurrentRun[E] {
+	if c := l.last.Swap(nil); c != nil {
+		return c
+	}
+	if c, ok := l.spare.Get().(*concurrentRun[E]); ok {
+		return c
+	}
+	c := &concurrentRun[E]{}
+	c.start = c.run
+	return c
+}
+
+// put clears c, which then keeps no event, context or error alive, and
+// keeps it.
+func (l *runList[E]) put(c *concurrentRun[E]) {
+	var zero E
+	clear(c.errs)
+	c.subs, c.ctx, c.cancel, c.evt, c.errs = nil, nil, nil, zero, c.errs[:0]
+	c.next.Store(0)
+	if !l.last.CompareAndSwap(nil, c) {
+		l.spare.Put(c)
+	}
 }
 
 // errSubscriberFailed is the cause with which a concurrent publish that
@@ -346,7 +501,8 @@ func joined(errs []error) error {
 type eventQueue struct {
 	start   sync.Once
 	mu      sync.RWMutex // senders read-lock; Close write-locks to close jobs
-	jobs    chan func()
+	jobs    chan queuedJob
+	size    int // of jobs, set by run: the free lists of the routes' jobs are as long
 	closed  bool
 	workers sync.WaitGroup
 	done    chan struct{} // closed when the workers have ended
@@ -354,6 +510,10 @@ type eventQueue struct {
 	closingInit sync.Once
 	closingOnce sync.Once
 	closing     chan struct{} // closed first by Close, so that blocked senders leave
+
+	// lastCtx is the context of the last asynchronous publish's
+	// subscribers: see queuedContext.
+	lastCtx atomic.Pointer[queuedCtx]
 
 	// pending counts the events queued and not yet handled; Flush waits
 	// for it to be 0. A worker that brings it to 0 while a Flush waits
@@ -388,6 +548,108 @@ func (q *eventQueue) closingCh() chan struct{} {
 // queue's own workers, so it must not wait for room in the queue.
 type workerKey struct{}
 
+// queuedCtx is the context a queued event's subscribers get: the
+// caller's values, without its cancellation or deadline
+// (context.WithoutCancel), and marked as the queue's (workerKey). It
+// never changes once made, so a subscriber may keep it after it returned
+// (in a goroutine of its own, say): it goes on showing the values of the
+// publish it was made for.
+type queuedCtx struct {
+	context.Context                 // context.WithoutCancel(parent)
+	parent          context.Context // the publisher's, whose values it shows
+	q               *eventQueue
+}
+
+func (c *queuedCtx) Value(key any) any {
+	if key == (workerKey{}) {
+		return c.q
+	}
+	return c.Context.Value(key)
+}
+
+// queuedContext returns the queuedCtx of parent: the one made for the
+// last asynchronous publish on q if that came from the same context, else
+// a new one, remembered for the next. A caller that publishes again and
+// again from one context, as a loop or a long-lived worker does, so
+// allocates nothing for it; one whose every publish has a context of its
+// own pays two allocations, the context.WithoutCancel and the queuedCtx.
+// The queue so keeps the last such context alive until the next
+// asynchronous publish, or the bus, is gone.
+func (q *eventQueue) queuedContext(parent context.Context) *queuedCtx {
+	if c := q.lastCtx.Load(); c != nil && sameContext(c.parent, parent) {
+		return c
+	}
+	c := &queuedCtx{Context: context.WithoutCancel(parent), parent: parent, q: q}
+	q.lastCtx.Store(c)
+	return c
+}
+
+// sameContext reports whether a and b hold the same dynamic type and the
+// same data word: for a pointer, as every context of the context package
+// is, the same object. A boxed value is never changed, so two interfaces
+// that share both words hold equal contexts. It does not compare with ==,
+// which panics on a context type that is not comparable; it may say false
+// for two equal values boxed apart, which only costs a new queuedCtx.
+func sameContext(a, b context.Context) bool {
+	return *(*[2]unsafe.Pointer)(unsafe.Pointer(&a)) == *(*[2]unsafe.Pointer)(unsafe.Pointer(&b))
+}
+
+// queuedJob is an asynchronous publish waiting in an eventQueue.
+type queuedJob interface{ run() }
+
+// asyncJob is the queuedJob of an event of type E, recycled through its
+// route's jobList once a worker took it: a steady flow of asynchronous
+// publishes allocates no job.
+type asyncJob[E any] struct {
+	r   *eventRoute[E]
+	ctx *queuedCtx
+	evt E
+}
+
+// run hands the event to the subscribers, having given the job back
+// first: the job is only the queue's envelope, and the subscribers see
+// the event and the queuedCtx, never the job.
+func (j *asyncJob[E]) run() {
+	r, ctx, evt := j.r, j.ctx, j.evt
+	r.jobs.put(j)
+	r.handleQueued(ctx, evt)
+}
+
+// jobList keeps the asyncJobs no publish uses, for one event type: a
+// free list as long as the queue can hold jobs, made by the first
+// asynchronous publish of the type. A worker gives each job it took back,
+// and a publish takes one, or makes one when none is free, so a steady
+// flow of publishes allocates none; the list keeps as many as were ever
+// queued at once, never more than the queue's size. Unlike a sync.Pool,
+// it is not emptied by the garbage collector, nor, under the race
+// detector, at random.
+type jobList[E any] struct {
+	once sync.Once
+	free chan *asyncJob[E]
+}
+
+// get returns a free job, or a new one; size is the queue's.
+func (l *jobList[E]) get(size int) *asyncJob[E] {
+	l.once.Do(func() { l.free = make(chan *asyncJob[E], size) })
+	select {
+	case j := <-l.free:
+		return j
+	default:
+		return new(asyncJob[E])
+	}
+}
+
+// put clears j, which then keeps no event or context alive, and keeps it
+// if the list has room. Only a job get returned is put back, so the list
+// is made.
+func (l *jobList[E]) put(j *asyncJob[E]) {
+	*j = asyncJob[E]{}
+	select {
+	case l.free <- j:
+	default:
+	}
+}
+
 // enqueue queues the handling of evt by r's subscribers.
 func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 	b := r.bus
@@ -395,8 +657,14 @@ func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 	q.start.Do(func() { q.run(b.cfg.events.queue) })
 	closing := q.closingCh()
 	fromWorker := ctx.Value(workerKey{}) == q
-	values := context.WithValue(context.WithoutCancel(ctx), workerKey{}, q)
-	job := func() { r.handleQueued(values, evt) }
+	job := r.jobs.get(q.size)
+	job.r, job.ctx, job.evt = r, q.queuedContext(ctx), evt
+	queued := false
+	defer func() {
+		if !queued {
+			r.jobs.put(job)
+		}
+	}()
 
 	q.mu.RLock()
 	defer q.mu.RUnlock()
@@ -404,7 +672,6 @@ func enqueue[E any](ctx context.Context, r *eventRoute[E], evt E) error {
 		return fmt.Errorf("%w: publishing %s", ErrClosed, r.spec)
 	}
 	q.pending.Add(1)
-	queued := false
 	defer func() {
 		if !queued {
 			q.finished()
@@ -445,15 +712,16 @@ func (q *eventQueue) run(cfg EventQueue) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.size = size
 	if q.closed {
 		return
 	}
-	q.jobs = make(chan func(), size)
+	q.jobs = make(chan queuedJob, size)
 	q.done = make(chan struct{})
 	for range workers {
 		q.workers.Go(func() {
 			for job := range q.jobs {
-				job()
+				job.run()
 				q.finished()
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"log/slog"
 	"reflect"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -255,8 +256,11 @@ func checkDeclaredStream(t reflect.Type, item reflect.Type, stream bool) error {
 //   - before the handler runs, with one error item: [ErrNilBus],
 //     [ErrNilContext], [ErrNilMessage], [ErrHandlerNotFound], or ctx.Err().
 //
-// No goroutine is started (but the timer of [WithFirstItemTimeout]'s).
-// Beyond a fixed few per stream, reading an item allocates nothing.
+// No goroutine is started (but the timer of [WithFirstItemTimeout]'s). A
+// stream allocates twice (its state, which is also the handler's ctx, and
+// the handler's yield), and twice more if the handler, or a context
+// derived from its ctx, asks for ctx.Done() (a cancellable context);
+// reading an item allocates nothing.
 //
 // The type parameter ItemOfEmbeddedStreamQuery is named for the
 // compiler's message when q embeds no marker, such as a string literal:
@@ -348,12 +352,19 @@ type streamRoute[Q, R any] struct {
 // to the handler.
 type streamKey struct{}
 
-// streamState is one run of a stream.
+// streamState is one run of a stream, and its handler's context: the
+// caller's (its values, deadline and end), cancelled besides when the
+// reader stops or the first item is late. Being the context saves a
+// stream the two allocations of context.WithCancelCause, unless the
+// handler (or an interceptor, or a context derived from it) asks for
+// Done: then it makes that cancellable context, inner, and is it from
+// then on, so that contexts derived from it, even through others such as
+// a context.WithValue, are its children as they were before.
 type streamState[R any] struct {
 	yield  func(R, error) bool
-	ctx    context.Context // the handler's, cancelled when the reader stops
-	stop   context.CancelCauseFunc
+	parent context.Context // the caller's
 	items  int
+	check  int          // the item count at which push looks again at ctx and the stream's end
 	broke  bool         // the reader broke out of its loop
 	ended  bool         // the caller's ctx ended during the stream
 	halted bool         // broke, ended or finished: yield does nothing
@@ -363,6 +374,20 @@ type streamState[R any] struct {
 	ran    bool         // the handler ran once: an interceptor that retries gets its error
 	err    error
 	first  *time.Timer // the first item's timer, stopped when it comes
+
+	// The context's own state, guarded by mu: the first item's timer
+	// cancels from another goroutine.
+	mu     sync.Mutex
+	ctxErr error // context.Canceled once cancelled by the stream
+	cause  error
+	inner  atomic.Pointer[innerCtx] // made by Done
+}
+
+// innerCtx is the cancellable context a stream's context becomes once
+// asked for its Done channel.
+type innerCtx struct {
+	ctx    context.Context // context.WithCancelCause(parent)
+	cancel context.CancelCauseFunc
 }
 
 // errFirstItem is the cause with which a stream's context is cancelled
@@ -373,20 +398,96 @@ var errFirstItem = errors.New("cqrs: the first item did not come in time")
 // stream whose handler does not watch it.
 const checkEvery = 64
 
+// Deadline is the caller's.
+func (s *streamState[R]) Deadline() (time.Time, bool) { return s.parent.Deadline() }
+
+// Done returns a channel closed when the stream's context is cancelled:
+// when the reader stops, the first item is late, the stream ends, or the
+// caller's context ends. It makes inner, once.
+func (s *streamState[R]) Done() <-chan struct{} {
+	return s.innerCtx().ctx.Done()
+}
+
+func (s *streamState[R]) innerCtx() *innerCtx {
+	if in := s.inner.Load(); in != nil {
+		return in
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in := s.inner.Load(); in != nil {
+		return in
+	}
+	ctx, cancel := context.WithCancelCause(s.parent)
+	if s.ctxErr != nil {
+		cancel(s.cause)
+	}
+	in := &innerCtx{ctx: ctx, cancel: cancel}
+	s.inner.Store(in)
+	return in
+}
+
+// Err returns nil until the context is cancelled; it sees the caller's
+// context end at once, whether or not Done was asked for.
+func (s *streamState[R]) Err() error {
+	s.mu.Lock()
+	err := s.ctxErr
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if in := s.inner.Load(); in != nil {
+		return in.ctx.Err()
+	}
+	if s.parent.Done() != nil {
+		return s.parent.Err()
+	}
+	return nil
+}
+
+// Value is the caller's, or inner's once made, which has the caller's
+// and answers for its own cancellation ([context.Cause] and derived
+// contexts ask it); the stream's state is found by streamKey.
+func (s *streamState[R]) Value(key any) any {
+	if key == (streamKey{}) {
+		return s
+	}
+	if in := s.inner.Load(); in != nil {
+		return in.ctx.Value(key)
+	}
+	return s.parent.Value(key)
+}
+
+func (s *streamState[R]) String() string { return "cqrs.Stream" }
+
+// cancel cancels the stream's context, with cause, unless it was
+// cancelled before.
+func (s *streamState[R]) cancel(cause error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctxErr != nil {
+		return
+	}
+	s.ctxErr, s.cause = context.Canceled, cause
+	if in := s.inner.Load(); in != nil {
+		in.cancel(cause)
+	}
+}
+
+// firstLate reports whether the context was cancelled because the first
+// item did not come in time.
+func (s *streamState[R]) firstLate() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cause == errFirstItem
+}
+
 // pusher returns the handler's yield, a closure over s: a method value
-// would add a wrapper's call to every item.
+// would add a wrapper's call to every item. An item costs one comparison
+// besides the reader's call: push looks at ctx and the end of the stream
+// only when items reaches check.
 func (s *streamState[R]) pusher() func(R) bool {
 	return func(item R) bool {
-		if s.halted {
-			return false
-		}
-		if s.items&(checkEvery-1) == checkEvery-1 && s.ctx.Err() != nil {
-			s.ended, s.halted = true, true
-			return false
-		}
-		if s.first != nil && s.items == 0 && !s.first.Stop() {
-			// The first item came after its deadline: the stream is over.
-			s.ended, s.halted = true, true
+		if s.items >= s.check && !s.lookAgain() {
 			return false
 		}
 		s.items++
@@ -394,13 +495,41 @@ func (s *streamState[R]) pusher() func(R) bool {
 		more := s.yield(item, nil)
 		s.inBody = false
 		if !more {
-			s.broke, s.halted = true, true
-			s.stop(nil)
+			s.broke, s.halted, s.check = true, true, 0
+			s.cancel(context.Canceled)
 			return false
 		}
 		return true
 	}
 }
+
+// lookAgain is push's look, at the checkpoints, at whether the stream may
+// go on: not once it halted, nor once ctx ended (looked at every
+// checkEvery items), nor if the first item came after its deadline.
+func (s *streamState[R]) lookAgain() bool {
+	if s.halted {
+		return false
+	}
+	if s.items == 0 && s.first != nil && !s.first.Stop() {
+		// The first item came after its deadline: the stream is over.
+		s.ended, s.halted, s.check = true, true, 0
+		return false
+	}
+	if s.items%checkEvery == checkEvery-1 && s.Err() != nil {
+		s.ended, s.halted, s.check = true, true, 0
+		return false
+	}
+	// The next checkpoint: the next count that is checkEvery-1 modulo
+	// checkEvery.
+	s.check = s.items/checkEvery*checkEvery + checkEvery - 1
+	if s.check <= s.items {
+		s.check += checkEvery
+	}
+	return true
+}
+
+// halt stops every later yield, once the handler returned.
+func (s *streamState[R]) halt() { s.halted, s.check = true, 0 }
 
 // run runs the stream of q into yield.
 func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) bool) {
@@ -424,22 +553,22 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 		ctx = identify(ctx, r.ids)
 	}
 	caller := ctx
-	ctx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	s := &streamState[R]{yield: yield, ctx: ctx, stop: stop}
+	s := &streamState[R]{yield: yield, parent: ctx, check: checkEvery - 1}
+	defer s.cancel(context.Canceled)
 	s.push = s.pusher()
 	if r.firstItem > 0 {
-		s.first = time.AfterFunc(r.firstItem, func() { stop(errFirstItem) })
+		s.check = 0
+		s.first = time.AfterFunc(r.firstItem, func() { s.cancel(errFirstItem) })
 		defer s.first.Stop()
 	}
 
 	var err error
 	if r.chain != nil {
-		err = r.intercepted(context.WithValue(ctx, streamKey{}, s), s, q)
+		err = r.intercepted(s, s, q) // s is its own streamKey
 	} else {
-		err = r.produce(ctx, s, q)
+		err = r.produce(s, s, q)
 	}
-	s.halted = true // the handler returned
+	s.halt() // the handler returned
 	if s.inBody {
 		// The reader's loop body panicked and an interceptor recovered
 		// it: the reader must not be called again, and its panic goes on.
@@ -449,7 +578,7 @@ func (r *streamRoute[Q, R]) run(ctx context.Context, q Q, yield func(R, error) b
 	switch {
 	case s.broke:
 		err = nil // the reader left: nobody to tell
-	case errors.Is(context.Cause(ctx), errFirstItem):
+	case s.firstLate():
 		err = fmt.Errorf("%w: %s yielded nothing within %v: %w", ErrExecutionTimeout, r.spec, r.firstItem, context.DeadlineExceeded)
 	case err == nil && (s.ended || caller.Err() != nil):
 		err = caller.Err() // cut short, whatever the handler said

@@ -517,3 +517,113 @@ func TestExecuteStream(t *testing.T) {
 		assert.ErrorIs(t, err, cqrs.ErrNilBus)
 	}
 }
+
+// TestStreamContextFollowsTheReaderAndTheCaller: the handler's ctx, and
+// the contexts derived from it, end when the reader breaks and when the
+// caller's ctx ends, and context.Cause tells which; it carries the
+// caller's values and deadline.
+func TestStreamContextFollowsTheReaderAndTheCaller(t *testing.T) {
+	t.Parallel()
+	type key struct{}
+	synctest.Test(t, func(t *testing.T) {
+		queries := cqrs.NewQueryBus()
+		type seen struct {
+			value        any
+			deadline     time.Time
+			err, derived error
+			cause        error
+			at           error // a derived context's error as the reader broke
+		}
+		var got seen
+		require.NoError(t, cqrs.HandleStream(queries, func(ctx context.Context, q listNumbers, yield func(int) bool) error {
+			derived, cancel := context.WithTimeout(ctx, time.Hour)
+			defer cancel()
+			// Derived through another context, as under an interceptor
+			// that adds a value: still a child, cancelled with it, not
+			// by a goroutine of its own later.
+			through, cancelThrough := context.WithCancel(context.WithValue(ctx, key{}, "inner"))
+			defer cancelThrough()
+			got.value = ctx.Value(key{})
+			got.deadline, _ = ctx.Deadline()
+			if !yield(0) { // the reader breaks
+				got.at = through.Err()
+				synctest.Wait()
+				got.err, got.derived, got.cause = ctx.Err(), derived.Err(), context.Cause(ctx)
+				return nil
+			}
+			<-ctx.Done() // the caller's ctx ends
+			synctest.Wait()
+			got.err, got.derived, got.cause = ctx.Err(), derived.Err(), context.Cause(ctx)
+			return ctx.Err()
+		}))
+
+		parent, stop := context.WithDeadline(context.WithValue(context.Background(), key{}, "v"), time.Now().Add(time.Minute))
+		defer stop()
+		for range cqrs.Stream(parent, queries, listNumbers{N: 1}) {
+			break
+		}
+		assert.Equal(t, "v", got.value)
+		assert.Equal(t, time.Now().Add(time.Minute), got.deadline)
+		assert.ErrorIs(t, got.err, context.Canceled)
+		assert.ErrorIs(t, got.derived, context.Canceled)
+		assert.ErrorIs(t, got.cause, context.Canceled, "the stream's own cause, not the caller's")
+		assert.ErrorIs(t, got.at, context.Canceled, "a derived context is cancelled with the stream's")
+
+		got = seen{}
+		caller, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
+		var errs []error
+		for _, err := range cqrs.Stream(caller, queries, listNumbers{N: 1}) {
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			cancel(errDisk)
+		}
+		require.Len(t, errs, 1)
+		assert.ErrorIs(t, errs[0], context.Canceled)
+		assert.ErrorIs(t, got.err, context.Canceled)
+		assert.ErrorIs(t, got.derived, context.Canceled)
+		assert.ErrorIs(t, got.cause, errDisk, "the caller's cause")
+	})
+}
+
+// TestStreamAllocations: a stream allocates at most 2 more times than
+// ranging over a bare iter.Seq2 of the same items (issue #21), whatever
+// its length: nothing per item.
+func TestStreamAllocations(t *testing.T) {
+	queries := cqrs.NewQueryBus()
+	require.NoError(t, cqrs.HandleStream(queries, func(_ context.Context, q listNumbers, yield func(int) bool) error {
+		for i := range q.N {
+			if !yield(i) {
+				return nil
+			}
+		}
+		return nil
+	}))
+	bare := func(n int) func(func(int, error) bool) {
+		return func(yield func(int, error) bool) {
+			for i := range n {
+				if !yield(i, nil) {
+					return
+				}
+			}
+		}
+	}
+	ctx := context.Background()
+	for _, n := range []int{1, 1000} {
+		var sum int
+		read := func(seq func(func(int, error) bool)) {
+			for v, err := range seq {
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum += v
+			}
+		}
+		base := testing.AllocsPerRun(100, func() { read(bare(n)) })
+		allocs := testing.AllocsPerRun(100, func() { read(cqrs.Stream(ctx, queries, listNumbers{N: n})) })
+		assert.LessOrEqual(t, allocs-base, 2.0, "%d items: %v allocations, the bare sequence %v", n, allocs, base)
+		t.Logf("%d items: %v allocations, the bare sequence %v", n, allocs, base)
+	}
+}
