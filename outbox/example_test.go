@@ -425,12 +425,9 @@ func (s *stopSink) Send(ctx context.Context, msgs []outbox.Message) (int, error)
 func ExampleRelay_Run() {
 	db, box, _, done := exampleDB()
 	defer done()
-	relay, err := outbox.NewRelay(box, nil, outbox.RelayConfig{})
-	fmt.Println(relay, err)
-
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	relay, err = outbox.NewRelay(box, &stopSink{n: 2, stop: stop}, outbox.RelayConfig{PollInterval: 5 * time.Millisecond})
+	relay, err := outbox.NewRelay(box, &stopSink{n: 2, stop: stop}, outbox.RelayConfig{PollInterval: 5 * time.Millisecond})
 	if err != nil {
 		panic(err)
 	}
@@ -451,7 +448,6 @@ func ExampleRelay_Run() {
 	}
 	fmt.Println("Run returned", <-ran)
 	// Output:
-	// <nil> outbox: invalid config: NewRelay needs a Sink
 	// sent event OrderPlaced, Nats-Msg-Id = ID: true
 	// sent event OrderPlaced, Nats-Msg-Id = ID: true
 	// Run returned <nil>
