@@ -291,6 +291,8 @@ func TestZeroValuesAndNilContextsAreErrors(t *testing.T) {
 	assert.ErrorIs(t, err, outbox.ErrConfig)
 	assert.ErrorIs(t, relay.Run(ctx), outbox.ErrConfig)
 	assert.Equal(t, outbox.RelayStats{}, relay.Stats())
+	var nilRelay *outbox.Relay
+	assert.Equal(t, outbox.RelayStats{}, nilRelay.Stats())
 	real, err := outbox.NewRelay(b.box, &memorySink{}, outbox.RelayConfig{})
 	require.NoError(t, err)
 	_, err = real.Forward(nilCtx)

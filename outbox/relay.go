@@ -159,8 +159,12 @@ type RelayStats struct {
 	Failures uint64
 }
 
-// Stats returns the counts of r. It is safe to call while r runs.
+// Stats returns the counts of r. It is safe to call while r runs; a nil
+// r counts nothing.
 func (r *Relay) Stats() RelayStats {
+	if r == nil {
+		return RelayStats{}
+	}
 	return RelayStats{Sent: r.sent.Load(), Batches: r.batches.Load(), Failures: r.failures.Load()}
 }
 
