@@ -9,6 +9,10 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/typedcqrs/dispatch/cqrs"
 	"github.com/typedcqrs/dispatch/middleware"
 	"github.com/typedcqrs/dispatch/outbox"
@@ -457,4 +461,70 @@ func ExampleDialect_String() {
 	fmt.Println(outbox.Postgres, outbox.SQLite)
 	// Output:
 	// postgres sqlite
+}
+
+// ExampleNewJetStreamSink relays an event to NATS JetStream: an embedded
+// server here, the stream made as a durable event receiver makes it.
+func ExampleNewJetStreamSink() {
+	db, box, _, done := exampleDB()
+	defer done()
+	ctx := context.Background()
+
+	store, err := os.MkdirTemp("", "outbox-example-nats-")
+	if err != nil {
+		panic(err)
+	}
+	defer func() { _ = os.RemoveAll(store) }()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true, StoreDir: store})
+	if err != nil {
+		panic(err)
+	}
+	go ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		panic("NATS did not start")
+	}
+	nc, err := natsgo.Connect(ns.ClientURL())
+	if err != nil {
+		panic(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		panic(err)
+	}
+	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CQRS_EVENTS", Subjects: []string{"cqrs.stored.>"}})
+	if err != nil {
+		panic(err)
+	}
+
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		panic(err)
+	}
+	if err := outbox.Publish(ctx, box, tx, OrderPlaced{Order: 1}); err != nil {
+		panic(err)
+	}
+	if err := tx.Commit(); err != nil {
+		panic(err)
+	}
+
+	sink, err := outbox.NewJetStreamSink(js, 5*time.Second)
+	if err != nil {
+		panic(err)
+	}
+	relay, err := outbox.NewRelay(box, sink, outbox.RelayConfig{})
+	if err != nil {
+		panic(err)
+	}
+	n, err := relay.Forward(ctx)
+	fmt.Println("sent", n, err)
+	stored, err := stream.GetMsg(ctx, 1)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("stored with Nats-Msg-Id = Cqrs-Id:", stored.Header.Get("Nats-Msg-Id") == stored.Header.Get(cqrsnats.HeaderID))
+	// Output:
+	// sent 1 <nil>
+	// stored with Nats-Msg-Id = Cqrs-Id: true
 }
