@@ -65,14 +65,8 @@ func newStatements(d Dialect, table, inbox string) statements {
 		h.Write([]byte("cqrs outbox " + table))
 		lockKey := strconv.FormatInt(int64(h.Sum64()), 10)
 		return statements{
-			// The insert wakes the relays itself: its pg_notify is sent
-			// when the transaction commits (one per transaction: PostgreSQL
-			// folds the same notification sent twice), and never if it
-			// rolls back. A statement trigger did this before version 2:
-			// it cost the writer more than the notification.
-			insert: r.Replace(`WITH m AS (INSERT INTO {t} (msg_id, subject, headers, payload) VALUES ($1, $2, $3, $4) RETURNING 1)
-SELECT pg_notify('{t}', '') FROM m`),
-			lock: `SELECT pg_try_advisory_xact_lock(` + lockKey + `)`,
+			insert: r.Replace(`INSERT INTO {t} (msg_id, subject, headers, payload) VALUES ($1, $2, $3, $4)`),
+			lock:   `SELECT pg_try_advisory_xact_lock(` + lockKey + `)`,
 			// Ordered by transaction id, then by sequence. A row is ready
 			// when every transaction that began before its own has ended
 			// (its txid is below the snapshot's xmin): no transaction
@@ -100,19 +94,17 @@ CREATE TABLE IF NOT EXISTS {t} (
 	created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS {t}_order ON {t} (txid, seq);
+CREATE OR REPLACE FUNCTION {t}_notify() RETURNS trigger LANGUAGE plpgsql AS
+	$$ BEGIN PERFORM pg_notify('{t}', ''); RETURN NULL; END $$;
+CREATE OR REPLACE TRIGGER {t}_notify AFTER INSERT ON {t}
+	FOR EACH STATEMENT EXECUTE FUNCTION {t}_notify();
 CREATE TABLE IF NOT EXISTS {inbox} (
 	consumer   text NOT NULL,
 	msg_id     text NOT NULL,
 	handled_at timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (consumer, msg_id)
 );
-CREATE INDEX IF NOT EXISTS {inbox}_handled_at ON {inbox} (handled_at);`),
-				// Version 2: the insert notifies the relays; the statement
-				// trigger that did, made by version 1 before it was
-				// changed, goes.
-				r.Replace(`
-DROP TRIGGER IF EXISTS {t}_notify ON {t};
-DROP FUNCTION IF EXISTS {t}_notify();`)},
+CREATE INDEX IF NOT EXISTS {inbox}_handled_at ON {inbox} (handled_at);`)},
 		}
 	default:
 		return statements{

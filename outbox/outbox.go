@@ -101,11 +101,10 @@ func New(db *sql.DB, cfg Config) (*Outbox, error) {
 	return &Outbox{db: db, cfg: cfg, sql: newStatements(cfg.Dialect, cfg.Table, cfg.InboxTable)}, nil
 }
 
-// Schema returns the SQL that makes the outbox and inbox tables and their
-// indexes: what Migrate applies as its version 1, for those who run
-// migrations with a tool of their own (the later versions change only
-// tables made by earlier builds of this package). It returns "" for an
-// Outbox not made with [New].
+// Schema returns the SQL that makes the outbox and inbox tables (and, on
+// PostgreSQL, the trigger that notifies relays): what Migrate applies as
+// its version 1, for those who run migrations with a tool of their own.
+// It returns "" for an Outbox not made with [New].
 func (o *Outbox) Schema() string {
 	if o == nil || len(o.sql.migrations) == 0 {
 		return ""

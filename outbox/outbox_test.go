@@ -30,10 +30,9 @@ func TestMigrateIsRepeatableAndConcurrent(t *testing.T) {
 		for _, err := range errs {
 			require.NoError(t, err)
 		}
-		var versions, distinct, last int
-		require.NoError(t, b.db.QueryRow("SELECT count(*), count(DISTINCT version), max(version) FROM "+b.cfg.Table+"_migrations").Scan(&versions, &distinct, &last))
-		assert.Equal(t, distinct, versions, "each version applied once")
-		assert.Equal(t, last, versions, "every version applied")
+		var versions int
+		require.NoError(t, b.db.QueryRow("SELECT count(*) FROM "+b.cfg.Table+"_migrations").Scan(&versions))
+		assert.Equal(t, 1, versions, "version 1 applied once")
 		b.write(t, true, OrderPlaced{Order: 1})
 		require.NoError(t, b.box.Migrate(t.Context()))
 		lag, err := b.box.Lag(t.Context())
@@ -41,35 +40,6 @@ func TestMigrateIsRepeatableAndConcurrent(t *testing.T) {
 		assert.EqualValues(t, 1, lag.Pending, "a migration again keeps what is there")
 		assert.Contains(t, b.box.Schema(), "CREATE TABLE IF NOT EXISTS "+b.cfg.Table+" (")
 	})
-}
-
-// TestMigrateDropsTheNotifyTrigger: an outbox that version 1 made with a
-// statement trigger to notify the relays (before the insert did it
-// itself) loses the trigger at the next Migrate, and relays are still
-// woken by each commit.
-func TestMigrateDropsTheNotifyTrigger(t *testing.T) {
-	b := openPostgres(t, outbox.Config{})
-	triggers := func() int {
-		var n int
-		require.NoError(t, b.db.QueryRow("SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal", b.cfg.Table).Scan(&n))
-		return n
-	}
-	assert.Zero(t, triggers(), "a new outbox has no trigger")
-	// The outbox as version 1 used to make it.
-	for _, stmt := range []string{
-		"CREATE FUNCTION " + b.cfg.Table + "_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('" + b.cfg.Table + "', ''); RETURN NULL; END $$",
-		"CREATE TRIGGER " + b.cfg.Table + "_notify AFTER INSERT ON " + b.cfg.Table + " FOR EACH STATEMENT EXECUTE FUNCTION " + b.cfg.Table + "_notify()",
-		"DELETE FROM " + b.cfg.Table + "_migrations WHERE version > 1",
-	} {
-		_, err := b.db.Exec(stmt)
-		require.NoError(t, err)
-	}
-	require.Equal(t, 1, triggers())
-	require.NoError(t, b.box.Migrate(t.Context()))
-	assert.Zero(t, triggers(), "Migrate dropped it")
-	var fns int
-	require.NoError(t, b.db.QueryRow("SELECT count(*) FROM pg_proc WHERE proname = $1", b.cfg.Table+"_notify").Scan(&fns))
-	assert.Zero(t, fns, "and its function")
 }
 
 func TestNewRefusesBadConfig(t *testing.T) {
