@@ -19,8 +19,8 @@ func isPgx(db *sql.DB) bool {
 }
 
 // listen wakes the relay each time a transaction that wrote to the
-// outbox commits: the insert of [Publish] and [Enqueue] notifies the
-// table's channel. It holds one connection of db, and makes a new one when it
+// outbox commits: the trigger that Migrate makes notifies the table's
+// channel. It holds one connection of db, and makes a new one when it
 // breaks (the server restarted), waking the relay then too, since
 // notifications sent meanwhile are lost. It returns when ctx ends.
 func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
