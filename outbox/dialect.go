@@ -10,7 +10,7 @@ import (
 
 // Dialect names the database an [Outbox] and an [Inbox] speak to, through
 // database/sql. Its zero value names none, and is refused with
-// [ErrConfig].
+// [ErrConfig]. A Dialect is a plain value, safe for concurrent use.
 type Dialect uint8
 
 const (
@@ -25,7 +25,8 @@ const (
 	SQLite
 )
 
-// String returns "postgres" or "sqlite".
+// String returns "postgres" or "sqlite", or "Dialect(n)" for a value
+// that names neither.
 func (d Dialect) String() string {
 	switch d {
 	case Postgres:

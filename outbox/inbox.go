@@ -96,6 +96,9 @@ func (in *Inbox) Once(ctx context.Context, consumer, id string, fn func(ctx cont
 	if in == nil || in.db == nil {
 		return false, fmt.Errorf("%w: an Inbox not made with NewInbox", ErrConfig)
 	}
+	if ctx == nil {
+		return false, fmt.Errorf("%w: inbox", cqrs.ErrNilContext)
+	}
 	if fn == nil {
 		return false, fmt.Errorf("%w: Once with a nil fn", cqrs.ErrNilHandler)
 	}
@@ -146,6 +149,9 @@ func (in *Inbox) Once(ctx context.Context, consumer, id string, fn func(ctx cont
 func (in *Inbox) Cleanup(ctx context.Context, olderThan time.Duration) (int64, error) {
 	if in == nil || in.db == nil {
 		return 0, fmt.Errorf("%w: an Inbox not made with NewInbox", ErrConfig)
+	}
+	if ctx == nil {
+		return 0, fmt.Errorf("%w: inbox cleanup", cqrs.ErrNilContext)
 	}
 	var res sql.Result
 	var err error

@@ -8,6 +8,8 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/typedcqrs/dispatch/cqrs"
 )
 
 // JetStreamSink is the [Sink] that stores messages in NATS JetStream, as
@@ -53,6 +55,9 @@ func NewJetStreamSink(js jetstream.JetStream, timeout time.Duration) (*JetStream
 func (s *JetStreamSink) Send(ctx context.Context, msgs []Message) (int, error) {
 	if s == nil || s.js == nil {
 		return 0, fmt.Errorf("%w: a JetStreamSink not made with NewJetStreamSink", ErrConfig)
+	}
+	if ctx == nil {
+		return 0, fmt.Errorf("%w: outbox JetStream sink", cqrs.ErrNilContext)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()

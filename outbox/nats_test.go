@@ -300,12 +300,20 @@ func TestRelayKilledMidBatch(t *testing.T) {
 	require.NoError(t, err)
 	relay, err := outbox.NewRelay(b.box, sink, outbox.RelayConfig{})
 	require.NoError(t, err)
+	// The killed relay's session holds the outbox's lock until PostgreSQL
+	// sees its connection close: until then Forward finds another relay
+	// forwarding and returns 0. So forward until the outbox is empty.
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		k, err := relay.Forward(t.Context())
+		_, err := relay.Forward(t.Context())
 		require.NoError(t, err)
-		if k == 0 {
+		lag, err := b.box.Lag(t.Context())
+		require.NoError(t, err)
+		if lag.Pending == 0 {
 			break
 		}
+		require.True(t, time.Now().Before(deadline), "the new relay never took over: %d pending", lag.Pending)
+		time.Sleep(10 * time.Millisecond) // a poll, as Run's: the dead session's end is PostgreSQL's to see
 	}
 	assert.EqualValues(t, n-200, relay.Stats().Sent, "the restarted relay sent the killed batch again")
 	ids := stored(t, js)

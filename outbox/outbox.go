@@ -28,7 +28,9 @@ var (
 // Config configures an [Outbox] and an [Inbox]. Its zero value is not
 // usable: Dialect must be set. Every other field's zero value means the
 // default it documents. The processes that write an outbox, relay it or
-// share an inbox must use the same Table and InboxTable.
+// share an inbox must use the same Table and InboxTable. A Config is a
+// plain value: [New] and [NewInbox] copy it, so it may be shared and
+// changed afterwards without effect on them.
 type Config struct {
 	// Dialect is the database's: [Postgres] or [SQLite].
 	Dialect Dialect
@@ -102,7 +104,13 @@ func New(db *sql.DB, cfg Config) (*Outbox, error) {
 // Schema returns the SQL that makes the outbox and inbox tables (and, on
 // PostgreSQL, the trigger that notifies relays): what Migrate applies as
 // its version 1, for those who run migrations with a tool of their own.
-func (o *Outbox) Schema() string { return strings.TrimSpace(o.sql.migrations[0]) + "\n" }
+// It returns "" for an Outbox not made with [New].
+func (o *Outbox) Schema() string {
+	if o == nil || len(o.sql.migrations) == 0 {
+		return ""
+	}
+	return strings.TrimSpace(o.sql.migrations[0]) + "\n"
+}
 
 // Migrate makes the outbox and inbox tables if they are missing, and
 // applies the migrations of later versions of this package that were not
@@ -111,6 +119,9 @@ func (o *Outbox) Schema() string { return strings.TrimSpace(o.sql.migrations[0])
 // advisory lock; on SQLite the database's write lock does it) and again
 // at every start-up: what is there is kept.
 func (o *Outbox) Migrate(ctx context.Context) error {
+	if err := o.check(ctx, "migrate"); err != nil {
+		return err
+	}
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%w: migrate: %w", ErrDatabase, err)
@@ -163,7 +174,9 @@ func (o *Outbox) split(migration string) []string {
 	return out
 }
 
-// Lag is how far the relays are behind: what [Outbox.Lag] measures.
+// Lag is how far the relays are behind: what [Outbox.Lag] measures. It
+// is a plain value, safe to copy and share; its zero value means nothing
+// is pending.
 type Lag struct {
 	// Pending counts the messages written and committed, not yet sent.
 	Pending int64
@@ -175,6 +188,9 @@ type Lag struct {
 // oldest: the figure to watch and alert on. It counts the whole table,
 // which takes a scan: poll it every few seconds, not per request.
 func (o *Outbox) Lag(ctx context.Context) (Lag, error) {
+	if err := o.check(ctx, "lag"); err != nil {
+		return Lag{}, err
+	}
 	var lag Lag
 	if o.cfg.Dialect == Postgres {
 		var secs float64

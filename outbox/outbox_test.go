@@ -237,3 +237,50 @@ func TestRelayRunWakesOnCommit(t *testing.T) {
 		}
 	})
 }
+
+// TestZeroValuesAndNilContextsAreErrors: every method of a value not made
+// by its constructor, and every call with a nil context, returns an error
+// rather than panicking.
+func TestZeroValuesAndNilContextsAreErrors(t *testing.T) {
+	b := openSQLite(t, outbox.Config{})
+	var nilCtx context.Context // a nil context is what is tested
+	ctx := t.Context()
+	ok := func(context.Context) error { return nil }
+
+	var box outbox.Outbox
+	assert.Empty(t, box.Schema())
+	assert.ErrorIs(t, box.Migrate(ctx), outbox.ErrConfig)
+	_, err := box.Lag(ctx)
+	assert.ErrorIs(t, err, outbox.ErrConfig)
+	assert.ErrorIs(t, b.box.Migrate(nilCtx), cqrs.ErrNilContext)
+	_, err = b.box.Lag(nilCtx)
+	assert.ErrorIs(t, err, cqrs.ErrNilContext)
+
+	var relay outbox.Relay
+	_, err = relay.Forward(ctx)
+	assert.ErrorIs(t, err, outbox.ErrConfig)
+	assert.ErrorIs(t, relay.Run(ctx), outbox.ErrConfig)
+	assert.Equal(t, outbox.RelayStats{}, relay.Stats())
+	var nilRelay *outbox.Relay
+	assert.Equal(t, outbox.RelayStats{}, nilRelay.Stats())
+	real, err := outbox.NewRelay(b.box, &memorySink{}, outbox.RelayConfig{})
+	require.NoError(t, err)
+	_, err = real.Forward(nilCtx)
+	assert.ErrorIs(t, err, outbox.ErrConfig)
+	assert.ErrorIs(t, real.Run(nilCtx), outbox.ErrConfig)
+
+	var in outbox.Inbox
+	_, err = in.Cleanup(ctx, time.Hour)
+	assert.ErrorIs(t, err, outbox.ErrConfig)
+	inbox := b.inbox(t)
+	_, err = inbox.Once(nilCtx, "c", "m", ok)
+	assert.ErrorIs(t, err, cqrs.ErrNilContext)
+	_, err = inbox.Cleanup(nilCtx, time.Hour)
+	assert.ErrorIs(t, err, cqrs.ErrNilContext)
+
+	var sink outbox.JetStreamSink
+	_, err = sink.Send(ctx, nil)
+	assert.ErrorIs(t, err, outbox.ErrConfig)
+	_, err = outbox.NewJetStreamSink(nil, 0)
+	assert.ErrorIs(t, err, outbox.ErrConfig)
+}

@@ -13,7 +13,10 @@ import (
 )
 
 // Message is one message of the outbox as a [Relay] hands it to a
-// [Sink]: what [Publish] or [Enqueue] wrote.
+// [Sink]: what [Publish] or [Enqueue] wrote. A relay makes a new Message
+// for each row it reads and does not touch it once it is handed over: a
+// sink may keep it. Its zero value is a message with no subject, which
+// no sink should be given.
 type Message struct {
 	// Seq is the row's sequence number in the outbox table.
 	Seq int64
@@ -35,13 +38,17 @@ type Message struct {
 // the relay sends them again, so a sink must tolerate, or remove,
 // duplicates (JetStream drops a message whose Nats-Msg-Id it has stored
 // within its duplicate window). A relay calls Send from one goroutine at
-// a time; ctx ends when the relay stops.
+// a time, and never with an empty batch; ctx ends when the relay stops.
+// A sink given to several relays (or to one [Relay.Run] called more than
+// once) is called concurrently, and must then be safe for concurrent use.
+// A panic in Send is taken for an error that sent nothing.
 type Sink interface {
 	Send(ctx context.Context, msgs []Message) (int, error)
 }
 
 // RelayConfig configures a [Relay]. Its zero value is the default
 // configuration; each field's zero value means the default it documents.
+// [NewRelay] copies it: changing it afterwards has no effect on the relay.
 type RelayConfig struct {
 	// BatchSize is how many messages a relay reads, sends and removes at
 	// once. If BatchSize is less than or equal to 0, it is 100.
@@ -139,7 +146,9 @@ func NewRelay(o *Outbox, sink Sink, cfg RelayConfig) (*Relay, error) {
 	return &Relay{o: o, sink: sink, cfg: cfg.withDefaults(notify), notify: notify}, nil
 }
 
-// RelayStats are the counts of a [Relay] since it was made.
+// RelayStats are the counts of a [Relay] since it was made, as
+// [Relay.Stats] returns them: a plain value, a snapshot; its zero value
+// counts nothing.
 type RelayStats struct {
 	// Sent counts the messages the sink took and the relay removed.
 	Sent uint64
@@ -150,9 +159,24 @@ type RelayStats struct {
 	Failures uint64
 }
 
-// Stats returns the counts of r.
+// Stats returns the counts of r. It is safe to call while r runs; a nil
+// r counts nothing.
 func (r *Relay) Stats() RelayStats {
+	if r == nil {
+		return RelayStats{}
+	}
 	return RelayStats{Sent: r.sent.Load(), Batches: r.batches.Load(), Failures: r.failures.Load()}
+}
+
+// check refuses a Relay not made with NewRelay, and a nil ctx.
+func (r *Relay) check(ctx context.Context) error {
+	if r == nil || r.o == nil || r.sink == nil {
+		return fmt.Errorf("%w: a Relay not made with NewRelay", ErrConfig)
+	}
+	if ctx == nil {
+		return fmt.Errorf("%w: outbox relay: nil context", ErrConfig)
+	}
+	return nil
 }
 
 // errBusy: another relay holds the outbox's lock.
@@ -164,6 +188,9 @@ var errBusy = errors.New("outbox: another relay is forwarding")
 // 0 and nil. It is what [Relay.Run] does in a loop, for those who run a
 // relay from a scheduler of their own.
 func (r *Relay) Forward(ctx context.Context) (int, error) {
+	if err := r.check(ctx); err != nil {
+		return 0, err
+	}
 	n, err := r.forward(ctx)
 	if errors.Is(err, errBusy) {
 		return 0, nil
@@ -313,8 +340,8 @@ func seqs(msgs []Message) []int64 {
 // goroutine for LISTEN, which it waits for before it returns. Run may be
 // called more than once at a time, as several relays would.
 func (r *Relay) Run(ctx context.Context) error {
-	if ctx == nil {
-		return fmt.Errorf("%w: outbox relay: nil context", ErrConfig)
+	if err := r.check(ctx); err != nil {
+		return err
 	}
 	wake := make(chan struct{}, 1)
 	var wg sync.WaitGroup

@@ -96,7 +96,12 @@ func subscribe(url string, out io.Writer) error {
 func demo(dsn string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true, StoreDir: os.TempDir() + "/outbox-demo-nats"})
+	store, err := os.MkdirTemp("", "outbox-demo-nats-")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(store) }()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, JetStream: true, StoreDir: store})
 	if err != nil {
 		return err
 	}
@@ -104,7 +109,7 @@ func demo(dsn string, out io.Writer) error {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		return errors.New("NATS did not start")
 	}
-	defer func() { ns.Shutdown(); _ = os.RemoveAll(os.TempDir() + "/outbox-demo-nats") }()
+	defer ns.Shutdown()
 
 	// The subscriber, in another process.
 	child := exec.CommandContext(ctx, os.Args[0], "-role", "subscriber", "-nats", ns.ClientURL())
