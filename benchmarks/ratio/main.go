@@ -107,7 +107,7 @@ type term struct {
 func parseBudget(arg string) (string, []term, error) {
 	row, sum, ok := strings.Cut(arg, "<=")
 	if !ok || row == "" || sum == "" {
-		return "", nil, fmt.Errorf("budget %q: want ROW<=K*ROW+ROW...", arg)
+		return "", nil, fmt.Errorf("budget %q: want ROW<=K*ROW+ROW and so on", arg)
 	}
 	var terms []term
 	for part := range strings.SplitSeq(sum, "+") {
