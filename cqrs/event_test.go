@@ -1304,3 +1304,28 @@ func TestSubscriberPanickingWithNilUnderPanicNil(t *testing.T) {
 		<-cancelled
 	})
 }
+
+// TestSubscriberPanickingWithNilOnACancellableContext: with
+// GODEBUG=panicnil=1, a plain subscriber published to from a context
+// that can end, which takes the loop that looks at the context, fails
+// with a *PanicError when it panics with nil. Before, recover's nil was
+// taken for no panic, and the publish called the subscriber again, for
+// ever.
+func TestSubscriberPanickingWithNilOnACancellableContext(t *testing.T) {
+	t.Setenv("GODEBUG", "panicnil=1")
+	events := cqrs.NewEventBus()
+	var calls atomic.Int64
+	subscribe(t, events, "nil", func(context.Context, orderPlaced) error {
+		if calls.Add(1) > 1 {
+			return errors.New("called again")
+		}
+		panic(nil)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := cqrs.Publish(ctx, events, orderPlaced{ID: 1})
+	var pe *cqrs.PanicError
+	require.ErrorAs(t, err, &pe)
+	assert.ErrorIs(t, err, cqrs.ErrHandlerPanic)
+	assert.Equal(t, int64(1), calls.Load(), "the subscriber is called once")
+}

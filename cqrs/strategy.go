@@ -280,14 +280,21 @@ func direct[E any](ctx context.Context, l *subscriberList[E], evt E) (next int, 
 // with the index of the next subscriber to call, or when ctx has ended.
 // A subscriber called directly is recovered here, with one deferred call
 // for the whole loop rather than one per subscriber.
+//
+// A subscriber that panics with nil under GODEBUG=panicnil=1, which
+// recover cannot tell from no panic, fails as any panicking one does,
+// rather than being called again and again.
 func inOrder[E any](ctx context.Context, l *subscriberList[E], from int, evt E) (next int, err error, ended bool) {
 	subs := l.subs
 	next = from
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
-			sub := subs[next]
-			err, next = sub.failed(panicked(ctx, sub.log, sub.spec, v)), next+1
+		if returned {
+			return
 		}
+		v := recover() // nil: a panic(nil) under panicnil=1, or runtime.Goexit, which goes on anyway
+		sub := subs[next]
+		err, next = sub.failed(panicked(ctx, sub.log, sub.spec, v)), next+1
 	}()
 	done := ctx.Done()
 	if fns := l.fns; fns != nil && done == nil {
@@ -295,13 +302,16 @@ func inOrder[E any](ctx context.Context, l *subscriberList[E], from int, evt E) 
 		// loop a caller would write by hand.
 		for ; next < len(fns); next++ {
 			if err = fns[next](ctx, evt); err != nil {
+				returned = true
 				return next + 1, subs[next].failed(err), false
 			}
 		}
+		returned = true
 		return next, nil, false
 	}
 	for ; next < len(subs); next++ {
 		if done != nil && ctxEnded(done) {
+			returned = true
 			return next, nil, true
 		}
 		sub := subs[next]
@@ -311,9 +321,11 @@ func inOrder[E any](ctx context.Context, l *subscriberList[E], from int, evt E) 
 			err = sub.call(ctx, evt)
 		}
 		if err != nil {
+			returned = true
 			return next + 1, sub.failed(err), false
 		}
 	}
+	returned = true
 	return next, nil, false
 }
 
