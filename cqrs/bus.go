@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"log/slog"
 	"reflect"
 	"runtime/debug"
@@ -207,10 +206,10 @@ type entry struct {
 	nils  nilKind
 	ids   bool // the bus gives every message an identity: WithIdentity
 
-	typed   any                                              // *route[C, R], for Dispatch
-	exec    any                                              // func(context.Context, any) (R, error), for ExecuteTyped
-	untyped func(context.Context, any) (any, error)          // for Execute
-	stream  func(context.Context, any) iter.Seq2[any, error] // for ExecuteStream; nil but for a streaming query
+	typed   any                                               // *route[C, R], for Dispatch
+	exec    any                                               // func(context.Context, any) (R, error), for ExecuteTyped
+	untyped func(context.Context, any) (any, error)           // for Execute
+	stream  func(context.Context, any, func(any, error) bool) // for ExecuteStream, runs into its yield; nil but for a streaming query
 }
 
 // route is the dispatch path of one message type, built by Register. Its

@@ -192,16 +192,14 @@ func RegisterStream[Q, R any](b *QueryBus, h StreamHandler[Q, R], opts ...Stream
 	e := &entry{spec: in, stats: r.stats, items: &r.items, typed: r, untyped: refuse}
 	// ExecuteStream's path: q's dynamic type is Q, since the entry was
 	// found by it.
-	e.stream = func(ctx context.Context, q any) iter.Seq2[any, error] {
-		return func(yield func(any, error) bool) {
-			typed, _ := q.(Q)
-			r.run(ctx, typed, func(item R, err error) bool {
-				if err != nil {
-					return yield(nil, err)
-				}
-				return yield(item, nil)
-			})
-		}
+	e.stream = func(ctx context.Context, q any, yield func(any, error) bool) {
+		typed, _ := q.(Q)
+		r.run(ctx, typed, func(item R, err error) bool {
+			if err != nil {
+				return yield(nil, err)
+			}
+			return yield(item, nil)
+		})
 	}
 	if err := c.routes.Add(t, in.Name, e); err != nil {
 		return c.registrationError(err, in, t)
@@ -306,7 +304,7 @@ func (b *QueryBus) ExecuteStream(ctx context.Context, q any) iter.Seq2[any, erro
 		case e.stream == nil:
 			yield(nil, fmt.Errorf("%w: %s returns one result, not a stream: use Execute", ErrInvalidMessageType, e.spec))
 		default:
-			e.stream(ctx, q)(yield)
+			e.stream(ctx, q, yield)
 		}
 	}
 }
