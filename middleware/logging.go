@@ -83,12 +83,23 @@ func (l *logging) start(ctx context.Context) (time.Duration, bool) {
 	return stats.Now(), true
 }
 
-// finish logs a dispatch that began at start.
-func (l *logging) finish(ctx context.Context, spec *cqrs.Spec, start time.Duration, err error) {
+// finish logs a dispatch that began at start, with what only some
+// dispatches have: an event subscriber's name, and the number of items of
+// a streaming query, which the interceptor sees as one call (c) from its
+// start to its last item. c is nil for LoggingFor's handler.
+func (l *logging) finish(ctx context.Context, spec *cqrs.Spec, c cqrs.Call, start time.Duration, err error) {
 	took := stats.Now() - start
-	var buf [6]slog.Attr // on the stack: LogAttrs copies the attributes
+	var buf [8]slog.Attr // on the stack: LogAttrs copies the attributes
 	attrs := append(buf[:0], slog.String(keyKind, spec.Kind.String()), slog.String(keyMessage, spec.Name))
 	attrs = appendIdentity(ctx, attrs)
+	if spec.Subscriber != "" {
+		attrs = append(attrs, slog.String(keySubscriber, spec.Subscriber))
+	}
+	if spec.Stream && c != nil {
+		if sum, ok := c.Result().(cqrs.StreamSummary); ok {
+			attrs = append(attrs, slog.Int(keyItems, sum.Items))
+		}
+	}
 	attrs = append(attrs, slog.Duration(keyDuration, took))
 	level := l.level
 	if err == nil {
@@ -121,50 +132,12 @@ func appendIdentity(ctx context.Context, attrs []slog.Attr) []slog.Attr {
 
 // Intercept makes logging a [cqrs.Interceptor].
 func (l *logging) Intercept(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
-	if spec.Stream || spec.Subscriber != "" {
-		return l.interceptDetailed(spec, next)
-	}
 	return func(ctx context.Context, c cqrs.Call) error {
 		start, on := l.start(ctx)
 		err := next(ctx, c)
 		if on {
-			l.finish(ctx, &spec, start, err)
+			l.finish(ctx, &spec, c, start, err)
 		}
-		return err
-	}
-}
-
-// interceptDetailed logs what only some dispatches have: an event
-// subscriber's name, and the number of items of a streaming query, which
-// the interceptor sees as one call from its start to its last item.
-func (l *logging) interceptDetailed(spec cqrs.Spec, next cqrs.Invoker) cqrs.Invoker {
-	return func(ctx context.Context, c cqrs.Call) error {
-		start, on := l.start(ctx)
-		err := next(ctx, c)
-		if !on {
-			return err
-		}
-		took := stats.Now() - start
-		attrs := make([]slog.Attr, 0, 8)
-		attrs = append(attrs,
-			slog.String(keyKind, spec.Kind.String()),
-			slog.String(keyMessage, spec.Name))
-		attrs = appendIdentity(ctx, attrs)
-		if spec.Subscriber != "" {
-			attrs = append(attrs, slog.String(keySubscriber, spec.Subscriber))
-		}
-		if sum, ok := c.Result().(cqrs.StreamSummary); ok && spec.Stream {
-			attrs = append(attrs, slog.Int(keyItems, sum.Items))
-		}
-		attrs = append(attrs, slog.Duration(keyDuration, took))
-		level := l.level
-		if err == nil {
-			attrs = append(attrs, slog.String(keyOutcome, outcomeOK))
-		} else {
-			level = l.errorLevel(err)
-			attrs = append(attrs, slog.String(keyOutcome, outcomeFailed), slog.Any(keyError, err))
-		}
-		l.logger.LogAttrs(ctx, level, logMessage, attrs...)
 		return err
 	}
 }
@@ -221,6 +194,6 @@ func (h *loggedHandler[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	}
 	start := stats.Now()
 	res, err := h.next.Handle(ctx, msg)
-	h.finish(ctx, &h.spec, start, err)
+	h.finish(ctx, &h.spec, nil, start, err)
 	return res, err
 }
