@@ -99,14 +99,7 @@ func (ft *Fault) To(subscriber string) *Fault {
 // second. An n below 1 fails the test.
 func (ft *Fault) Nth(n int) *Fault {
 	ft.f.t.Helper()
-	if n < 1 {
-		ft.f.t.Errorf("cqrstest: On[%s].Nth(%d): calls are counted from 1", ft.typ, n)
-		return ft
-	}
-	ft.f.mu.Lock()
-	ft.first, ft.last = n, n
-	ft.f.mu.Unlock()
-	return ft
+	return ft.calls("Nth", n, n, "calls are counted from 1")
 }
 
 // First narrows the fault to the first n calls it matches, of each
@@ -114,12 +107,20 @@ func (ft *Fault) Nth(n int) *Fault {
 // and a retry's third attempt succeeds. An n below 1 fails the test.
 func (ft *Fault) First(n int) *Fault {
 	ft.f.t.Helper()
-	if n < 1 {
-		ft.f.t.Errorf("cqrstest: On[%s].First(%d): n must be 1 or more", ft.typ, n)
+	return ft.calls("First", 1, n, "n must be 1 or more")
+}
+
+// calls narrows the fault to the calls first to last it matches, for
+// method, the call that asked, whose argument is last; a last below 1
+// fails the test with why and narrows nothing.
+func (ft *Fault) calls(method string, first, last int, why string) *Fault {
+	ft.f.t.Helper()
+	if last < 1 {
+		ft.f.t.Errorf("cqrstest: On[%s].%s(%d): %s", ft.typ, method, last, why)
 		return ft
 	}
 	ft.f.mu.Lock()
-	ft.first, ft.last = 1, n
+	ft.first, ft.last = first, last
 	ft.f.mu.Unlock()
 	return ft
 }
