@@ -292,20 +292,22 @@ func Calls[M any](r Recording) []Call[M] {
 //	assert.Equal(t, []PlaceOrder{{Customer: "ada"}}, cqrstest.Sent[PlaceOrder](rec))
 //
 // It is safe to call while dispatches run.
-func Sent[C any](r Recording) []C { return messages[C](r, cqrs.KindCommand) }
+func Sent[C any](r Recording) []C { return messages[C](r, ofKind(cqrs.KindCommand)) }
 
 // Asked returns the queries of type Q recorded on a query bus, in the
 // order they were asked, as [Sent] returns commands. A streaming query
 // is recorded once, as it starts.
-func Asked[Q any](r Recording) []Q { return messages[Q](r, cqrs.KindQuery) }
+func Asked[Q any](r Recording) []Q { return messages[Q](r, ofKind(cqrs.KindQuery)) }
 
-func messages[M any](r Recording, kind cqrs.Kind) []M {
+// messages returns the messages of type M of the recorded calls keep
+// keeps, in the order they started.
+func messages[M any](r Recording, keep func(*record) bool) []M {
 	rec := r.recording()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	var out []M
 	for _, c := range rec.calls {
-		if c.spec.Kind != kind {
+		if !keep(c) {
 			continue
 		}
 		if m, ok := c.msg.(M); ok {
@@ -315,6 +317,11 @@ func messages[M any](r Recording, kind cqrs.Kind) []M {
 	return out
 }
 
+// ofKind keeps the calls of one kind.
+func ofKind(kind cqrs.Kind) func(*record) bool {
+	return func(c *record) bool { return c.spec.Kind == kind }
+}
+
 // Delivered returns the events of type E whose delivery to subscriber has
 // ended (with or without an error), in the order their deliveries
 // started. A delivery is a call that reached the recorder: where it is
@@ -322,19 +329,9 @@ func messages[M any](r Recording, kind cqrs.Kind) []M {
 // that [Fault.Duplicate] delivers, count apart (see [Recorder]). It is
 // safe to call while dispatches run.
 func Delivered[E any](r Recording, subscriber string) []E {
-	rec := r.recording()
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	var out []E
-	for _, c := range rec.calls {
-		if c.spec.Kind != cqrs.KindEvent || c.spec.Subscriber != subscriber || !c.done {
-			continue
-		}
-		if e, ok := c.msg.(E); ok {
-			out = append(out, e)
-		}
-	}
-	return out
+	return messages[E](r, func(c *record) bool {
+		return c.spec.Kind == cqrs.KindEvent && c.spec.Subscriber == subscriber && c.done
+	})
 }
 
 // Published returns the events of type E that were published, once per
