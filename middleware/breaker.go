@@ -98,7 +98,7 @@ func (c BreakerConfig) settings() gobreaker.Settings {
 func (c BreakerConfig) Settings() gobreaker.Settings {
 	st := c.settings()
 	if st.ReadyToTrip == nil {
-		st.ReadyToTrip = func(counts gobreaker.Counts) bool { return counts.ConsecutiveFailures >= DefaultBreakerFailures }
+		st.ReadyToTrip = tripByDefault
 	}
 	return st
 }
@@ -170,12 +170,16 @@ func NewBreaker(st gobreaker.Settings) *Breaker {
 	return &Breaker{settings: st}
 }
 
+// tripByDefault opens a breaker after DefaultBreakerFailures consecutive
+// failures: the trip rule of settings that give none.
+func tripByDefault(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= DefaultBreakerFailures }
+
 // settingsFor returns b's settings for one message type.
 func (b *Breaker) settingsFor(spec cqrs.Spec) gobreaker.Settings {
 	st := b.settings
 	st.Name = spec.Name
 	if st.ReadyToTrip == nil {
-		st.ReadyToTrip = func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= DefaultBreakerFailures }
+		st.ReadyToTrip = tripByDefault
 	}
 	if st.IsExcluded == nil {
 		st.IsExcluded = IsCallerError
