@@ -37,14 +37,10 @@ func OutboundEvent[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](ctx context.Co
 	if err != nil {
 		return nil, err
 	}
-	data, err := c.codec.Marshal(evt)
+	m, err := eventMsg(&c, et, evt)
 	if err != nil {
-		return nil, fmt.Errorf("nats: %s: encoding the event: %w", et.spec, err)
+		return nil, err
 	}
-	if len(data) > c.maxPayload {
-		return nil, tooLarge(et.spec, "event", len(data), c.maxPayload)
-	}
-	m := &natsgo.Msg{Subject: et.subject, Data: sealEvent(et.id, data), Header: natsgo.Header{}}
 	if len(c.propagator.Fields()) > 0 {
 		c.propagator.Inject(ctx, propagation.HeaderCarrier(m.Header))
 	}
