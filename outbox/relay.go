@@ -362,7 +362,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		case errors.Is(err, errBusy):
 			backoff, wait = 0, r.cfg.PollInterval
 		case err != nil:
-			backoff = min(max(2*backoff, 50*time.Millisecond), r.cfg.MaxBackoff)
+			backoff = nextBackoff(backoff, r.cfg.MaxBackoff)
 			wait = backoff
 			r.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "outbox: relay failed; trying again",
 				slog.String("table", r.o.cfg.Table), slog.Duration("backoff", backoff), slog.Any("error", err))
@@ -393,4 +393,10 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// nextBackoff is the wait after one more failure, given the last: 50ms
+// after the first, doubling up to most.
+func nextBackoff(last, most time.Duration) time.Duration {
+	return min(max(2*last, 50*time.Millisecond), most)
 }
