@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/typedcqrs/dispatch/cqrs"
 )
 
 // Message is one message of the outbox as a [Relay] hands it to a
@@ -168,13 +170,14 @@ func (r *Relay) Stats() RelayStats {
 	return RelayStats{Sent: r.sent.Load(), Batches: r.batches.Load(), Failures: r.failures.Load()}
 }
 
-// check refuses a Relay not made with NewRelay, and a nil ctx.
+// check refuses a Relay not made with NewRelay, and a nil ctx: that
+// with cqrs.ErrNilContext too, as the rest of the package does.
 func (r *Relay) check(ctx context.Context) error {
 	if r == nil || r.o == nil || r.sink == nil {
 		return fmt.Errorf("%w: a Relay not made with NewRelay", ErrConfig)
 	}
 	if ctx == nil {
-		return fmt.Errorf("%w: outbox relay: nil context", ErrConfig)
+		return fmt.Errorf("%w: outbox relay: %w", ErrConfig, cqrs.ErrNilContext)
 	}
 	return nil
 }
