@@ -167,11 +167,11 @@ func (f *streamForwarder[Q, R]) Stream(ctx context.Context, q Q, yield func(R) b
 		h = natsgo.Header{}
 		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(h))
 	}
-	if _, ok := cqrs.IdentityOf(ctx); ok {
+	if id, ok := cqrs.IdentityOf(ctx); ok {
 		if h == nil {
 			h = natsgo.Header{}
 		}
-		setIdentity(h, sentIdentity(ctx))
+		setIdentity(h, id) // what sentIdentity returns when ctx has one
 	}
 	if len(h) > 0 {
 		req.Header = h
