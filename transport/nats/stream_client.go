@@ -303,7 +303,7 @@ var errSilent = errors.New("nats: silent")
 
 // noResponders reports whether m is NATS's no-responders status.
 func noResponders(m *natsgo.Msg) bool {
-	return len(m.Data) == 0 && m.Header.Get("Status") == "503"
+	return len(m.Data) == 0 && m.Header.Get(statusHeader) == "503"
 }
 
 // streamCall is the calling side of one stream.
