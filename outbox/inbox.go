@@ -53,14 +53,11 @@ type Inbox struct {
 // [Outbox.Migrate] makes. It fails with [ErrConfig] for a nil db or an
 // invalid cfg.
 func NewInbox(db *sql.DB, cfg Config) (*Inbox, error) {
-	if db == nil {
-		return nil, fmt.Errorf("%w: nil *sql.DB", ErrConfig)
-	}
-	cfg, err := cfg.withDefaults()
+	cfg, stmts, err := setUp(db, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Inbox{db: db, cfg: cfg, sql: newStatements(cfg.Dialect, cfg.Table, cfg.InboxTable)}, nil
+	return &Inbox{db: db, cfg: cfg, sql: stmts}, nil
 }
 
 // txKey is the context key of the transaction of an Inbox's handler.

@@ -36,7 +36,7 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 		if ctx.Err() != nil {
 			return
 		}
-		backoff = min(max(2*backoff, 50*time.Millisecond), r.cfg.MaxBackoff)
+		backoff = nextBackoff(backoff, r.cfg.MaxBackoff)
 		r.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "outbox: relay lost LISTEN; polling until it is back",
 			slog.String("table", r.o.cfg.Table), slog.Duration("backoff", backoff), slog.Any("error", err))
 		t := time.NewTimer(backoff)

@@ -478,3 +478,36 @@ func TestConsumerKilledAfterCommit(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, info.CachedInfo().State.Msgs, "and the redelivery was acknowledged")
 }
+
+// TestJetStreamSinkReportsTheStoredPrefix: JetStreamSink.Send counts the
+// messages JetStream stored before the first it did not, so that the
+// relay removes those and sends the rest again; one that no stream takes
+// fails the batch from there, even when later ones were stored.
+func TestJetStreamSinkReportsTheStoredPrefix(t *testing.T) {
+	s := startNATS(t, t.TempDir(), -1)
+	defer s.Shutdown()
+	_, js := connectNATS(t, s.ClientURL())
+	_, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "SINK", Subjects: []string{"sink.>"}})
+	require.NoError(t, err)
+	sink, err := outbox.NewJetStreamSink(js, 5*time.Second)
+	require.NoError(t, err)
+	msg := func(subject, id string) outbox.Message {
+		return outbox.Message{ID: id, Subject: subject, Header: map[string][]string{jetstream.MsgIDHeader: {id}}, Payload: []byte(id)}
+	}
+
+	n, err := sink.Send(t.Context(), []outbox.Message{msg("sink.a", "1"), msg("nostream.b", "2"), msg("sink.c", "3")})
+	require.Error(t, err)
+	assert.Equal(t, 1, n, "only the message before the refused one counts as sent")
+
+	n, err = sink.Send(t.Context(), []outbox.Message{msg("nostream.d", "4")})
+	require.Error(t, err)
+	assert.Zero(t, n)
+
+	n, err = sink.Send(t.Context(), []outbox.Message{msg("sink.a", "1"), msg("sink.e", "5")})
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	info, err := js.Stream(t.Context(), "SINK")
+	require.NoError(t, err)
+	// 1 (once: the second send is a duplicate by Nats-Msg-Id), 3 and 5.
+	assert.Equal(t, uint64(3), info.CachedInfo().State.Msgs)
+}

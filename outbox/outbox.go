@@ -91,14 +91,24 @@ type Outbox struct {
 // [Outbox.Schema] with your own migration tool). It fails with
 // [ErrConfig] for a nil db or an invalid cfg.
 func New(db *sql.DB, cfg Config) (*Outbox, error) {
-	if db == nil {
-		return nil, fmt.Errorf("%w: nil *sql.DB", ErrConfig)
-	}
-	cfg, err := cfg.withDefaults()
+	cfg, stmts, err := setUp(db, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Outbox{db: db, cfg: cfg, sql: newStatements(cfg.Dialect, cfg.Table, cfg.InboxTable)}, nil
+	return &Outbox{db: db, cfg: cfg, sql: stmts}, nil
+}
+
+// setUp checks db and cfg for [New] and [NewInbox], and returns cfg with
+// its defaults and the SQL of its dialect and tables.
+func setUp(db *sql.DB, cfg Config) (Config, statements, error) {
+	if db == nil {
+		return cfg, statements{}, fmt.Errorf("%w: nil *sql.DB", ErrConfig)
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return cfg, statements{}, err
+	}
+	return cfg, newStatements(cfg.Dialect, cfg.Table, cfg.InboxTable), nil
 }
 
 // Schema returns the SQL that makes the outbox and inbox tables (and, on

@@ -267,7 +267,9 @@ func TestZeroValuesAndNilContextsAreErrors(t *testing.T) {
 	require.NoError(t, err)
 	_, err = real.Forward(nilCtx)
 	assert.ErrorIs(t, err, outbox.ErrConfig)
+	assert.ErrorIs(t, err, cqrs.ErrNilContext)
 	assert.ErrorIs(t, real.Run(nilCtx), outbox.ErrConfig)
+	assert.ErrorIs(t, real.Run(nilCtx), cqrs.ErrNilContext)
 
 	var in outbox.Inbox
 	_, err = in.Cleanup(ctx, time.Hour)

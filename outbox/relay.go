@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/typedcqrs/dispatch/cqrs"
 )
 
 // Message is one message of the outbox as a [Relay] hands it to a
@@ -168,13 +170,14 @@ func (r *Relay) Stats() RelayStats {
 	return RelayStats{Sent: r.sent.Load(), Batches: r.batches.Load(), Failures: r.failures.Load()}
 }
 
-// check refuses a Relay not made with NewRelay, and a nil ctx.
+// check refuses a Relay not made with NewRelay, and a nil ctx: that
+// with cqrs.ErrNilContext too, as the rest of the package does.
 func (r *Relay) check(ctx context.Context) error {
 	if r == nil || r.o == nil || r.sink == nil {
 		return fmt.Errorf("%w: a Relay not made with NewRelay", ErrConfig)
 	}
 	if ctx == nil {
-		return fmt.Errorf("%w: outbox relay: nil context", ErrConfig)
+		return fmt.Errorf("%w: outbox relay: %w", ErrConfig, cqrs.ErrNilContext)
 	}
 	return nil
 }
@@ -362,7 +365,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		case errors.Is(err, errBusy):
 			backoff, wait = 0, r.cfg.PollInterval
 		case err != nil:
-			backoff = min(max(2*backoff, 50*time.Millisecond), r.cfg.MaxBackoff)
+			backoff = nextBackoff(backoff, r.cfg.MaxBackoff)
 			wait = backoff
 			r.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "outbox: relay failed; trying again",
 				slog.String("table", r.o.cfg.Table), slog.Duration("backoff", backoff), slog.Any("error", err))
@@ -393,4 +396,10 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// nextBackoff is the wait after one more failure, given the last: 50ms
+// after the first, doubling up to most.
+func nextBackoff(last, most time.Duration) time.Duration {
+	return min(max(2*last, 50*time.Millisecond), most)
 }

@@ -165,11 +165,11 @@ func (f *forwarder[C, R]) Handle(ctx context.Context, msg C) (R, error) {
 	}
 	// Only a message dispatched with an identity carries one: a header
 	// costs every request a MIME parse at both ends.
-	if _, ok := cqrs.IdentityOf(ctx); ok {
+	if id, ok := cqrs.IdentityOf(ctx); ok {
 		if req.Header == nil {
 			req.Header = natsgo.Header{}
 		}
-		setIdentity(req.Header, sentIdentity(ctx))
+		setIdentity(req.Header, id) // what sentIdentity returns when ctx has one
 	}
 	reply, err := f.c.replies.request(ctx, f.c.nc, req, deadline, timed)
 	if f.legacySubject != "" {

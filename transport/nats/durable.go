@@ -203,22 +203,10 @@ func Enqueue[C any](ctx context.Context, js jetstream.JetStream, msg C, cfg Dura
 	if js == nil {
 		return fmt.Errorf("%w: enqueue %s: nil JetStream", ErrTransport, spec)
 	}
-	data, err := c.codec.Marshal(msg)
-	if err != nil {
-		return fmt.Errorf("nats: %s: encoding the message: %w", spec, err)
-	}
-	if len(data) > c.maxPayload {
-		return tooLarge(spec, "message", len(data), c.maxPayload)
-	}
-	subject, err := durableSubject(c.prefix, spec)
+	m, err := durableMsg(ctx, &c, spec, msg)
 	if err != nil {
 		return err
 	}
-	id := cqrs.NextIdentity(ctx)
-	h := make(natsgo.Header, 4)
-	setIdentity(h, id)
-	h.Set(jetstream.MsgIDHeader, storedKey(id.ID, 0))
-	m := &natsgo.Msg{Subject: subject, Data: data, Header: h}
 	if err := fitsWithDeadLetter(js.Conn(), spec, m, cfg); err != nil {
 		return err
 	}

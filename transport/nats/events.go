@@ -333,14 +333,10 @@ func publishAs[E any](ctx context.Context, p *Publisher, evt E, id cqrs.Identity
 
 // publish encodes evt and sends it with identity id.
 func (p *Publisher) publish(ctx context.Context, et *eventType, evt any, id cqrs.Identity) error {
-	data, err := p.cfg.codec.Marshal(evt)
+	m, err := eventMsg(&p.cfg, et, evt)
 	if err != nil {
-		return fmt.Errorf("nats: %s: encoding the event: %w", et.spec, err)
+		return err
 	}
-	if len(data) > p.cfg.maxPayload {
-		return tooLarge(et.spec, "event", len(data), p.cfg.maxPayload)
-	}
-	m := &natsgo.Msg{Subject: et.subject, Data: sealEvent(et.id, data), Header: natsgo.Header{}}
 	setIdentity(m.Header, id)
 	if p.js != nil {
 		m.Header.Set(jetstream.MsgIDHeader, storedKey(id.ID, 0))
@@ -362,6 +358,19 @@ func (p *Publisher) publish(ctx context.Context, et *eventType, evt any, id cqrs
 		return nil
 	}
 	return p.store(ctx, et, m)
+}
+
+// eventMsg encodes evt, of type et, into the message that carries it,
+// in its envelope, with an empty header for the caller to fill.
+func eventMsg(c *config, et *eventType, evt any) (*natsgo.Msg, error) {
+	data, err := c.codec.Marshal(evt)
+	if err != nil {
+		return nil, fmt.Errorf("nats: %s: encoding the event: %w", et.spec, err)
+	}
+	if len(data) > c.maxPayload {
+		return nil, tooLarge(et.spec, "event", len(data), c.maxPayload)
+	}
+	return &natsgo.Msg{Subject: et.subject, Data: sealEvent(et.id, data), Header: natsgo.Header{}}, nil
 }
 
 // fits checks m, with its envelope and headers, against the max_payload

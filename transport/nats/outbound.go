@@ -37,14 +37,10 @@ func OutboundEvent[E cqrs.Message[cqrs.NoResult, *cqrs.EventBus]](ctx context.Co
 	if err != nil {
 		return nil, err
 	}
-	data, err := c.codec.Marshal(evt)
+	m, err := eventMsg(&c, et, evt)
 	if err != nil {
-		return nil, fmt.Errorf("nats: %s: encoding the event: %w", et.spec, err)
+		return nil, err
 	}
-	if len(data) > c.maxPayload {
-		return nil, tooLarge(et.spec, "event", len(data), c.maxPayload)
-	}
-	m := &natsgo.Msg{Subject: et.subject, Data: sealEvent(et.id, data), Header: natsgo.Header{}}
 	if len(c.propagator.Fields()) > 0 {
 		c.propagator.Inject(ctx, propagation.HeaderCarrier(m.Header))
 	}
@@ -74,7 +70,19 @@ func OutboundCommand[C any](ctx context.Context, cmd C, cfg DurableConfig, opts 
 	if reflect.TypeFor[C]().Kind() == reflect.Interface {
 		return nil, fmt.Errorf("%w: %s: a durable command needs a concrete type", cqrs.ErrInvalidMessageType, spec)
 	}
-	data, err := c.codec.Marshal(cmd)
+	m, err := durableMsg(ctx, &c, spec, cmd)
+	if err != nil {
+		return nil, err
+	}
+	m.Header.Set(jetstream.ExpectedStreamHeader, cfg.withDefaults(c.prefix).Stream)
+	return m, nil
+}
+
+// durableMsg encodes the durable command msg, of spec, into the message
+// that Enqueue stores: on its subject, with the identity of a message
+// sent from ctx, as outboundIdentity writes it.
+func durableMsg[C any](ctx context.Context, c *config, spec cqrs.Spec, msg C) (*natsgo.Msg, error) {
+	data, err := c.codec.Marshal(msg)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %s: encoding the message: %w", spec, err)
 	}
@@ -85,8 +93,7 @@ func OutboundCommand[C any](ctx context.Context, cmd C, cfg DurableConfig, opts 
 	if err != nil {
 		return nil, err
 	}
-	m := &natsgo.Msg{Subject: subject, Data: data, Header: natsgo.Header{}}
-	m.Header.Set(jetstream.ExpectedStreamHeader, cfg.withDefaults(c.prefix).Stream)
+	m := &natsgo.Msg{Subject: subject, Data: data, Header: make(natsgo.Header, 5)}
 	outboundIdentity(ctx, m.Header)
 	return m, nil
 }

@@ -164,7 +164,7 @@ func (r *replies) request(ctx context.Context, nc *natsgo.Conn, req *natsgo.Msg,
 		r.forget(id, w)
 	}
 	waiters.Put(w)
-	if err == nil && len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+	if err == nil && noResponders(m) {
 		return nil, natsgo.ErrNoResponders
 	}
 	return m, err

@@ -494,26 +494,5 @@ func (a anyStream) prepare(e *streamEndpoint, payload []byte) (run func(*serverS
 		return nil, badRequest(e.spec, err)
 	}
 	query := q.Elem().Interface()
-	return func(st *serverStream) error { return produceAny(st, query) }, nil
-}
-
-// produceAny runs the local stream of q and sends its items, as produce
-// does.
-func produceAny(st *serverStream, q any) error {
-	for item, err := range st.e.bus.ExecuteStream(st.ctx, q) {
-		if err != nil {
-			return err
-		}
-		data, err := marshalItem(st.e.s.cfg.codec, item)
-		if err != nil {
-			return fmt.Errorf("nats: %s: encoding an item: %w", st.e.spec, err)
-		}
-		if !st.send(data) {
-			break
-		}
-	}
-	if st.err != nil {
-		return st.err
-	}
-	return st.ctx.Err()
+	return func(st *serverStream) error { return produce(st, st.e.bus.ExecuteStream(st.ctx, query)) }, nil
 }

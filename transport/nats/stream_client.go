@@ -167,11 +167,11 @@ func (f *streamForwarder[Q, R]) Stream(ctx context.Context, q Q, yield func(R) b
 		h = natsgo.Header{}
 		cfg.propagator.Inject(ctx, propagation.HeaderCarrier(h))
 	}
-	if _, ok := cqrs.IdentityOf(ctx); ok {
+	if id, ok := cqrs.IdentityOf(ctx); ok {
 		if h == nil {
 			h = natsgo.Header{}
 		}
-		setIdentity(h, sentIdentity(ctx))
+		setIdentity(h, id) // what sentIdentity returns when ctx has one
 	}
 	if len(h) > 0 {
 		req.Header = h
@@ -303,7 +303,7 @@ var errSilent = errors.New("nats: silent")
 
 // noResponders reports whether m is NATS's no-responders status.
 func noResponders(m *natsgo.Msg) bool {
-	return len(m.Data) == 0 && m.Header.Get("Status") == "503"
+	return len(m.Data) == 0 && m.Header.Get(statusHeader) == "503"
 }
 
 // streamCall is the calling side of one stream.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 	"reflect"
 	"strings"
@@ -55,12 +56,13 @@ func (streamType[Q, R]) prepare(e *streamEndpoint, payload []byte) (run func(*se
 	if err := e.s.cfg.codec.Unmarshal(payload, &q); err != nil {
 		return nil, badRequest(e.spec, err)
 	}
-	return func(st *serverStream) error { return produce[Q, R](st, q) }, nil
+	return func(st *serverStream) error { return produce(st, cqrs.StreamOf[R](st.ctx, st.e.bus, q)) }, nil
 }
 
-// produce runs the local stream of q and sends its items.
-func produce[Q, R any](st *serverStream, q Q) error {
-	for item, err := range cqrs.StreamOf[R](st.ctx, st.e.bus, q) {
+// produce sends the items of items, the local stream of the caller's
+// query, until it ends, fails, or the stream stops.
+func produce[R any](st *serverStream, items iter.Seq2[R, error]) error {
+	for item, err := range items {
 		if err != nil {
 			return err
 		}
