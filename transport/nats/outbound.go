@@ -81,7 +81,7 @@ func OutboundCommand[C any](ctx context.Context, cmd C, cfg DurableConfig, opts 
 // durableMsg encodes the durable command msg, of spec, into the message
 // that Enqueue stores: on its subject, with the identity of a message
 // sent from ctx, as outboundIdentity writes it.
-func durableMsg[C any](ctx context.Context, c *config, spec cqrs.Spec, msg C) (*natsgo.Msg, error) {
+func durableMsg(ctx context.Context, c *config, spec cqrs.Spec, msg any) (*natsgo.Msg, error) {
 	data, err := c.codec.Marshal(msg)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %s: encoding the message: %w", spec, err)
