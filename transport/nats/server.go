@@ -68,6 +68,17 @@ type request struct {
 	margin   time.Duration // the least time left for the handler to start
 }
 
+// late reports whether r has too little time left at now for its handler
+// to start: its caller will have given up before a reply could reach it.
+// A worker asks when it takes r, before decoding it, and again when the
+// handler is about to run, so that a worker held up in between (a loaded
+// machine) does not start work for a caller who gave up.
+func (r *request) late(now time.Time) bool { return r.deadline.Sub(now) < r.margin }
+
+// errLate is answer's error for a request that became late while it was
+// decoded: it is counted as expired, and gets no reply.
+var errLate = errors.New("nats: the request's caller has given up")
+
 // worker runs requests one at a time.
 type worker struct {
 	running atomic.Pointer[endpoint] // the request's endpoint while its handler runs
@@ -100,9 +111,11 @@ type worker struct {
 // wholly for the time beyond the least that the same caller's recent
 // requests took, since the clocks' difference is the same in each) and
 // capped by [WithMaxHandlerTime]. A request whose deadline passes before
-// a worker takes it (or with less than a millisecond left, plus the least
-// time its caller's requests took on their way, as its reply needs about
-// as long) is dropped without running, and counted (Expired). Requests
+// its handler would start (looked at when a worker takes it, and again
+// once it is decoded), or that has less than a millisecond left then, plus
+// the least time its caller's requests took on their way, as its reply
+// needs about as long, is dropped without running, and counted (Expired).
+// Requests
 // wait in a bounded queue ([WithMaxPending], [WithConcurrency]); one that
 // finds it full is refused with [ErrUnavailable].
 //
@@ -330,7 +343,7 @@ func (s *Server) work(w *worker) {
 			s.replyError(r.e, r.m, fmt.Errorf("%w: %s: the serving process is stopping", ErrUnavailable, r.e.spec), false, r.env.fromLegacyCaller())
 		default:
 			now := time.Now()
-			if r.deadline.Sub(now) < r.margin {
+			if r.late(now) {
 				r.e.expired.Add(1) // its caller has given up: nobody waits for a reply
 				continue
 			}
@@ -523,6 +536,10 @@ func (e *endpoint) receive(m *natsgo.Msg) {
 // serve runs one request's handler and answers it.
 func (e *endpoint) serve(r request, start time.Time) {
 	byHandler, err := e.answer(r)
+	if err == errLate {
+		e.expired.Add(1)
+		return
+	}
 	if err != nil {
 		e.s.replyError(e, r.m, err, byHandler, r.env.fromLegacyCaller())
 	}
@@ -554,6 +571,9 @@ func (e *endpoint) answer(r request) (byHandler bool, err error) {
 	msg := reflect.New(e.spec.MessageType)
 	if err := e.s.cfg.codec.Unmarshal(r.env.payload, msg.Interface()); err != nil {
 		return false, badRequest(e.spec, err)
+	}
+	if r.late(time.Now()) {
+		return false, errLate
 	}
 	res, err := e.exec(dctx, msg.Elem().Interface())
 	if err != nil {

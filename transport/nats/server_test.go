@@ -403,3 +403,34 @@ func TestStopCancelsHandlersNotAsTheCallersError(t *testing.T) {
 	assert.NotErrorIs(t, err, context.Canceled)
 	assert.False(t, middleware.IsCallerError(err))
 }
+
+// slowDecoding is JSON whose Unmarshal takes a while, as a worker held up
+// on a loaded machine would.
+type slowDecoding struct {
+	cqrsnats.JSON
+	took time.Duration
+}
+
+func (c slowDecoding) Unmarshal(data []byte, v any) error {
+	time.Sleep(c.took)
+	return c.JSON.Unmarshal(data, v)
+}
+
+// TestRequestLateAfterDecodingIsNotStarted: a request whose caller gives
+// up while the worker decodes it is dropped as expired, and its handler
+// never starts. The worker looks at the deadline again just before the
+// handler; before, only when it took the request.
+func TestRequestLateAfterDecodingIsNotStarted(t *testing.T) {
+	ns := startServer(t, -1)
+	codec := slowDecoding{took: 300 * time.Millisecond}
+	srv, r := slowServer(t, ns.ClientURL(), time.Millisecond, cqrsnats.WithCodec(codec))
+	commands, _ := calling(t, connect(t, ns.ClientURL()), cqrsnats.WithCodec(codec))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := cqrs.Dispatch[Order](ctx, commands, PlaceOrder{ID: 1, Item: "x"})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Eventually(t, func() bool { return srv.Stats()[0].Expired == 1 }, 2*time.Second, 5*time.Millisecond,
+		"the request is counted as expired once decoded")
+	assert.Zero(t, r.started.Load(), "the handler never started")
+}
