@@ -115,9 +115,8 @@ type worker struct {
 // once it is decoded), or that has less than a millisecond left then, plus
 // the least time its caller's requests took on their way, as its reply
 // needs about as long, is dropped without running, and counted (Expired).
-// Requests
-// wait in a bounded queue ([WithMaxPending], [WithConcurrency]); one that
-// finds it full is refused with [ErrUnavailable].
+// Requests wait in a bounded queue ([WithMaxPending], [WithConcurrency]);
+// one that finds it full is refused with [ErrUnavailable].
 //
 // A request that carries an identity (see [Forward]) gives its handler a
 // context with it, so that the handler reads it with [cqrs.IdentityOf]
